@@ -1,0 +1,423 @@
+"""FlowActor: one pykka actor per live flow instance, and the step logic it runs.
+
+`FlowRunner` owns one flow's live Thread and applies the durability protocol:
+
+1. run the Thread to its next suspension;
+2. commit checkpoint + intent (+ the journaled result of the action just consumed,
+   + output printed since the last commit, + new child flows, + a timer) in ONE
+   store transaction;
+3. only then hand the request to the hub (the runtime), which sends it to the
+   resource that performs it.
+
+A flow value called from a flow (`check(x)`) runs the child *inline* in the caller's
+actor, from the child's durable start point to its first suspension. A child that
+ends without suspending did nothing to the world, so its whole life commits as one
+transaction (its flow record with its Result, the caller's journal entry, the output
+of both in order) before the caller goes on; one that suspends is handed to its own
+FlowActor, starting again from its start checkpoint (its first run had no effects).
+Nothing is lost either way: child ids are deterministic, (caller id, action seq), and
+a re-executed call finds the child's record and takes its Result.
+
+`FlowActor` wraps a runner in a pykka ThreadingActor whose mailbox takes
+``("go", outcome, journal)`` (start or resume) and ``("cancel",)``. An exception in a
+`tell` stops the actor; `on_failure` reports the crash to the hub, whose supervisor
+restarts the flow from its last checkpoint — the store, not the mailbox, is the truth.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import traceback
+from typing import Any, Protocol
+
+import pykka
+
+from flowmetal.prelude import (CallRequest, Err, ExecRequest, FlowContext, FlowDef,
+                               FlowFailed, Handle, Ok, Result, SleepRequest, StartRequest,
+                               WaitRequest, as_result, flow_main, make_args, pop_host,
+                               push_host)
+from flowmetal.starlark import Done, Failed, Suspended, Thread, start_call
+from store import NOTSET, Batch
+
+from .codec import (FlowImage, dumps_image, dumps_value, loads_image, outcome_record,
+                    result_from_record, result_record)
+
+MAX_ID = 150
+
+
+def child_id(parent: str, seq: int) -> str:
+    """The deterministic id of the child a flow starts with action ``seq``."""
+    cid = f"{parent}.{seq}"
+    if len(cid) <= MAX_ID:
+        return cid
+    run = parent.split(".", 1)[0]
+    return f"{run}.h{hashlib.sha1(cid.encode()).hexdigest()[:20]}"
+
+
+def run_of(flow_id: str) -> str:
+    """Flow ids start with their run's id: ``RUN`` (root), ``RUN.3.1``, ..."""
+    return flow_id.split(".", 1)[0]
+
+
+class Hub(Protocol):
+    """What a FlowRunner needs from the runtime around it."""
+
+    store: Any
+    max_steps: int | None
+    inline_calls: bool
+
+    def now(self) -> float: ...
+
+    def suspended(self, flow_id: str, seq: int, kind: str, info: Any,
+                  children: list, actor: Any) -> None: ...
+
+    def finished(self, flow_id: str, parent: str | None, state: str, result: dict,
+                 children: list) -> None: ...
+
+
+def new_flow_thread(fdef: FlowDef, args: tuple, kwargs: dict, max_steps: int | None) -> Thread:
+    """A child flow's Thread, run to its durable start point (nothing of it ran yet)."""
+    t = start_call(flow_main(), fdef, tuple(args), dict(kwargs), max_steps=max_steps)
+    r = t.run()
+    if not isinstance(r, Suspended) or not isinstance(r.request, StartRequest):
+        raise RuntimeError(f"flow {fdef.name}: did not stop at its start point ({r!r})")
+    return t
+
+
+def error_text(err: Any) -> str:
+    """The message of a failed flow: `fail(x)` gives x, others the Starlark traceback."""
+    return str(err)
+
+
+class _Host:
+    """The FlowHost the prelude sees while this runner's Thread runs."""
+
+    __slots__ = ("runner", "fctx")
+
+    def __init__(self, runner: "FlowRunner"):
+        self.runner = runner
+        self.fctx = runner.fctx
+
+    def spawn(self, fdef: FlowDef, args: tuple, kwargs: dict) -> Handle:
+        r = self.runner
+        r.seq += 1
+        cid = child_id(r.flow_id, r.seq)
+        r.children.append((cid, fdef.name, new_flow_thread(fdef, args, kwargs, r.hub.max_steps)))
+        return Handle(cid, fdef.name)
+
+    def write(self, text: str) -> None:
+        self.runner.out.append(text)
+
+
+class FlowRunner:
+    """One flow's live state and its protocol steps (not thread-safe: one actor owns it)."""
+
+    def __init__(self, hub: Hub, flow_id: str, *, parent: str | None, name: str,
+                 image: FlowImage):
+        self.hub = hub
+        self.flow_id = flow_id
+        self.run_id = run_of(flow_id)
+        self.parent = parent
+        self.name = name
+        self.thread = image.thread
+        self.fctx = image.fctx or FlowContext(flow_id, name, make_args({}))
+        self.seq = image.seq
+        self.last_result = image.last_result
+        self.is_module = image.is_module
+        self.out: list[str] = []
+        self.children: list[tuple[str, str, Thread]] = []
+        self.pending: int | None = None   # seq of the action it waits on
+        self.journal: Any = NOTSET        # (seq, record) of a consumed, unjournaled result
+        self.done = False
+
+    # -------------------------------------------------------------- running the Thread
+    def _print(self, line: str) -> None:
+        self.out.append(line + "\n")
+
+    def _run(self, outcome: tuple) -> Any:
+        t = self.thread
+        t.print = self._print
+        host = _Host(self)
+        push_host(host)
+        try:
+            if outcome[0] == "new":
+                r = t.run()
+            elif outcome[0] == "ok":
+                r = t.resume(outcome[1])
+            else:
+                r = t.resume_error(outcome[1])
+        finally:
+            pop_host()
+        self.fctx = host.fctx  # _flow_bind replaces it with the bound one
+        return r
+
+    def image(self) -> FlowImage:
+        return FlowImage(self.thread, self.fctx, self.seq, self.last_result, self.is_module)
+
+    # -------------------------------------------------------------- one step
+    def step(self, outcome: tuple, journal: Any = NOTSET) -> None:
+        """Run from `outcome` (("new",), ("ok", v), ("err", msg)) to the next durable
+        point, committing as the protocol says. `journal` = (seq, record) of the
+        action whose outcome this is, when it still has to be journaled."""
+        self.pending = None
+        self.journal = journal
+        if self.is_module and outcome[0] == "ok" and isinstance(outcome[1], Result):
+            self.last_result = outcome[1]  # the main block's last flow call
+        r = self._run(outcome)
+        while True:
+            if isinstance(r, Suspended):
+                req = r.request
+                if isinstance(req, StartRequest):
+                    r = self._run(("ok", None))
+                    continue
+                if isinstance(req, CallRequest):
+                    res = self._call(req)
+                    if res is not None:
+                        if self.is_module:
+                            self.last_result = res
+                        r = self._run(("ok", res))
+                        continue
+                    return
+                self._suspend(req)
+                return
+            self._finish(r)
+            return
+
+    def _begin_batch(self) -> Batch:
+        return Batch()
+
+    def _consume(self, b: Batch, checkpoint: bytes | None = None,
+                 next_intent: tuple | None = None, **kw: Any) -> None:
+        """Journal the consumed action (if any) and write the next checkpoint/intent."""
+        if self.journal is not NOTSET:
+            seq, rec = self.journal
+            b.action_completed(self.flow_id, seq, rec, checkpoint=checkpoint,
+                               next_intent=next_intent, **kw)
+            self.journal = NOTSET
+        elif checkpoint is not None:
+            b.flow_suspended(self.flow_id, next_intent[0], checkpoint, next_intent[1], **kw)
+
+    def _child_ops(self, b: Batch) -> list:
+        made = []
+        for cid, name, t in self.children:
+            b.create_flow(cid, run_id=self.run_id, name=name, parent=self.flow_id,
+                          state="pending")
+            b.put_checkpoint(cid, dumps_image(FlowImage(t, None, 0, None, False)))
+            made.append((cid, name, t))
+        self.children = []
+        return made
+
+    # -------------------------------------------------------------- child calls
+    def _call(self, req: CallRequest) -> Any:
+        """A called flow: its Result if it ended inline, else None (now waiting)."""
+        store = self.hub.store
+        self.seq += 1
+        k = self.seq
+        cid = child_id(self.flow_id, k)
+        rec = store.get_flow(cid)
+        if rec is not None:
+            # Re-executed after a restart: the child exists already.
+            if rec.terminal:
+                return result_from_record(rec.result)
+            self._suspend_on(k, "wait", {"kind": "wait", "children": [cid], "single": True},
+                             ([cid], True))
+            return None
+        if self.hub.inline_calls and not self.children:
+            res = self._inline(req, k, cid)
+            if res is not None:
+                return res
+        thread = new_flow_thread(req.flow, req.args, req.kwargs, self.hub.max_steps)
+        self.children.append((cid, req.flow.name, thread))
+        self._suspend_on(k, "wait", {"kind": "wait", "children": [cid], "single": True},
+                         ([cid], True))
+        return None
+
+    def _inline(self, req: CallRequest, k: int, cid: str) -> Any:
+        img = FlowImage(new_flow_thread(req.flow, req.args, req.kwargs, self.hub.max_steps),
+                        None, 0, None, False)
+        child = FlowRunner(self.hub, cid, parent=self.flow_id, name=req.flow.name, image=img)
+        r = child._run(("ok", None))
+        if isinstance(r, Suspended) or child.children:
+            return None  # it acts on the world: give it its own actor (re-run from start)
+        result = child._result(r)
+        rrec = result_record(result)
+        b = Batch()
+        if self.out:
+            # Our own output precedes the child's; committing it requires the
+            # checkpoint that stops it from being printed again.
+            self._consume(b)
+            b.put_checkpoint(self.flow_id, dumps_image(self.image()), seq=k)
+            for text in self.out:
+                b.append_output(self.run_id, text, flow_id=self.flow_id)
+            self.out = []
+        b.create_flow(cid, run_id=self.run_id, name=req.flow.name, parent=self.flow_id,
+                      state="running")
+        b.flow_finished(cid, "ok" if result.ok else "err", result=rrec,
+                        error=None if result.ok else rrec["repr"], output=child.out)
+        b.journal_result(self.flow_id, k, outcome_record(("ok", result)),
+                         request={"kind": "call", "children": [cid]})
+        self.hub.store.commit(b)
+        return result
+
+    # -------------------------------------------------------------- suspension
+    def _suspend(self, req: Any) -> None:
+        if isinstance(req, WaitRequest):
+            self.seq += 1
+            self._suspend_on(self.seq, "wait", {"kind": "wait", "children": req.flow_ids,
+                                                "single": req.single},
+                             (req.flow_ids, req.single))
+        elif isinstance(req, SleepRequest):
+            self.seq += 1
+            due = self.hub.now() + req.seconds
+            self._suspend_on(self.seq, "sleep", {"kind": "sleep", "seconds": req.seconds,
+                                                 "due": due}, due, timer=due)
+        elif isinstance(req, ExecRequest):
+            self.seq += 1
+            self._suspend_on(self.seq, "exec", req.to_json(), req)
+        else:
+            # A host builtin suspended with something that is not an action.
+            self.step(("err", f"unknown action request {req!r}"))
+
+    def _suspend_on(self, k: int, kind: str, intent: dict, info: Any,
+                    timer: float | None = None) -> None:
+        b = Batch()
+        ckpt = dumps_image(self.image())
+        self._consume(b, ckpt, (k, intent), state="waiting", timer=timer,
+                      output=self.out)
+        self.out = []
+        made = self._child_ops(b)
+        self.hub.store.commit(b)
+        self.pending = k
+        self.hub.suspended(self.flow_id, k, kind, info, made, self)
+
+    # -------------------------------------------------------------- the end
+    def _result(self, r: Any) -> Any:
+        if isinstance(r, Done):
+            if self.is_module:
+                return self.last_result if self.last_result is not None else Ok(None)
+            return as_result(r.value)
+        err = r.error
+        if isinstance(err, FlowFailed):
+            return Err(err.value)
+        return Err(error_text(err))
+
+    def _finish(self, r: Any) -> None:
+        result = self._result(r)
+        rrec = result_record(result)
+        b = Batch()
+        if self.journal is not NOTSET:
+            seq, rec = self.journal
+            if rec is not NOTSET:
+                b.journal_result(self.flow_id, seq, rec)
+            self.journal = NOTSET
+        made = self._child_ops(b)
+        state = "ok" if result.ok else "err"
+        b.flow_finished(self.flow_id, state, result=rrec,
+                        error=None if result.ok else rrec["repr"], output=self.out)
+        self.out = []
+        self.hub.store.commit(b)
+        self.done = True
+        self.thread = None
+        self.hub.finished(self.flow_id, self.parent, state, rrec, made)
+
+
+def module_root_thread(hub: Hub, run: Any) -> Thread:
+    """A fresh Thread of a run's main block, from the source stored with the run."""
+    from flowmetal.loading import FileLoader
+    from flowmetal.prelude import packages, predeclared
+    from flowmetal.starlark import start
+    src = hub.store.get_code(run.meta["code"])
+    if src is None:
+        raise LookupError(f"run {run.id}: its source is missing from the store")
+    pre = predeclared("__flow__")
+    return start(src.decode("utf-8"), run.meta.get("name") or run.file, predeclared=pre,
+                 loader=FileLoader(run.file, pre, packages()), max_steps=hub.max_steps)
+
+
+def load_runner(hub: Hub, flow_id: str) -> tuple[FlowRunner, tuple | None]:
+    """Rebuild a flow from the store: its runner, and what to do with it now —
+    ("go", outcome, journal) to run it, or ("reissue", seq, intent) for an action
+    that has no result yet, or None when it has nothing to do."""
+    store = hub.store
+    rec = store.get_flow(flow_id)
+    if rec is None:
+        raise LookupError(f"no flow {flow_id}")
+    ck = store.get_checkpoint(flow_id)
+    if ck is None:
+        run = store.get_run(rec.run_id)
+        if run is not None and run.root_flow == flow_id and run.meta.get("mode") == "main":
+            # A main-block root that had not reached its first action: it did nothing
+            # durable yet, so it starts again from its (stored) source.
+            img = FlowImage(module_root_thread(hub, run), None, 0, None, True)
+            return (FlowRunner(hub, flow_id, parent=None, name=rec.name, image=img),
+                    ("go", ("new",), NOTSET))
+        raise LookupError(f"flow {flow_id} has no checkpoint")
+    img = ck.load(loads_image)
+    runner = FlowRunner(hub, flow_id, parent=rec.parent, name=rec.name, image=img)
+    k = ck.seq
+    if k is None:
+        return runner, ("go", ("ok", None), NOTSET)
+    j = store.get_journal(flow_id, k)
+    if j is not None:
+        from .codec import outcome_from_record
+        return runner, ("go", outcome_from_record(j.result), (k, NOTSET))
+    intent = store.get_intent(flow_id, k)
+    if intent is None:
+        raise LookupError(f"flow {flow_id}: checkpoint waits on action {k}, which has "
+                          "neither an intent nor a result")
+    runner.pending = k
+    return runner, ("reissue", k, intent.request)
+
+
+class FlowActor(pykka.ThreadingActor):
+    """The actor of one live flow. Messages: ("go", outcome, journal), ("reissue", seq,
+    intent), ("cancel",). Everything else arrives through the hub."""
+
+    use_daemon_thread = True
+
+    def __init__(self, hub: Any, flow_id: str, runner: FlowRunner | None = None,
+                 first: tuple | None = None):
+        super().__init__()
+        self.hub = hub
+        self.flow_id = flow_id
+        self.runner = runner
+        self.first = first
+
+    def on_start(self) -> None:
+        if self.first is not None:
+            self.actor_ref.tell(self.first)
+            self.first = None
+
+    def on_receive(self, message: Any) -> Any:
+        kind = message[0]
+        if kind in ("load", "load_then"):
+            runner, what = load_runner(self.hub, self.flow_id)
+            self.runner = runner
+            if kind == "load_then":
+                then = message[1]
+                # A reply for the action it waits on wins over re-issuing it.
+                if then[0] == "resume" and what is not None and what[0] == "reissue" \
+                        and what[1] == then[1]:
+                    what = then
+            if what is not None:
+                self.on_receive(what)
+        elif kind == "go":
+            _, outcome, journal = message
+            r = self.runner
+            if r.done:
+                return None
+            r.step(outcome, journal)
+        elif kind == "resume":
+            _, seq, outcome = message
+            r = self.runner
+            if r.done or r.pending != seq:
+                return None  # stale: an earlier incarnation's reply
+            r.step(outcome, (seq, outcome_record(outcome)))
+        elif kind == "reissue":
+            _, seq, intent = message
+            self.hub.reissue(self.flow_id, seq, intent, self)
+        return None
+
+    def on_failure(self, exc_type: Any, exc_value: Any, tb: Any) -> None:
+        text = "".join(traceback.format_exception_only(exc_type, exc_value)).strip()
+        self.hub.crashed(self.flow_id, text)

@@ -1,0 +1,22 @@
+"""Where a user's Flowmetal state lives: ``--home``, else ``$FLOWMETAL_HOME``, else
+``$XDG_STATE_HOME/flowmetal``, else ``~/.local/state/flowmetal`` (mode 0700)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def home_dir(explicit: str | os.PathLike | None = None) -> Path:
+    """The home directory to use (created with mode 0700 if missing)."""
+    if explicit:
+        home = Path(explicit)
+    elif os.environ.get("FLOWMETAL_HOME"):
+        home = Path(os.environ["FLOWMETAL_HOME"])
+    elif os.environ.get("XDG_STATE_HOME"):
+        home = Path(os.environ["XDG_STATE_HOME"]) / "flowmetal"
+    else:
+        home = Path.home() / ".local" / "state" / "flowmetal"
+    home = home.expanduser()
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return home

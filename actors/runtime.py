@@ -1,0 +1,454 @@
+"""The runtime: runs, recovery, and the routing between flows and resources.
+
+One `Runtime` serves the embedded runner (`flowmetal run` / `resume`) and, later,
+the daemon. It owns the resource actors (timers, exec), the Supervisor, and the
+placement of FlowActors: in this process (``workers=0``) or in worker processes
+(``workers=N``, see `actors.workers`). It is the hub FlowRunners report to after
+each commit; it never writes a flow's state itself except to mark a run crashed.
+
+Bookkeeping kept here is a cache of the store: which flow waits on which children,
+which flows are busy (running, or waiting on a command) — used for virtual time,
+which only advances when nothing is busy — and which runs are being watched.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from flowmetal.loading import FileLoader
+from flowmetal.prelude import FlowDef, FlowFailed, packages, predeclared
+from flowmetal.starlark import Done, Failed, StarlarkError, Suspended, start
+from store import NOTSET, LIVE_STATES, Batch, Store
+
+from .codec import FlowImage, dumps_image, result_from_record
+from .flow import FlowActor, FlowRunner, load_runner, new_flow_thread, run_of
+from .resources import ExecActor, TimerActor
+from .supervisor import Supervisor
+
+
+class RunError(Exception):
+    """A run cannot be created or resumed (bad arguments, unknown flow, ...)."""
+
+
+@dataclass
+class RunWatch:
+    """Completion of one run, as seen by this runtime."""
+    run_id: str
+    done: threading.Event = field(default_factory=threading.Event)
+    state: str | None = None
+    result: Any = None   # the root flow's result record (dict) or an error string
+
+
+def new_run_id() -> str:
+    return "r" + time.strftime("%Y%m%d%H%M%S") + secrets.token_hex(3)
+
+
+class Clock:
+    """Wall time plus an offset that virtual time moves forward."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def now(self) -> float:
+        return time.time() + self.offset
+
+    def advance_to(self, t: float) -> None:
+        self.offset = max(self.offset, t - time.time())
+
+
+class Runtime:
+    """Runs flows durably. Thread-safe; create one per process."""
+
+    def __init__(self, store: Store, *, workers: int = 0, virtual_time: bool = False,
+                 max_steps: int | None = None, inline_calls: bool = True,
+                 max_restarts: int = 3, restart_window: float = 10.0,
+                 backoff: float = 0.05, backoff_max: float = 2.0):
+        self.store = store
+        self.max_steps = max_steps
+        self.inline_calls = inline_calls
+        self.virtual = virtual_time
+        self.clock = Clock()
+        self.lock = threading.RLock()
+        self.actors: dict[str, Any] = {}          # flow id -> ActorRef (in this process)
+        self.waits: dict[str, list] = {}           # parent -> [seq, ids, single, remaining]
+        self.waiters: dict[str, set[str]] = {}     # child -> parents waiting on it
+        self.busy: set[str] = set()
+        self.watches: dict[str, RunWatch] = {}
+        self.closed = False
+        self.timer = TimerActor.start(self._fire_timer, self.now, virtual=virtual_time,
+                                      idle=self.idle, advance_to=self._advance_to)
+        self.exec = ExecActor.start(self.deliver)
+        self.supervisor = Supervisor.start(self.restart, self.give_up, self.escalate,
+                                           max_restarts=max_restarts, window=restart_window,
+                                           backoff=backoff, backoff_max=backoff_max)
+        self.pool = None
+        if workers:
+            from .workers import WorkerPool
+            self.pool = WorkerPool(self, workers)
+
+    # ================================================================ clock
+    def now(self) -> float:
+        return self.clock.now()
+
+    def _advance_to(self, t: float) -> None:
+        self.clock.advance_to(t)
+        if self.pool is not None:
+            self.pool.set_offset(self.clock.offset)
+
+    def idle(self) -> bool:
+        with self.lock:
+            return not self.busy
+
+    def _maybe_idle(self) -> None:
+        if self.virtual and not self.busy:
+            self.timer.tell(("advance",))
+
+    # ================================================================ creating runs
+    def create_run(self, file: str, source: str, *, flow: str | None = None,
+                   args: dict[str, str] | None = None, run_id: str | None = None) -> str:
+        """Create a run of FILE and start it. Without `flow` the file's main block is
+        the root; with it, that flow with `args` (text, converted by declared type).
+        Syntax errors raise `StarlarkError`; bad flow names or arguments `RunError`."""
+        run_id = run_id or new_run_id()
+        path = os.path.abspath(file)
+        code = self.store.put_code(source)
+        if flow is None:
+            pre = predeclared("__flow__")
+            thread = start(source, file, predeclared=pre,
+                           loader=FileLoader(file, pre, packages()), max_steps=self.max_steps)
+            b = Batch().create_run(run_id, file=path, root_flow=run_id,
+                                   meta={"code": code, "mode": "main", "name": file})
+            b.create_flow(run_id, run_id=run_id, name="__main__", state="running",
+                          meta={"file": file})
+            self.store.commit(b)
+            image = FlowImage(thread, None, 0, None, True)
+            first = ("go", ("new",), NOTSET)
+            name = "__main__"
+        else:
+            fdef = self._flow_def(file, source, flow)
+            kwargs = {}
+            decl = dict(fdef.params)
+            for k, text in (args or {}).items():
+                if k not in decl:
+                    raise RunError(f"flow {flow} has no argument {k!r} (declared: "
+                                   f"{', '.join(decl) or 'none'})")
+                try:
+                    kwargs[k] = decl[k].from_text(text)
+                except ValueError:
+                    raise RunError(f"--arg {k}={text}: not a valid {decl[k].kind}") from None
+            try:
+                fdef.bind((), kwargs)
+            except FlowFailed as e:
+                raise RunError(e.msg) from None
+            thread = new_flow_thread(fdef, (), kwargs, self.max_steps)
+            image = FlowImage(thread, None, 0, None, False)
+            b = Batch().create_run(run_id, file=path, root_flow=run_id,
+                                   meta={"code": code, "mode": "flow", "flow": flow,
+                                         "args": dict(args or {}), "name": file})
+            b.create_flow(run_id, run_id=run_id, name=fdef.name, state="running",
+                          meta={"file": file})
+            b.put_checkpoint(run_id, dumps_image(image))
+            self.store.commit(b)
+            first = ("go", ("ok", None), NOTSET)
+            name = fdef.name
+        self.watch(run_id)
+        runner = FlowRunner(self, run_id, parent=None, name=name, image=image)
+        with self.lock:
+            self.busy.add(run_id)
+            self._host(run_id, runner, first)
+        return run_id
+
+    def _flow_def(self, file: str, source: str, flow: str) -> FlowDef:
+        pre = predeclared("__main__")
+        thread = start(source, file, predeclared=pre, loader=FileLoader(file, pre, packages()),
+                       max_steps=self.max_steps)
+        r = thread.run()
+        if isinstance(r, Failed):
+            raise r.error
+        if isinstance(r, Suspended):
+            raise RunError(f"{file}: top-level code performed an action "
+                           f"({type(r.request).__name__}); actions belong in flows")
+        assert isinstance(r, Done)
+        fdef = r.value.get(flow)
+        if not isinstance(fdef, FlowDef):
+            flows = sorted(k for k, v in r.value.items() if isinstance(v, FlowDef))
+            raise RunError(f"{file} has no flow named {flow!r} (flows: "
+                           f"{', '.join(flows) or 'none'})")
+        return fdef
+
+    # ================================================================ recovery
+    def resume_run(self, run_id: str) -> None:
+        """Continue a run from its checkpoints: every live flow of it is loaded again;
+        pending actions with a journaled result resume with it, others are re-issued
+        under the same id."""
+        run = self.store.get_run(run_id)
+        if run is None:
+            raise RunError(f"no run {run_id!r}")
+        self.watch(run_id)
+        if run.state in ("ok", "err", "cancelled"):
+            self._run_done(run_id, run.state, self._root_result(run_id))
+            return
+        if run.state not in LIVE_STATES:
+            self.store.commit(Batch().set_run_state(run_id, "running"))
+        self.store.reader_check()
+        live = [f for f in self.store.run_flows(run_id) if f.state in LIVE_STATES]
+        for f in live:
+            self._recover_flow(f, run)
+
+    def _recover_flow(self, f: Any, run: Any) -> None:
+        store = self.store
+        ck = store.get_checkpoint(f.id)
+        if ck is None:
+            # Only a main-block root before its first action: the actor rebuilds it.
+            with self.lock:
+                self.busy.add(f.id)
+                self._host(f.id, None, ("load",))
+            return
+        k = ck.seq
+        if k is not None and store.get_journal(f.id, k) is None:
+            intent = store.get_intent(f.id, k)
+            if intent is not None:
+                req = intent.request
+                # Sleeping and waiting flows stay in the store until they can go on.
+                if req.get("kind") == "sleep":
+                    self.timer.tell(("schedule", req["due"], f.id, k))
+                    return
+                if req.get("kind") == "wait":
+                    with self.lock:
+                        self._register_wait(f.id, k, req["children"], req["single"])
+                    return
+        with self.lock:
+            self.busy.add(f.id)
+            self._host(f.id, None, ("load",))
+
+    # ================================================================ placement
+    def _host(self, flow_id: str, runner: FlowRunner | None, first: tuple) -> None:
+        """Give the flow an actor (caller holds the lock, flow marked busy)."""
+        if self.closed:
+            return
+        if self.pool is not None:
+            if runner is not None and not (runner.is_module and runner.thread.status == "new"):
+                self.pool.host(flow_id, first, dumps_image(runner.image()), runner.parent,
+                               runner.name)
+            else:
+                self.pool.host(flow_id, first)
+            return
+        ref = FlowActor.start(self, flow_id, runner, first)
+        self.actors[flow_id] = ref
+
+    def _unhost(self, flow_id: str) -> None:
+        if self.pool is not None:
+            self.pool.unhost(flow_id)
+            return
+        ref = self.actors.pop(flow_id, None)
+        if ref is not None:
+            ref.stop(block=False)
+
+    def _send(self, flow_id: str, message: tuple) -> None:
+        """Deliver a message to the flow's actor, starting one from its checkpoint."""
+        if self.pool is not None:
+            self.pool.send(flow_id, message)
+            return
+        ref = self.actors.get(flow_id)
+        if ref is not None and ref.is_alive():
+            ref.tell(message)
+            return
+        self._host(flow_id, None, ("load_then", message))
+
+    # ================================================================ hub: from flows
+    def suspended(self, flow_id: str, seq: int, kind: str, info: Any, children: list,
+                  runner: Any = None) -> None:
+        """A flow committed its suspension on action `seq` (called after the commit)."""
+        with self.lock:
+            for cid, name, thread in children:
+                self._start_child(flow_id, cid, thread, name)
+            if kind == "exec":
+                if self.pool is None:  # workers run their flows' commands themselves
+                    self.exec.tell(("exec", flow_id, seq, info.to_json()))
+            elif kind == "sleep":
+                self.busy.discard(flow_id)
+                self._unhost(flow_id)
+                self.timer.tell(("schedule", info, flow_id, seq))
+                self._maybe_idle()
+            elif kind == "wait":
+                ids, single = info
+                self._register_wait(flow_id, seq, ids, single)
+
+    def _start_child(self, parent: str, cid: str, thread: Any, name: str) -> None:
+        self.busy.add(cid)
+        if self.pool is not None or thread is None:
+            self._host(cid, None, ("load",))
+        else:
+            runner = FlowRunner(self, cid, parent=parent, name=name,
+                                image=FlowImage(thread, None, 0, None, False))
+            self._host(cid, runner, ("go", ("ok", None), NOTSET))
+
+    def reissue(self, flow_id: str, seq: int, intent: dict, actor: Any = None) -> None:
+        """A recovered flow's pending action has no result: issue it again, same id."""
+        kind = intent.get("kind")
+        if kind == "exec":
+            self.exec.tell(("exec", flow_id, seq, intent))
+        elif kind == "sleep":
+            with self.lock:
+                self.busy.discard(flow_id)
+                self._unhost(flow_id)
+                self.timer.tell(("schedule", intent["due"], flow_id, seq))
+                self._maybe_idle()
+        elif kind == "wait":
+            with self.lock:
+                self._register_wait(flow_id, seq, intent["children"], intent["single"])
+        else:
+            self.crashed(flow_id, f"unknown pending action {intent!r}")
+
+    def _register_wait(self, parent: str, seq: int, ids: list, single: bool) -> None:
+        remaining = set()
+        for cid in ids:
+            f = self.store.get_flow(cid)
+            if f is None:
+                remaining.add(cid)  # not created yet (cannot happen after its commit)
+            elif f.state in LIVE_STATES:
+                remaining.add(cid)
+        for cid in remaining:
+            self.waiters.setdefault(cid, set()).add(parent)
+        self.waits[parent] = [seq, list(ids), single, remaining]
+        if not remaining:
+            self._wait_done(parent)
+        else:
+            self.busy.discard(parent)
+            self._maybe_idle()
+
+    def _wait_done(self, parent: str) -> None:
+        seq, ids, single, _ = self.waits.pop(parent)
+        results = [result_from_record(self.store.get_flow(c).result) for c in ids]
+        value = results[0] if single else results
+        self.busy.add(parent)
+        self._send(parent, ("resume", seq, ("ok", value)))
+
+    def finished(self, flow_id: str, parent: str | None, state: str, result: dict,
+                 children: list) -> None:
+        """A flow committed its end."""
+        with self.lock:
+            for cid, name, thread in children:
+                self._start_child(flow_id, cid, thread, name)
+            self.busy.discard(flow_id)
+            self._unhost(flow_id)
+            for p in self.waiters.pop(flow_id, ()):
+                w = self.waits.get(p)
+                if w is not None:
+                    w[3].discard(flow_id)
+                    if not w[3]:
+                        self._wait_done(p)
+            if flow_id == run_of(flow_id):
+                self._run_done(flow_id, state, result)
+            self._maybe_idle()
+
+    def deliver(self, flow_id: str, seq: int, outcome: tuple) -> None:
+        """An action's outcome (exec reply, fired timer) for the flow's action `seq`."""
+        with self.lock:
+            self.busy.add(flow_id)
+            self._send(flow_id, ("resume", seq, outcome))
+
+    def _fire_timer(self, flow_id: str, seq: int) -> None:
+        self.deliver(flow_id, seq, ("ok", None))
+
+    # ================================================================ supervision
+    def crashed(self, flow_id: str, error: str) -> None:
+        """A flow's infrastructure failed (actor died, worker died, commit failed)."""
+        with self.lock:
+            self.actors.pop(flow_id, None)
+        if not self.closed:
+            self.supervisor.tell(("crashed", flow_id, error))
+
+    def restart(self, flow_id: str) -> None:
+        with self.lock:
+            if self.closed:
+                return
+            f = self.store.get_flow(flow_id)
+            if f is None or f.state not in LIVE_STATES:
+                self.busy.discard(flow_id)
+                return
+            run = self.store.get_run(f.run_id)
+            self._unhost(flow_id)
+            self.waits.pop(flow_id, None)
+        self._recover_flow(f, run)
+
+    def give_up(self, flow_id: str, error: str) -> None:
+        """Past the restart intensity: the run is `crashed` (its flows stay live in the
+        store with their checkpoints, so `flowmetal resume` can continue it)."""
+        run_id = run_of(flow_id)
+        try:
+            self.store.commit(Batch().set_run_state(
+                run_id, "crashed", meta={"crashed_flow": flow_id, "error": error}))
+        except Exception:  # noqa: BLE001 - nothing more to do; the watcher still hears
+            pass
+        with self.lock:
+            self.busy.discard(flow_id)
+            self._run_done(run_id, "crashed", f"flow {flow_id} crashed: {error}")
+
+    def escalate(self, error: str) -> None:
+        with self.lock:
+            runs = [w.run_id for w in self.watches.values() if not w.done.is_set()]
+        for run_id in runs:
+            self.give_up(run_id, error)
+
+    # ================================================================ watching runs
+    def watch(self, run_id: str) -> RunWatch:
+        with self.lock:
+            w = self.watches.get(run_id)
+            if w is None:
+                w = self.watches[run_id] = RunWatch(run_id)
+            return w
+
+    def _root_result(self, run_id: str) -> Any:
+        f = self.store.get_flow(run_id)
+        return f.result if f is not None else None
+
+    def _run_done(self, run_id: str, state: str, result: Any) -> None:
+        w = self.watch(run_id)
+        if not w.done.is_set():
+            w.state = state
+            w.result = result
+            w.done.set()
+
+    def wait_run(self, run_id: str, timeout: float | None = None) -> RunWatch:
+        w = self.watch(run_id)
+        w.done.wait(timeout)
+        return w
+
+    # ================================================================ shutdown
+    def close(self) -> None:
+        with self.lock:
+            self.closed = True
+            refs = list(self.actors.values())
+            self.actors.clear()
+        for ref in refs:
+            try:
+                ref.stop(block=False)
+            except Exception:  # noqa: BLE001
+                pass
+        if self.pool is not None:
+            self.pool.close()
+        for a in (self.timer, self.exec, self.supervisor):
+            try:
+                a.stop(block=True, timeout=2)
+            except Exception:  # noqa: BLE001
+                pass
+
+    def __enter__(self) -> "Runtime":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def result_of(watch: RunWatch) -> Any:
+    """The root Result of a finished run (an `Err` for a crashed one)."""
+    from flowmetal.prelude import Err
+    if watch.state == "crashed":
+        return Err(watch.result if isinstance(watch.result, str) else "crashed")
+    return result_from_record(watch.result)

@@ -1,0 +1,1111 @@
+"""Resolve and compile a checked Starlark module to Python source.
+
+Every Starlark function becomes a plain Python function (calls are Python
+calls, loops are Python loops) so the common path runs at native speed. To
+make a running program suspendable without slowing that path, expressions are
+put in A-normal form around every call that may suspend: each such call sits
+alone on its own generated line and assigns a named temporary. When a host
+builtin raises `Suspend`, the exception unwinds the Python stack and the
+traceback it carries is the checkpoint: for each compiled frame, its line says
+which call site it stopped at and `frame.f_locals` holds its state.
+
+Each function is compiled a second time in a *resume form*: the same body with
+guards that skip straight to a given call site (`_ϟR`), substitute the resumed
+value there, and then carry on normally. Only frames that were on the stack at
+suspension ever run in that form.
+
+Both forms of every function of a module are emitted into one Python source
+whose line map (`LineInfo` per generated line) ties Python lines back to
+Starlark positions, call sites and functions.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+from dataclasses import dataclass, field
+
+from .errors import ResolveError
+from .syntax import Parsed, _is_load
+
+P = "_ϟ"  # prefix of every generated name; Starlark identifiers are ASCII, so no clash
+
+UNIVERSE_NAMES = frozenset("""abs all any bool bytes chr dict dir enumerate fail float getattr
+hasattr hash int len list max min ord print range repr reversed set sorted str tuple type zip""".split())
+
+# Universe builtins known never to suspend (callbacks they make refuse to).
+_SAFE_CALLS = UNIVERSE_NAMES
+
+_BINOPS = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "truediv",
+           ast.FloorDiv: "floordiv", ast.Mod: "mod", ast.BitAnd: "bit_and",
+           ast.BitOr: "bit_or", ast.BitXor: "bit_xor", ast.LShift: "lshift",
+           ast.RShift: "rshift"}
+# Augmented assignments that update a list, set or dict in place.
+_AUGOPS = {ast.Add: "iadd", ast.BitOr: "ior", ast.BitAnd: "iand", ast.Sub: "isub",
+           ast.BitXor: "ixor"}
+_CMPOPS = {ast.Eq: "==", ast.NotEq: "!=", ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">",
+           ast.GtE: ">=", ast.In: "in", ast.NotIn: "not in"}
+
+
+def pyname(name: str) -> str:
+    """The Python identifier for a Starlark identifier (dunder names are renamed)."""
+    if name.startswith("__") and name.endswith("__"):
+        return P + "d" + name
+    return name
+
+
+def starname(py: str) -> str:
+    """Inverse of `pyname` for display."""
+    if py.startswith(P + "d__"):
+        return py[len(P) + 1:]
+    return py
+
+
+@dataclass
+class LineInfo:
+    """What one generated Python line stands for."""
+
+    line: int = 0          # Starlark line (0: no position)
+    col: int = 0
+    callsite: int = 0      # call-site id within its function, or 0
+    func: int = -1         # function index whose body holds this line
+    defines: int = -1      # function index defined by a `def` on this line
+    form: str = ""         # "normal" or "resume" for def lines
+
+
+@dataclass
+class Scope:
+    """A Starlark function (index 0 is the module's top level)."""
+
+    index: int
+    name: str
+    node: ast.AST
+    parent: "Scope | None"
+    params: list[str] = field(default_factory=list)     # Starlark names in order
+    bound: dict[str, str] = field(default_factory=dict)  # Starlark name -> pyname
+    cells: set[str] = field(default_factory=set)        # pynames captured by inner functions
+    extra_locals: list[str] = field(default_factory=list)  # temps, loop and comprehension vars
+    ncallsites: int = 0
+    ntemps: int = 0
+
+    @property
+    def is_module(self) -> bool:
+        return self.parent is None
+
+    def temp(self, kind: str = "t") -> str:
+        self.ntemps += 1
+        name = f"{P}{kind}{self.ntemps}"
+        self.extra_locals.append(name)
+        return name
+
+    def new_callsite(self) -> int:
+        self.ncallsites += 1
+        return self.ncallsites
+
+
+class _Comp:
+    """A comprehension's own scope: its loop variables."""
+
+    def __init__(self, owner: Scope, lowered: bool, names: dict[str, str]):
+        self.owner = owner
+        self.lowered = lowered
+        self.names = names
+
+
+# ---------------------------------------------------------------- IR
+
+@dataclass
+class S:
+    """A simple Python statement with no call site."""
+    text: str
+    pos: tuple[int, int]
+
+
+@dataclass
+class C:
+    """A call site: `target = call` (target may be None)."""
+    target: str | None
+    call: str
+    pos: tuple[int, int]
+    cs: int
+
+
+@dataclass
+class If:
+    cond: str
+    pos: tuple[int, int]
+    then: list
+    orelse: list
+
+
+@dataclass
+class While:
+    cond: str | None
+    pos: tuple[int, int]
+    body: list
+
+
+@dataclass
+class For:
+    seq: str
+    it: str
+    simple_target: str | None   # a store expression when the target is one name
+    assign: list                # IR assigning the loop variable(s) from `_ϟv`
+    pos: tuple[int, int]
+    body: list
+
+
+@dataclass
+class Def:
+    scope: Scope
+    header: str
+    pos: tuple[int, int]
+
+
+def _callsites(ir) -> tuple[int, ...]:
+    out: list[int] = []
+
+    def walk(nodes):
+        for n in nodes:
+            if isinstance(n, C):
+                out.append(n.cs)
+            elif isinstance(n, If):
+                walk(n.then)
+                walk(n.orelse)
+            elif isinstance(n, (While, For)):
+                walk(n.body)
+    walk(ir if isinstance(ir, list) else [ir])
+    return tuple(out)
+
+
+# ---------------------------------------------------------------- compiled module
+
+@dataclass
+class Compiled:
+    """The output of compiling one module: Python source, its line map and functions."""
+
+    key: str
+    filename: str
+    source: str
+    pysource: str
+    lines: list[LineInfo]
+    scopes: list[Scope]
+    exported: list[str]       # Starlark global names (excluding load bindings)
+    method_names: set[str]
+    shadowed: frozenset[str]  # universe names shadowed by predeclared names
+    eval_mode: bool
+    code: object = None       # the Python code object of pysource
+
+
+def module_key(source: str, filename: str, shadowed, eval_mode: bool) -> str:
+    h = hashlib.sha256()
+    h.update(b"flowmetal-starlark-1\0")
+    h.update(filename.encode("utf-8", "surrogatepass") + b"\0")
+    h.update(",".join(sorted(shadowed)).encode() + b"\0")
+    h.update(b"eval\0" if eval_mode else b"exec\0")
+    h.update(source.encode("utf-8", "surrogatepass"))
+    return h.hexdigest()
+
+
+def compile_module(parsed: Parsed, source: str, predeclared_names, *, eval_mode: bool = False) -> Compiled:
+    """Resolve names and generate the Python source of a module (or expression)."""
+    predeclared_names = frozenset(predeclared_names)
+    shadowed = frozenset(predeclared_names & UNIVERSE_NAMES)
+    comp = _Compiler(parsed, predeclared_names, eval_mode)
+    comp.run()
+    key = module_key(source, parsed.filename, shadowed, eval_mode)
+    return Compiled(key=key, filename=parsed.filename, source=source,
+                    pysource="\n".join(comp.out) + "\n", lines=comp.info,
+                    scopes=comp.scopes, exported=comp.exported,
+                    method_names=comp.method_names, shadowed=shadowed,
+                    eval_mode=eval_mode)
+
+
+class _Compiler:
+    def __init__(self, parsed: Parsed, predeclared: frozenset[str], eval_mode: bool):
+        self.p = parsed
+        self.predeclared = predeclared
+        self.eval_mode = eval_mode
+        self.scopes: list[Scope] = []
+        self.res: dict[int, tuple] = {}           # id(Name node) -> resolution
+        self.comp_info: dict[int, _Comp] = {}     # id(comprehension node) -> scope
+        self.func_scope: dict[int, Scope] = {}    # id(def/lambda node) -> Scope
+        self.needs_cache: dict[int, bool] = {}
+        self.method_names: set[str] = set()
+        self.out: list[str] = []
+        self.info: list[LineInfo] = []
+        self.exported: list[str] = []
+        self.load_names: set[str] = set()
+        self.all_bound = self._all_bound_names()
+        self.ncomps = 0
+
+    # ------------------------------------------------------------ resolution
+
+    def _all_bound_names(self) -> set[str]:
+        names = set()
+        tree = self.p.tree
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                names.add(node.id)
+            elif isinstance(node, (ast.FunctionDef,)):
+                names.add(node.name)
+            elif isinstance(node, ast.arg):
+                names.add(node.arg)
+            elif _is_load(node):
+                for a in node.args[1:]:
+                    names.add(a.value)
+                for kw in node.keywords:
+                    names.add(kw.arg)
+        return names
+
+    def is_safe_call(self, call: ast.Call) -> bool:
+        f = call.func
+        return (isinstance(f, ast.Name) and f.id in _SAFE_CALLS
+                and f.id not in self.all_bound and f.id not in self.predeclared)
+
+    def needs_stmt(self, node) -> bool:
+        """Does evaluating this expression need statements (a call that may
+        suspend, or a lambda, which compiles to a `def`)?"""
+        key = id(node)
+        r = self.needs_cache.get(key)
+        if r is None:
+            r = self._needs(node)
+            self.needs_cache[key] = r
+        return r
+
+    def _needs(self, node) -> bool:
+        if isinstance(node, ast.Lambda):
+            return True
+        if isinstance(node, ast.Call) and not self.is_safe_call(node):
+            return True
+        for child in ast.iter_child_nodes(node):
+            if self.needs_stmt(child):
+                return True
+        return False
+
+    def error(self, node, msg):
+        return self.p.error(node, msg, ResolveError)
+
+    def new_scope(self, name, node, parent) -> Scope:
+        s = Scope(index=len(self.scopes), name=name, node=node, parent=parent)
+        self.scopes.append(s)
+        if node is not None and not isinstance(node, ast.Module):
+            self.func_scope[id(node)] = s
+        return s
+
+    def declare_block(self, scope: Scope, stmts):
+        """Bind every name assigned in `stmts` (not in nested functions) in `scope`."""
+        def bind(name):
+            if name not in scope.bound:
+                scope.bound[name] = pyname(name)
+
+        def targets(t):
+            if isinstance(t, ast.Name):
+                bind(t.id)
+            elif isinstance(t, (ast.Tuple, ast.List)):
+                for e in t.elts:
+                    targets(e)
+
+        def walk(stmts):
+            for s in stmts:
+                if isinstance(s, ast.Assign):
+                    for t in s.targets:
+                        targets(t)
+                elif isinstance(s, ast.AugAssign):
+                    targets(s.target)
+                elif isinstance(s, ast.For):
+                    targets(s.target)
+                    walk(s.body)
+                elif isinstance(s, ast.While):
+                    walk(s.body)
+                elif isinstance(s, ast.If):
+                    walk(s.body)
+                    walk(s.orelse)
+                elif isinstance(s, ast.FunctionDef):
+                    bind(s.name)
+                elif isinstance(s, ast.Expr) and _is_load(s.value):
+                    for node, name in [(a, a.value) for a in s.value.args[1:]] + \
+                                      [(kw.value, kw.arg) for kw in s.value.keywords]:
+                        if name in scope.bound:
+                            raise self.error(node, f"cannot reassign {name}: already bound")
+                        bind(name)
+                        self.load_names.add(name)
+        walk(stmts)
+        if scope.is_module:
+            for s in stmts:
+                for n in ast.walk(s):
+                    if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store) and n.id in self.load_names:
+                        raise self.error(n, f"cannot reassign {n.id}: it is bound by load()")
+                    if isinstance(n, ast.FunctionDef) and n.name in self.load_names and n in stmts:
+                        raise self.error(n, f"cannot reassign {n.name}: it is bound by load()")
+
+    def resolve_name(self, node: ast.Name, env: list, cur: Scope):
+        name = node.id
+        for frame in reversed(env):
+            if isinstance(frame, _Comp):
+                if name in frame.names:
+                    py = frame.names[name]
+                    if frame.lowered:
+                        if frame.owner is not cur:
+                            frame.owner.cells.add(py)
+                        self.res[id(node)] = ("local", frame.owner, py)
+                    else:
+                        self.res[id(node)] = ("comp", None, py)
+                    return
+            else:
+                scope = frame
+                if name in scope.bound:
+                    py = scope.bound[name]
+                    if scope.is_module:
+                        self.res[id(node)] = ("global", None, py)
+                    else:
+                        if scope is not cur:
+                            scope.cells.add(py)
+                        self.res[id(node)] = ("local", scope, py)
+                    return
+        if name in self.predeclared or name in UNIVERSE_NAMES:
+            self.res[id(node)] = ("builtin", None, pyname(name))
+            return
+        raise self.error(node, f"undefined: {name}")
+
+    def resolve_expr(self, e, env, cur):
+        if e is None:
+            return
+        if isinstance(e, ast.Name):
+            self.resolve_name(e, env, cur)
+        elif isinstance(e, ast.Lambda):
+            self.resolve_function(e, "lambda", env, cur)
+        elif isinstance(e, (ast.ListComp, ast.DictComp)):
+            lowered = self.needs_stmt(e)
+            self.ncomps += 1
+            names: dict[str, str] = {}
+            comp = _Comp(cur, lowered, names)
+            self.comp_info[id(e)] = comp
+            # All loop variables belong to the comprehension's scope from its start.
+            for gen in e.generators:
+                for t in ast.walk(gen.target):
+                    if isinstance(t, ast.Name) and t.id not in names:
+                        py = f"{P}c{self.ncomps}_{t.id}" if lowered else pyname(t.id)
+                        names[t.id] = py
+                        if lowered:
+                            cur.extra_locals.append(py)
+            first = True
+            for gen in e.generators:
+                # The first iterable is evaluated in the enclosing scope.
+                self.resolve_expr(gen.iter, env if first else env + [comp], cur)
+                first = False
+                self.resolve_target(gen.target, env + [comp], cur)
+                for cond in gen.ifs:
+                    self.resolve_expr(cond, env + [comp], cur)
+            if isinstance(e, ast.ListComp):
+                self.resolve_expr(e.elt, env + [comp], cur)
+            else:
+                self.resolve_expr(e.key, env + [comp], cur)
+                self.resolve_expr(e.value, env + [comp], cur)
+        else:
+            for child in ast.iter_child_nodes(e):
+                if isinstance(child, ast.expr):
+                    self.resolve_expr(child, env, cur)
+                elif isinstance(child, ast.keyword):
+                    self.resolve_expr(child.value, env, cur)
+                elif isinstance(child, (ast.Slice,)):
+                    self.resolve_expr(child, env, cur)
+
+    def resolve_target(self, t, env, cur):
+        if isinstance(t, ast.Name):
+            self.resolve_name(t, env, cur)
+        elif isinstance(t, (ast.Tuple, ast.List)):
+            for e in t.elts:
+                self.resolve_target(e, env, cur)
+        else:
+            self.resolve_expr(t, env, cur)
+
+    def resolve_function(self, node, name, env, cur) -> Scope:
+        args = node.args
+        for d in args.defaults + [d for d in args.kw_defaults if d is not None]:
+            self.resolve_expr(d, env, cur)
+        for a in args.args + args.kwonlyargs + [x for x in (args.vararg, args.kwarg) if x]:
+            if a.annotation is not None:
+                self.resolve_annotation(a.annotation, env, cur)
+        if isinstance(node, ast.FunctionDef) and node.returns is not None:
+            self.resolve_annotation(node.returns, env, cur)
+        scope = self.new_scope(name, node, cur)
+        for a in args.args + args.kwonlyargs + [x for x in (args.vararg, args.kwarg) if x]:
+            scope.params.append(a.arg)
+            scope.bound[a.arg] = pyname(a.arg)
+        if isinstance(node, ast.Lambda):
+            self.resolve_expr(node.body, env + [scope], scope)
+        else:
+            self.declare_block(scope, node.body)
+            self.resolve_block(node.body, env + [scope], scope)
+        return scope
+
+    def resolve_annotation(self, ann, env, cur):
+        for n in ast.walk(ann):
+            if isinstance(n, ast.Name):
+                self.resolve_name(n, env, cur)
+
+    def resolve_block(self, stmts, env, cur):
+        for s in stmts:
+            if isinstance(s, ast.FunctionDef):
+                self.resolve_name(ast.Name(id=s.name, lineno=s.lineno, col_offset=s.col_offset), env, cur)
+                self.resolve_function(s, s.name, env, cur)
+            elif isinstance(s, ast.Assign):
+                self.resolve_expr(s.value, env, cur)
+                for t in s.targets:
+                    self.resolve_target(t, env, cur)
+            elif isinstance(s, ast.AugAssign):
+                self.resolve_expr(s.value, env, cur)
+                self.resolve_target(s.target, env, cur)
+            elif isinstance(s, ast.For):
+                self.resolve_expr(s.iter, env, cur)
+                self.resolve_target(s.target, env, cur)
+                self.resolve_block(s.body, env, cur)
+            elif isinstance(s, ast.While):
+                self.resolve_expr(s.test, env, cur)
+                self.resolve_block(s.body, env, cur)
+            elif isinstance(s, ast.If):
+                self.resolve_expr(s.test, env, cur)
+                self.resolve_block(s.body, env, cur)
+                self.resolve_block(s.orelse, env, cur)
+            elif isinstance(s, ast.Return):
+                self.resolve_expr(s.value, env, cur)
+            elif isinstance(s, ast.Expr):
+                if not _is_load(s.value):
+                    self.resolve_expr(s.value, env, cur)
+
+    # ------------------------------------------------------------ driver
+
+    def run(self):
+        tree = self.p.tree
+        module = self.new_scope("<toplevel>", tree, None)
+        if self.eval_mode:
+            self.resolve_expr(tree.body, [module], module)
+            body_ir = []
+            text = self.lower(tree.body, body_ir, module)
+            body_ir.append(S(f"return {text}", self.p.pos(tree.body)))
+        else:
+            self.declare_block(module, tree.body)
+            self.exported = [n for n in module.bound if n not in self.load_names]
+            ordered = self.hoist(tree.body)
+            self.resolve_block(ordered, [module], module)
+            body_ir = self.lower_block(ordered, module)
+        module_ir = body_ir
+        self.emit_module(module, module_ir)
+
+    def hoist(self, body):
+        """Order top-level statements: loads, then defs (hoisted), then the rest.
+
+        A def whose default values read a global assigned by an ordinary
+        statement stays where it is, since hoisting it would read the global
+        before it is bound."""
+        loads = [s for s in body if isinstance(s, ast.Expr) and _is_load(s.value)]
+        defs = [s for s in body if isinstance(s, ast.FunctionDef)]
+        plain_bound = set()
+        for s in body:
+            if not isinstance(s, ast.FunctionDef) and not (isinstance(s, ast.Expr) and _is_load(s.value)):
+                for n in ast.walk(s):
+                    if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store):
+                        plain_bound.add(n.id)
+        hoisted = []
+        for d in defs:
+            reads = {n.id for dflt in d.args.defaults + [x for x in d.args.kw_defaults if x]
+                     for n in ast.walk(dflt) if isinstance(n, ast.Name)}
+            if not (reads & plain_bound):
+                hoisted.append(d)
+        hoisted_ids = {id(d) for d in hoisted} | {id(s) for s in loads}
+        rest = [s for s in body if id(s) not in hoisted_ids]
+        return loads + hoisted + rest
+
+    # ------------------------------------------------------------ expressions
+
+    def pos(self, node):
+        return self.p.pos(node)
+
+    def name_load(self, node: ast.Name) -> str:
+        kind, owner, py = self.res[id(node)]
+        if kind == "local" and py in owner.cells:
+            return f"{P}cell_{py}.v"
+        return py
+
+    name_store = name_load
+
+    def translate(self, e) -> str:
+        """Python text for an expression that needs no statements."""
+        t = type(e)
+        if t is ast.Constant:
+            return repr(e.value)
+        if t is ast.Name:
+            return self.name_load(e)
+        if t is ast.BinOp:
+            return f"{P}{_BINOPS[type(e.op)]}({self.translate(e.left)}, {self.translate(e.right)})"
+        if t is ast.UnaryOp:
+            return self.unary(e, self.translate(e.operand))
+        if t is ast.BoolOp:
+            op = " and " if isinstance(e.op, ast.And) else " or "
+            return "(" + op.join(self.translate(v) for v in e.values) + ")"
+        if t is ast.Compare:
+            return f"({self.translate(e.left)} {_CMPOPS[type(e.ops[0])]} {self.translate(e.comparators[0])})"
+        if t is ast.IfExp:
+            return f"({self.translate(e.body)} if {self.translate(e.test)} else {self.translate(e.orelse)})"
+        if t is ast.Call:
+            return self.call_text(e, self.translate(e.func) if not isinstance(e.func, ast.Attribute) else None,
+                                  self.translate(e.func.value) if isinstance(e.func, ast.Attribute) else None,
+                                  [self.translate(a.value if isinstance(a, ast.Starred) else a) for a in e.args],
+                                  [self.translate(k.value) for k in e.keywords])
+        if t is ast.Attribute:
+            return f"{P}getattr({self.translate(e.value)}, {e.attr!r})"
+        if t is ast.Subscript:
+            return self.subscript_text(e, self.translate(e.value), self.slice_parts(e.slice, self.translate))
+        if t is ast.List:
+            return "[" + ", ".join(self.translate(x) for x in e.elts) + "]"
+        if t is ast.Tuple:
+            return "(" + "".join(self.translate(x) + ", " for x in e.elts) + ")"
+        if t is ast.Dict:
+            return self.dict_text(e, [self.translate(x) for pair in zip(e.keys, e.values) for x in pair])
+        if t in (ast.ListComp, ast.DictComp):
+            return self.native_comp(e)
+        raise self.p.error(e, f"unsupported expression ({t.__name__})")
+
+    def unary(self, e, operand: str) -> str:
+        op = type(e.op)
+        if op is ast.Not:
+            return f"(not {operand})"
+        if isinstance(e.operand, ast.Constant) and type(e.operand.value) in (int, float):
+            v = e.operand.value
+            if op is ast.USub:
+                return repr(-v)
+            if op is ast.UAdd:
+                return repr(+v)
+        name = {ast.USub: "neg", ast.UAdd: "pos", ast.Invert: "invert"}[op]
+        return f"{P}{name}({operand})"
+
+    def call_text(self, e: ast.Call, func: str | None, recv: str | None, args: list[str], kws: list[str]) -> str:
+        parts = []
+        for a, text in zip(e.args, args):
+            parts.append(f"*{P}starargs({text})" if isinstance(a, ast.Starred) else text)
+        for k, text in zip(e.keywords, kws):
+            parts.append(f"**{P}kwargs({text})" if k.arg is None else f"{k.arg}={text}")
+        if recv is not None:
+            name = e.func.attr
+            self.method_names.add(name)
+            return f"{P}m_{name}({', '.join([recv] + parts)})"
+        return f"{func}({', '.join(parts)})"
+
+    def slice_parts(self, s, fn):
+        if isinstance(s, ast.Slice):
+            return ("slice", [fn(x) if x is not None else "" for x in (s.lower, s.upper, s.step)])
+        return ("index", fn(s))
+
+    def subscript_text(self, e, value: str, parts) -> str:
+        kind, p = parts
+        if kind == "slice":
+            lo, hi, st = p
+            return f"{value}[{lo}:{hi}" + (f":{st}]" if st else "]")
+        return f"{value}[{p}]"
+
+    def dict_text(self, e: ast.Dict, texts: list[str]) -> str:
+        pairs = list(zip(texts[0::2], texts[1::2]))
+        consts = [k.value for k in e.keys if isinstance(k, ast.Constant)]
+        if len(consts) == len(e.keys) and len(set(map(repr, consts))) == len(consts) \
+                and not any(isinstance(c, bool) for c in consts):
+            return "{" + ", ".join(f"{k}: {v}" for k, v in pairs) + "}"
+        return f"{P}dict_literal((" + "".join(f"({k}, {v}), " for k, v in pairs) + "))"
+
+    def comp_target_text(self, t) -> str:
+        if isinstance(t, ast.Name):
+            return self.name_store(t)
+        return "(" + "".join(self.comp_target_text(x) + ", " for x in t.elts) + ")"
+
+    def native_comp(self, e) -> str:
+        clauses = []
+        for gen in e.generators:
+            clause = f"for {self.comp_target_text(gen.target)} in {P}compiter({self.translate(gen.iter)})"
+            for cond in gen.ifs:
+                clause += f" if {self.translate(cond)}"
+            clauses.append(clause)
+        if isinstance(e, ast.ListComp):
+            return f"[{self.translate(e.elt)} {' '.join(clauses)}]"
+        return f"{{{self.translate(e.key)}: {self.translate(e.value)} {' '.join(clauses)}}}"
+
+    # lowering to A-normal form
+
+    def lower(self, e, out: list, scope: Scope) -> str:
+        """Python text for `e`, appending to `out` the statements it needs first."""
+        if not self.needs_stmt(e):
+            return self.translate(e)
+        t = type(e)
+        pos = self.pos(e)
+        if t is ast.Call:
+            tmp = scope.temp()
+            self.lower_call(e, out, scope, tmp)
+            return tmp
+        if t is ast.BinOp:
+            left, right = self.lower_seq([e.left, e.right], out, scope)
+            return f"{P}{_BINOPS[type(e.op)]}({left}, {right})"
+        if t is ast.UnaryOp:
+            return self.unary(e, self.lower(e.operand, out, scope))
+        if t is ast.Compare:
+            left, right = self.lower_seq([e.left, e.comparators[0]], out, scope)
+            return f"({left} {_CMPOPS[type(e.ops[0])]} {right})"
+        if t is ast.BoolOp:
+            tmp = scope.temp()
+            first = self.lower(e.values[0], out, scope)
+            out.append(S(f"{tmp} = {first}", pos))
+            cur = out
+            is_and = isinstance(e.op, ast.And)
+            for v in e.values[1:]:
+                inner: list = []
+                text = self.lower(v, inner, scope)
+                inner.append(S(f"{tmp} = {text}", pos))
+                cur.append(If(tmp if is_and else f"not {tmp}", pos, inner, []))
+                cur = inner
+            return tmp
+        if t is ast.IfExp:
+            tmp = scope.temp()
+            cond = self.lower(e.test, out, scope)
+            then: list = []
+            then.append(S(f"{tmp} = {self.lower(e.body, then, scope)}", pos))
+            orelse: list = []
+            orelse.append(S(f"{tmp} = {self.lower(e.orelse, orelse, scope)}", pos))
+            out.append(If(cond, pos, then, orelse))
+            return tmp
+        if t is ast.Attribute:
+            return f"{P}getattr({self.lower(e.value, out, scope)}, {e.attr!r})"
+        if t is ast.Subscript:
+            if isinstance(e.slice, ast.Slice):
+                parts = [x for x in (e.slice.lower, e.slice.upper, e.slice.step)]
+                texts = self.lower_seq([e.value] + [x for x in parts if x is not None], out, scope)
+                value, rest = texts[0], iter(texts[1:])
+                st = [next(rest) if x is not None else "" for x in parts]
+                return self.subscript_text(e, value, ("slice", st))
+            value, index = self.lower_seq([e.value, e.slice], out, scope)
+            return self.subscript_text(e, value, ("index", index))
+        if t is ast.List:
+            return "[" + ", ".join(self.lower_seq(e.elts, out, scope)) + "]"
+        if t is ast.Tuple:
+            return "(" + "".join(x + ", " for x in self.lower_seq(e.elts, out, scope)) + ")"
+        if t is ast.Dict:
+            flat = [x for pair in zip(e.keys, e.values) for x in pair]
+            return self.dict_text(e, self.lower_seq(flat, out, scope))
+        if t is ast.Lambda:
+            child = self.func_scope[id(e)]
+            header = self.def_header(e, child, out, scope, f"{P}lambda")
+            out.append(Def(child, header, pos))
+            tmp = scope.temp()
+            out.append(S(f"{tmp} = {P}lambda", pos))
+            return tmp
+        if t in (ast.ListComp, ast.DictComp):
+            return self.lower_comp(e, out, scope)
+        raise self.p.error(e, f"unsupported expression ({t.__name__})")
+
+    def lower_seq(self, nodes, out, scope) -> list[str]:
+        """Lower operands left to right; an operand followed by one that needs
+        statements is first saved in a temporary, keeping evaluation order."""
+        texts = []
+        for i, n in enumerate(nodes):
+            text = self.lower(n, out, scope)
+            if (not isinstance(n, (ast.Constant, ast.Name)) and not text.startswith(P + "t")
+                    and any(self.needs_stmt(m) for m in nodes[i + 1:])):
+                tmp = scope.temp()
+                out.append(S(f"{tmp} = {text}", self.pos(n)))
+                text = tmp
+            texts.append(text)
+        return texts
+
+    def lower_call(self, e: ast.Call, out, scope, target: str | None):
+        if self.is_safe_call(e):
+            args = self.lower_seq([a.value if isinstance(a, ast.Starred) else a for a in e.args]
+                                  + [k.value for k in e.keywords], out, scope)
+            text = self.call_text(e, self.translate(e.func), None, args[:len(e.args)], args[len(e.args):])
+            out.append(S(f"{target} = {text}" if target else text, self.pos(e)))
+            return
+        is_method = isinstance(e.func, ast.Attribute)
+        head = e.func.value if is_method else e.func
+        # Arguments are evaluated in source order (Python would take *args
+        # before keywords), then put back in Python's order for the call.
+        items = [(a, a.value if isinstance(a, ast.Starred) else a) for a in e.args] + \
+                [(k, k.value) for k in e.keywords]
+        order = sorted(range(len(items)), key=lambda i: (items[i][1].lineno, items[i][1].col_offset))
+        lowered = self.lower_seq([head] + [items[i][1] for i in order], out, scope)
+        texts = [lowered[0]] + [""] * len(items)
+        for slot, i in enumerate(order):
+            texts[1 + i] = lowered[1 + slot]
+        n = len(e.args)
+        args, kws = texts[1:1 + n], texts[1 + n:]
+        text = self.call_text(e, None if is_method else texts[0], texts[0] if is_method else None, args, kws)
+        out.append(C(target, text, self.pos(e), scope.new_callsite()))
+
+    def lower_comp(self, e, out, scope) -> str:
+        comp = self.comp_info[id(e)]
+        pos = self.pos(e)
+        acc = scope.temp()
+        out.append(S(f"{acc} = []" if isinstance(e, ast.ListComp) else f"{acc} = {{}}", pos))
+        cur = out
+        for gen in e.generators:
+            seq_text = self.lower(gen.iter, cur, scope)
+            loop = self.make_for(gen.target, seq_text, pos, cur, scope)
+            cur = loop.body
+            for cond in gen.ifs:
+                c = self.lower(cond, cur, scope)
+                inner: list = []
+                cur.append(If(c, self.pos(cond), inner, []))
+                cur = inner
+        if isinstance(e, ast.ListComp):
+            cur.append(S(f"{acc}.append({self.lower(e.elt, cur, scope)})", pos))
+        else:
+            k, v = self.lower_seq([e.key, e.value], cur, scope)
+            cur.append(S(f"{acc}[{k}] = {v}", pos))
+        del comp
+        return acc
+
+    def make_for(self, target, seq_text, pos, out, scope) -> For:
+        seq = scope.temp("s")
+        it = scope.temp("i")
+        out.append(S(f"{seq} = {seq_text}", pos))
+        out.append(S(f"{it} = {P}iterate({seq})", pos))
+        if isinstance(target, ast.Name):
+            simple = self.name_store(target)
+            assign = [S(f"{simple} = {P}v", pos)]
+        else:
+            simple = None
+            assign = []
+            self.assign_target(target, f"{P}v", assign, scope, pos)
+        loop = For(seq, it, simple, assign, pos, [])
+        out.append(loop)
+        return loop
+
+    # ------------------------------------------------------------ statements
+
+    def assign_target(self, t, value: str, out, scope, pos):
+        if isinstance(t, ast.Name):
+            out.append(S(f"{self.name_store(t)} = {value}", pos))
+        elif isinstance(t, (ast.Tuple, ast.List)):
+            tmp = scope.temp()
+            out.append(S(f"{tmp} = {P}unpack({value}, {len(t.elts)})", pos))
+            for i, elt in enumerate(t.elts):
+                self.assign_target(elt, f"{tmp}[{i}]", out, scope, pos)
+        elif isinstance(t, ast.Subscript):
+            if isinstance(t.slice, ast.Slice):
+                raise self.p.error(t, "cannot assign to a slice")
+            obj, idx = self.lower_seq([t.value, t.slice], out, scope)
+            out.append(S(f"{P}setindex({obj}, {idx}, {value})", pos))
+        elif isinstance(t, ast.Attribute):
+            obj = self.lower(t.value, out, scope)
+            out.append(S(f"{P}setattr({obj}, {t.attr!r}, {value})", pos))
+        else:
+            raise self.p.error(t, "invalid assignment target")
+
+    def lower_block(self, stmts, scope: Scope) -> list:
+        out: list = []
+        for s in stmts:
+            self.lower_stmt(s, out, scope)
+        return out
+
+    def lower_stmt(self, s, out, scope: Scope):
+        pos = self.pos(s)
+        t = type(s)
+        if t is ast.Expr:
+            if _is_load(s.value):
+                self.lower_load(s.value, out, scope, pos)
+            elif isinstance(s.value, ast.Call):
+                self.lower_call(s.value, out, scope, None)
+            else:
+                text = self.lower(s.value, out, scope)
+                if not isinstance(s.value, ast.Constant):
+                    out.append(S(text, pos))
+        elif t is ast.Assign:
+            if (len(s.targets) == 1 and isinstance(s.targets[0], ast.Name)
+                    and isinstance(s.value, ast.Call) and self.needs_stmt(s.value)):
+                self.lower_call(s.value, out, scope, self.name_store(s.targets[0]))
+                return
+            value = self.lower(s.value, out, scope)
+            simple_targets = all(isinstance(x, ast.Name) for x in s.targets)
+            if len(s.targets) > 1 or (not simple_targets and not value.startswith(P + "t")
+                                      and not isinstance(s.value, (ast.Constant, ast.Name))):
+                tmp = scope.temp()
+                out.append(S(f"{tmp} = {value}", pos))
+                value = tmp
+            for target in s.targets:
+                self.assign_target(target, value, out, scope, pos)
+        elif t is ast.AugAssign:
+            op = _AUGOPS.get(type(s.op)) or _BINOPS[type(s.op)]
+            tgt = s.target
+            if isinstance(tgt, ast.Name):
+                rhs = self.lower(s.value, out, scope)
+                out.append(S(f"{self.name_store(tgt)} = {P}{op}({self.name_load(tgt)}, {rhs})", pos))
+            elif isinstance(tgt, ast.Subscript):
+                obj = scope.temp()
+                idx = scope.temp()
+                out.append(S(f"{obj} = {self.lower(tgt.value, out, scope)}", pos))
+                out.append(S(f"{idx} = {self.lower(tgt.slice, out, scope)}", pos))
+                cur = scope.temp()
+                out.append(S(f"{cur} = {obj}[{idx}]", pos))
+                rhs = self.lower(s.value, out, scope)
+                out.append(S(f"{P}setindex({obj}, {idx}, {P}{op}({cur}, {rhs}))", pos))
+            else:
+                obj = scope.temp()
+                out.append(S(f"{obj} = {self.lower(tgt.value, out, scope)}", pos))
+                cur = scope.temp()
+                out.append(S(f"{cur} = {P}getattr({obj}, {tgt.attr!r})", pos))
+                rhs = self.lower(s.value, out, scope)
+                out.append(S(f"{P}setattr({obj}, {tgt.attr!r}, {P}{op}({cur}, {rhs}))", pos))
+        elif t is ast.If:
+            cond = self.lower(s.test, out, scope)
+            out.append(If(cond, pos, self.lower_block(s.body, scope), self.lower_block(s.orelse, scope)))
+        elif t is ast.While:
+            if self.needs_stmt(s.test):
+                body: list = []
+                cond = self.lower(s.test, body, scope)
+                body.append(If(f"not {cond}", pos, [S("break", pos)], []))
+                body.extend(self.lower_block(s.body, scope))
+                out.append(While(None, pos, body))
+            else:
+                out.append(While(self.translate(s.test), pos, self.lower_block(s.body, scope)))
+        elif t is ast.For:
+            seq_text = self.lower(s.iter, out, scope)
+            loop = self.make_for(s.target, seq_text, pos, out, scope)
+            loop.body.extend(self.lower_block(s.body, scope))
+        elif t is ast.Return:
+            if s.value is None:
+                out.append(S("return None", pos))
+            else:
+                out.append(S(f"return {self.lower(s.value, out, scope)}", pos))
+        elif t is ast.Pass:
+            out.append(S("pass", pos))
+        elif t is ast.Break:
+            out.append(S("break", pos))
+        elif t is ast.Continue:
+            out.append(S("continue", pos))
+        elif t is ast.FunctionDef:
+            child = self.func_scope[id(s)]
+            py = pyname(s.name)
+            header = self.def_header(s, child, out, scope, py)
+            out.append(Def(child, header, pos))
+            store = self.name_store(ast_name(s, self, scope))
+            if store != py:
+                out.append(S(f"{store} = {py}", pos))
+        else:
+            raise self.p.error(s, f"unsupported statement ({t.__name__})")
+
+    def lower_load(self, call: ast.Call, out, scope, pos):
+        mod = call.args[0].value
+        tmp = scope.temp()
+        out.append(S(f"{tmp} = {P}load({P}module, {mod!r})", pos))
+        pairs = [(a.value, a.value) for a in call.args[1:]] + [(kw.arg, kw.value.value) for kw in call.keywords]
+        for local, remote in pairs:
+            out.append(S(f"{pyname(local)} = {P}loaded({tmp}, {mod!r}, {remote!r})", pos))
+
+    def def_header(self, node, child: Scope, out, scope, py: str) -> str:
+        args = node.args
+        defaults = args.defaults + [d for d in args.kw_defaults if d is not None]
+        texts = iter(self.lower_seq(defaults, out, scope)) if defaults else iter(())
+        params = []
+        npos = len(args.args)
+        first_default = npos - len(args.defaults)
+        for i, a in enumerate(args.args):
+            params.append(pyname(a.arg) + (f"={next(texts)}" if i >= first_default else ""))
+        if args.vararg:
+            params.append("*" + pyname(args.vararg.arg))
+        elif args.kwonlyargs:
+            params.append("*")
+        for a, d in zip(args.kwonlyargs, args.kw_defaults):
+            params.append(pyname(a.arg) + (f"={next(texts)}" if d is not None else ""))
+        if args.kwarg:
+            params.append("**" + pyname(args.kwarg.arg))
+        return f"def {py}({', '.join(params)}):"
+
+    # ------------------------------------------------------------ emission
+
+    def emit(self, indent: int, text: str, pos=(0, 0), cs: int = 0, func: int = -1,
+             defines: int = -1, form: str = ""):
+        self.out.append("    " * indent + text)
+        self.info.append(LineInfo(pos[0], pos[1], cs, func, defines, form))
+
+    def tick(self, indent, pos, func):
+        self.emit(indent, f"{P}k -= 1", pos, func=func)
+        self.emit(indent, f"if {P}k < 0: {P}k = {P}draw()", pos, func=func)
+
+    def emit_ir(self, ir, indent, scope: Scope, resume: bool):
+        f = scope.index
+        if not ir:
+            self.emit(indent, "pass", func=f)
+            return
+        if resume:
+            self.emit_ir_resume(ir, indent, scope)
+            return
+        for n in ir:
+            if isinstance(n, S):
+                self.emit(indent, n.text, n.pos, func=f)
+            elif isinstance(n, C):
+                self.emit(indent, f"{n.target} = {n.call}" if n.target else n.call, n.pos, n.cs, func=f)
+            elif isinstance(n, If):
+                self.emit(indent, f"if {n.cond}:", n.pos, func=f)
+                self.emit_ir(n.then, indent + 1, scope, False)
+                if n.orelse:
+                    self.emit(indent, "else:", n.pos, func=f)
+                    self.emit_ir(n.orelse, indent + 1, scope, False)
+            elif isinstance(n, While):
+                self.emit(indent, f"while {n.cond or 'True'}:", n.pos, func=f)
+                self.tick(indent + 1, n.pos, f)
+                self.emit_ir(n.body, indent + 1, scope, False)
+            elif isinstance(n, For):
+                self.emit(indent, f"{P}lock({n.seq})", n.pos, func=f)
+                self.emit(indent, "try:", n.pos, func=f)
+                if n.simple_target:
+                    self.emit(indent + 1, f"for {n.simple_target} in {n.it}:", n.pos, func=f)
+                    self.tick(indent + 2, n.pos, f)
+                else:
+                    self.emit(indent + 1, f"for {P}v in {n.it}:", n.pos, func=f)
+                    self.tick(indent + 2, n.pos, f)
+                    self.emit_ir(n.assign, indent + 2, scope, False)
+                self.emit_ir(n.body, indent + 2, scope, False)
+                self.emit(indent, "finally:", n.pos, func=f)
+                self.emit(indent + 1, f"{P}unlock({n.seq})", n.pos, func=f)
+            elif isinstance(n, Def):
+                self.emit_function(n.scope, indent, n.header, n.pos)
+            else:
+                raise AssertionError(n)
+
+    def emit_ir_resume(self, ir, indent, scope: Scope):
+        f = scope.index
+        plain: list = []
+
+        def flush():
+            if plain:
+                self.emit(indent, f"if not {P}R:", func=f)
+                self.emit_ir(list(plain), indent + 1, scope, False)
+                plain.clear()
+
+        for n in ir:
+            cs = _callsites(n)
+            if not cs:
+                plain.append(n)
+                continue
+            flush()
+            if isinstance(n, C):
+                assign = f"{n.target} = " if n.target else ""
+                self.emit(indent, f"if not {P}R: {assign}{n.call}", n.pos, n.cs, func=f)
+                self.emit(indent, f"elif {P}R == {n.cs}: {assign}{P}resume({P}V); {P}R = 0",
+                          n.pos, n.cs, func=f)
+            elif isinstance(n, If):
+                then_cs = _callsites(n.then)
+                self.emit(indent, f"if (({P}R in {then_cs!r}) if {P}R else ({n.cond})):", n.pos, func=f)
+                self.emit_ir(n.then, indent + 1, scope, True)
+                self.emit(indent, "else:", n.pos, func=f)
+                self.emit_ir(n.orelse, indent + 1, scope, True)
+            elif isinstance(n, While):
+                self.emit(indent, f"while (({P}R in {cs!r}) if {P}R else ({n.cond or 'True'})):",
+                          n.pos, func=f)
+                self.emit(indent + 1, f"if not {P}R:", n.pos, func=f)
+                self.tick(indent + 2, n.pos, f)
+                self.emit_ir(n.body, indent + 1, scope, True)
+            elif isinstance(n, For):
+                self.emit(indent, f"if not {P}R or {P}R in {cs!r}:", n.pos, func=f)
+                self.emit(indent + 1, f"{P}lock({n.seq})", n.pos, func=f)
+                self.emit(indent + 1, "try:", n.pos, func=f)
+                self.emit(indent + 2, "while True:", n.pos, func=f)
+                self.emit(indent + 3, f"if not {P}R:", n.pos, func=f)
+                self.emit(indent + 4, f"{P}v = {P}next({n.it}, {P}STOP)", n.pos, func=f)
+                self.emit(indent + 4, f"if {P}v is {P}STOP: break", n.pos, func=f)
+                self.emit_ir(n.assign, indent + 4, scope, False)
+                self.tick(indent + 4, n.pos, f)
+                self.emit_ir(n.body, indent + 3, scope, True)
+                self.emit(indent + 1, "finally:", n.pos, func=f)
+                self.emit(indent + 2, f"{P}unlock({n.seq})", n.pos, func=f)
+            else:
+                raise AssertionError(n)
+        flush()
+
+    def function_ir(self, scope: Scope) -> list:
+        if not hasattr(scope, "_ir"):
+            node = scope.node
+            if isinstance(node, ast.Lambda):
+                body: list = []
+                body.append(S(f"return {self.lower(node.body, body, scope)}", self.pos(node.body)))
+            else:
+                body = self.lower_block(node.body, scope)
+            scope._ir = body
+        return scope._ir
+
+    def cell_prologue(self, scope: Scope, indent: int):
+        f = scope.index
+        params = {pyname(p) for p in scope.params}
+        for py in sorted(scope.cells):
+            if py in params:
+                self.emit(indent, f"{P}cell_{py} = {P}cellof({py})", func=f)
+            else:
+                self.emit(indent, f"{P}cell_{py} = {P}Cell()", func=f)
+
+    def emit_body(self, scope: Scope, indent: int, resume: bool):
+        f = scope.index
+        self.emit(indent, f"{P}k = 0", func=f)
+        self.emit(indent, "try:", func=f)
+        self.emit_ir(self.function_ir(scope), indent + 1, scope, resume)
+        self.emit(indent, f"except {P}Exc as {P}e:", func=f)
+        self.emit(indent + 1, f"raise {P}conv({P}e) from None", func=f)
+
+    def emit_function(self, scope: Scope, indent: int, header: str, pos):
+        self.function_ir(scope)  # lowering allocates temps before the header is final
+        self.emit(indent, header, pos, func=scope.parent.index if scope.parent else -1,
+                  defines=scope.index, form="normal")
+        self.cell_prologue(scope, indent + 1)
+        self.emit_body(scope, indent + 1, False)
+
+    def local_names(self, scope: Scope) -> list[str]:
+        names = [pyname(p) for p in scope.params]
+        names += [py for py in scope.bound.values() if py not in names]
+        names += [n for n in scope.extra_locals if n not in names]
+        names += [f"{P}cell_{py}" for py in sorted(scope.cells)]
+        return names
+
+    def enclosing_cells(self, scope: Scope) -> list[str]:
+        names = []
+        s = scope.parent
+        while s is not None:
+            names += [f"{P}cell_{py}" for py in sorted(s.cells)]
+            s = s.parent
+        return names
+
+    def emit_resume_function(self, scope: Scope):
+        f = scope.index
+        outer = self.enclosing_cells(scope)
+        indent = 0
+        if outer:
+            self.emit(0, f"def {P}w{f}():", func=-1)
+            self.emit(1, " = ".join(outer) + " = None", func=-1)
+            indent = 1
+        self.emit(indent, f"def {P}r{f}({P}R, {P}L, {P}V):", self.pos(scope.node) if not scope.is_module else (1, 1),
+                  func=-1, defines=f, form="resume")
+        if scope.is_module:
+            globals_ = sorted(set(scope.bound.values()))
+            if globals_:
+                self.emit(indent + 1, "global " + ", ".join(globals_), func=f)
+        for n in self.local_names(scope) if not scope.is_module else self.module_locals(scope):
+            self.emit(indent + 1, f"if {n!r} in {P}L: {n} = {P}L[{n!r}]", func=f)
+        self.emit_body(scope, indent + 1, True)
+        if outer:
+            self.emit(1, f"return {P}r{f}", func=-1)
+
+    def module_locals(self, scope: Scope) -> list[str]:
+        return list(dict.fromkeys(scope.extra_locals)) + [f"{P}cell_{py}" for py in sorted(scope.cells)]
+
+    def emit_module(self, module: Scope, body_ir: list):
+        module._ir = body_ir
+        self.emit(0, f"def {P}main():", (1, 1), func=-1, defines=0, form="normal")
+        globals_ = sorted(set(module.bound.values()))
+        if globals_:
+            self.emit(1, "global " + ", ".join(globals_), func=0)
+        self.cell_prologue(module, 1)
+        self.emit_body(module, 1, False)
+        for scope in self.scopes:
+            self.emit_resume_function(scope)
+
+
+def ast_name(s: ast.FunctionDef, comp: _Compiler, scope: Scope) -> ast.Name:
+    """A Name node standing for the binding a `def` statement makes."""
+    node = ast.Name(id=s.name, ctx=ast.Store(), lineno=s.lineno, col_offset=s.col_offset)
+    if s.name in scope.bound:
+        py = scope.bound[s.name]
+        comp.res[id(node)] = ("global", None, py) if scope.is_module else ("local", scope, py)
+    return node

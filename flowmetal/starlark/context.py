@@ -1,0 +1,65 @@
+"""The per-OS-thread execution context of running Starlark code.
+
+Builtins that need the host (``print``) or the limits (the step budget) read
+them from here; `Thread.run` installs the thread's context for the duration of
+a run. Code run outside any Thread (a Starlark function called straight from
+Python) gets a default context that prints to stdout.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from typing import Callable
+
+from .errors import EvalError
+
+DEFAULT_MAX_STEPS = 200_000_000
+"""Default step budget: loop iterations plus loop entries, about 10 s of work."""
+
+STEP_CHUNK = 256
+"""Loops count iterations in a frame-local countdown and draw from the budget in chunks."""
+
+
+def _stdout_print(text: str) -> None:
+    sys.stdout.write(text + "\n")
+
+
+class Context:
+    """What running code may ask of its host: printing and the step budget."""
+
+    __slots__ = ("print", "steps_left", "max_steps")
+
+    def __init__(self, print: Callable[[str], None] | None = None,
+                 max_steps: int = DEFAULT_MAX_STEPS):
+        self.print = print or _stdout_print
+        self.max_steps = max_steps
+        self.steps_left = max_steps
+
+
+_local = threading.local()
+
+
+def current() -> Context:
+    """The context of the Starlark code running on this OS thread."""
+    ctx = getattr(_local, "ctx", None)
+    if ctx is None:
+        ctx = _local.ctx = Context()
+    return ctx
+
+
+def install(ctx: Context | None) -> Context | None:
+    """Make `ctx` current on this OS thread; returns the previous one."""
+    prev = getattr(_local, "ctx", None)
+    _local.ctx = ctx
+    return prev
+
+
+def draw_steps(n: int = STEP_CHUNK) -> int:
+    """Take `n` steps from the current budget; an exhausted budget is an error."""
+    ctx = current()
+    ctx.steps_left -= n
+    if ctx.steps_left < 0:
+        raise EvalError(f"step budget exhausted ({ctx.max_steps} steps): "
+                        "the program runs too long (a runaway loop?)")
+    return n

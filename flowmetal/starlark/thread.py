@@ -1,0 +1,592 @@
+"""Running compiled modules: module instances, suspendable threads, checkpoints.
+
+A `Thread` runs a module (or one call of a Starlark function) until it ends
+or a host builtin raises `Suspend`. On suspension the Python traceback is read
+once: every compiled frame on it gives (module, function index, call site,
+locals), a list of plain records that, with the heap they reference, is the
+checkpoint. Pickling a Thread pickles those records; Starlark functions pickle
+as (module, function index, defaults, closure) and modules as their source and
+globals, so no Python code object is ever stored. Resuming rebuilds each
+frame's resume-form function and re-enters the stack outermost first, so a new
+suspension deeper down captures the whole stack again.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import re
+import sys
+import threading
+import types
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import cloudpickle
+
+from . import context, values
+from .compile import P, Compiled, compile_module, module_key, pyname, starname
+from .errors import EvalError, Frame, StarlarkError, StarlarkSyntaxError, Suspend
+from .syntax import parse
+
+CHECKPOINT_FORMAT = 1
+
+# Deep Starlark recursion runs as deep Python recursion; leave room for it.
+if sys.getrecursionlimit() < 8000:
+    sys.setrecursionlimit(8000)
+
+# ---------------------------------------------------------------- compile cache
+
+_CACHE: dict[str, Compiled] = {}
+_BY_CODENAME: dict[str, Compiled] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+class FunctionInfo:
+    """What the value library knows of a compiled Starlark function."""
+
+    __slots__ = ("name", "index", "compiled")
+
+    def __init__(self, name: str, index: int, compiled: Compiled):
+        self.name = name
+        self.index = index
+        self.compiled = compiled
+
+
+def get_compiled(source: str, filename: str, predeclared_names, eval_mode: bool = False) -> Compiled:
+    """Compile (once per process, cached by content hash) a module's source."""
+    names = frozenset(predeclared_names)
+    key = module_key(source, filename, names, eval_mode)
+    hit = _CACHE.get(key)
+    if hit is not None:
+        return hit
+    codename = f"<starlark:{key[:24]}>"
+    try:
+        parsed = parse(source, filename, mode="eval" if eval_mode else "exec")
+        compiled = compile_module(parsed, source, names, eval_mode=eval_mode)
+        compiled.code = compile(compiled.pysource, codename, "exec")
+    except (RecursionError, MemoryError):
+        raise StarlarkSyntaxError("program is nested too deeply", filename, 1, 1) from None
+    compiled.key = key
+    compiled.canonical = {}
+    compiled.resume_codes = {}
+    _register_codes(compiled, compiled.code)
+    with _CACHE_LOCK:
+        if key in _CACHE:
+            return _CACHE[key]
+        _CACHE[key] = compiled
+        _BY_CODENAME[codename] = compiled
+    return compiled
+
+
+def _register_codes(compiled: Compiled, code: types.CodeType) -> None:
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            info = compiled.lines[const.co_firstlineno - 1]
+            if info.defines >= 0:
+                scope = compiled.scopes[info.defines]
+                if info.form == "normal":
+                    values.STARLARK_FUNCTIONS[const] = FunctionInfo(scope.name, info.defines, compiled)
+                    compiled.canonical.setdefault(info.defines, const)
+                elif info.form == "resume":
+                    compiled.resume_codes[info.defines] = const
+            _register_codes(compiled, const)
+
+
+def compiled_for_code(code: types.CodeType) -> Compiled | None:
+    return _BY_CODENAME.get(code.co_filename)
+
+
+# ---------------------------------------------------------------- runtime helpers
+
+class _Stop:
+    __slots__ = ()
+
+    def __reduce__(self):
+        return "_STOP"
+
+
+_STOP = _Stop()
+
+
+def _cellof(value):
+    c = values.Cell()
+    c.v = value
+    return c
+
+
+def _load(module: "Module", name: str):
+    if module.loader is None:
+        raise EvalError(f"cannot load {name}: no loader")
+    try:
+        result = module.loader(name)
+    except StarlarkError as e:
+        raise EvalError(f"cannot load {name}: {e.msg}") from None
+    except Exception as e:  # a host loader's failure is the program's error
+        raise EvalError(f"cannot load {name}: {e}") from None
+    if not isinstance(result, dict):
+        raise EvalError(f"cannot load {name}: loader returned {values.type_name(result)}, want dict")
+    return result
+
+
+def _loaded(mod: dict, modname: str, sym: str):
+    if sym.startswith("_"):
+        raise EvalError(f"load: cannot load private name {sym} from {modname}")
+    try:
+        return mod[sym]
+    except KeyError:
+        raise EvalError(f"load: name {sym} not found in module {modname}") from None
+
+
+def _compiter(seq):
+    """A comprehension's iterable; its length is charged to the step budget up
+    front, since a native comprehension runs without per-iteration ticks."""
+    it = values.iterable(seq)
+    try:
+        n = len(it)
+    except TypeError:
+        n = 0
+    context.draw_steps(n + 1)
+    return it
+
+
+def _resume(chain: "_Chain"):
+    return chain.enter()
+
+
+_TYPE_NAMES = {"str": "string", "NoneType": "NoneType", "builtin_function_or_method":
+               "builtin_function_or_method", "FrozenList": "list", "FrozenDict": "dict",
+               "function": "function", "Struct": "struct", "Set": "set"}
+_QUOTED = re.compile(r"'([A-Za-z_][A-Za-z_0-9]*)'")
+_CMP = re.compile(r"'(.+?)' not supported between instances of '(\w+)' and '(\w+)'")
+
+
+def _tname(py: str) -> str:
+    return _TYPE_NAMES.get(py, py)
+
+
+def convert_message(e: BaseException) -> str:
+    """A Starlark message for a Python exception raised inside compiled code."""
+    t = type(e)
+    if isinstance(e, StarlarkError):
+        return e.msg
+    if t is KeyError:
+        key = e.args[0] if e.args else None
+        try:
+            return f"key {values.to_repr(key)} not in dict"
+        except Exception:
+            return "key not in dict"
+    if t is IndexError:
+        return "index out of range"
+    if t is ZeroDivisionError:
+        return "division by zero"
+    if t is UnboundLocalError:
+        m = re.search(r"'([^']+)'", str(e))
+        return f"local variable {starname(m.group(1)) if m else ''} referenced before assignment"
+    if t is NameError:
+        m = re.search(r"'([^']+)'", str(e))
+        return f"global variable {starname(m.group(1)) if m else ''} referenced before assignment"
+    if t is AttributeError and isinstance(getattr(e, "obj", None), values.Cell):
+        return "local variable referenced before assignment (captured by a nested function)"
+    if t is RecursionError:
+        return "maximum call depth exceeded"
+    if t is MemoryError:
+        return "out of memory"
+    msg = str(e)
+    if t is TypeError:
+        m = _CMP.search(msg)
+        if m:
+            return f"unsupported comparison: {_tname(m.group(2))} {m.group(1)} {_tname(m.group(3))}"
+        msg = msg.replace(f"{P}lambda", "lambda")
+        msg = re.sub(r"'(\w+)' object is not callable", lambda m: f"invalid call of non-function ({_tname(m.group(1))})", msg)
+        msg = re.sub(r"'(\w+)' object is not subscriptable", lambda m: f"unhandled index operation on {_tname(m.group(1))}", msg)
+        msg = _QUOTED.sub(lambda m: _tname(m.group(1)) if m.group(1) in _TYPE_NAMES or m.group(1) in
+                          ("int", "float", "list", "dict", "tuple", "bool", "bytes", "range") else m.group(0), msg)
+        return msg.replace(P + "d", "").replace(P, "")
+    if t in (ValueError, OverflowError, ArithmeticError):
+        return msg
+    return msg or t.__name__
+
+
+def _conv(e: Exception) -> StarlarkError:
+    if isinstance(e, StarlarkError):
+        return e
+    err = EvalError(convert_message(e))
+    return err.with_traceback(e.__traceback__)
+
+
+HELPERS: dict[str, Any] = {
+    P + "add": values.add, P + "sub": values.sub, P + "mul": values.mul,
+    P + "truediv": values.truediv, P + "floordiv": values.floordiv, P + "mod": values.mod,
+    P + "bit_and": values.bit_and, P + "bit_or": values.bit_or, P + "bit_xor": values.bit_xor,
+    P + "lshift": values.lshift, P + "rshift": values.rshift, P + "iadd": values.iadd,
+    P + "ior": values.ior, P + "iand": values.iand, P + "isub": values.isub, P + "ixor": values.ixor,
+    P + "neg": values.neg, P + "pos": values.pos, P + "invert": values.invert,
+    P + "getattr": values.getattr_, P + "setattr": values.setattr_,
+    P + "setindex": values.setindex, P + "unpack": values.unpack,
+    P + "iterate": values.iterate, P + "iterable": values.iterable, P + "compiter": _compiter,
+    P + "lock": values.lock, P + "unlock": values.unlock,
+    P + "next": next, P + "STOP": _STOP, P + "Exc": Exception, P + "draw": context.draw_steps,
+    P + "conv": _conv, P + "resume": _resume, P + "Cell": values.Cell, P + "cellof": _cellof,
+    P + "load": _load, P + "loaded": _loaded, P + "starargs": values.starargs,
+    P + "kwargs": values.kwargs, P + "dict_literal": values.dict_literal,
+}
+
+
+def _universe() -> dict:
+    from . import builtins as _b
+    return _b.UNIVERSE
+
+
+# ---------------------------------------------------------------- modules
+
+class Module:
+    """One execution of a compiled module: its globals and its host."""
+
+    def __init__(self, compiled: Compiled, predeclared: dict | None, loader: Callable | None):
+        self.compiled = compiled
+        self.predeclared = dict(predeclared or {})
+        self.loader = loader
+        self.done = False
+        g: dict[str, Any] = dict(HELPERS)
+        for name in compiled.method_names:
+            g[P + "m_" + name] = values.method_dispatcher(name)
+        g[P + "module"] = self
+        b = dict(_universe())
+        for k, v in self.predeclared.items():
+            b[pyname(k)] = v
+        g["__builtins__"] = b
+        exec(compiled.code, g)
+        self.globals = g
+
+    def global_names(self) -> dict[str, str]:
+        return self.compiled.scopes[0].bound
+
+    def exports(self) -> dict[str, Any]:
+        g = self.globals
+        out = {}
+        for name in self.compiled.exported:
+            py = pyname(name)
+            if py in g:
+                out[name] = g[py]
+        return out
+
+    def freeze(self) -> None:
+        g = self.globals
+        names = [py for py in self.global_names().values() if py in g]
+        # One freeze call over all globals keeps aliasing between them.
+        frozen = values.freeze(tuple(g[py] for py in names))
+        for py, v in zip(names, frozen):
+            g[py] = v
+        self.done = True
+
+    def __reduce__(self):
+        c = self.compiled
+        g = self.globals
+        state = ({py: g[py] for py in self.global_names().values() if py in g},
+                 self.predeclared, self.done)
+        return (_rebuild_module, (c.source, c.filename, tuple(sorted(self.predeclared)), c.eval_mode), state)
+
+    def __setstate__(self, state):
+        globals_, predeclared, done = state
+        self.globals.update(globals_)
+        self.predeclared = predeclared
+        b = self.globals["__builtins__"]
+        for k, v in predeclared.items():
+            b[pyname(k)] = v
+        self.done = done
+
+
+def _rebuild_module(source, filename, predeclared_names, eval_mode):
+    compiled = get_compiled(source, filename, predeclared_names, eval_mode)
+    return Module(compiled, {}, None)
+
+
+def _rebuild_function(module: Module, index: int, defaults, kwdefaults, freevars: dict):
+    code = module.compiled.canonical[index]
+    closure = tuple(types.CellType(freevars[n]) for n in code.co_freevars) or None
+    fn = types.FunctionType(code, module.globals, code.co_name, defaults, closure)
+    if kwdefaults:
+        fn.__kwdefaults__ = kwdefaults
+    return fn
+
+
+# ---------------------------------------------------------------- results
+
+@dataclass
+class Done:
+    """The program ended; `.value` is the module's globals or the call's result."""
+    value: Any
+
+
+@dataclass
+class Failed:
+    """The program failed with a Starlark error (`.error`)."""
+    error: StarlarkError
+
+
+@dataclass
+class Suspended:
+    """The program is suspended on `.request`, raised by a host builtin."""
+    request: Any
+
+
+@dataclass
+class FrameRecord:
+    """One suspended Starlark frame: where it stopped and its local variables."""
+    module: Module
+    func: int
+    callsite: int
+    locals: dict
+
+    def function_name(self) -> str:
+        return self.module.compiled.scopes[self.func].name
+
+    def position(self) -> tuple[str, int, int]:
+        """(filename, line, col) of the call this frame is suspended in."""
+        c = self.module.compiled
+        for info in c.lines:
+            if info.func == self.func and info.callsite == self.callsite:
+                return c.filename, info.line, info.col
+        return c.filename, 0, 0
+
+    def starlark_locals(self) -> dict:
+        """The frame's Starlark variables (temporaries left out)."""
+        out = {}
+        scope = self.module.compiled.scopes[self.func]
+        for name, py in scope.bound.items():
+            if py in self.locals:
+                out[name] = self.locals[py]
+            elif f"{P}cell_{py}" in self.locals:
+                cell = self.locals[f"{P}cell_{py}"]
+                if hasattr(cell, "v"):
+                    out[name] = cell.v
+        return out
+
+
+class _Chain:
+    """The rest of a stack being resumed, innermost last; `enter` re-enters it."""
+
+    __slots__ = ("frames", "i", "final")
+
+    def __init__(self, frames, i, final):
+        self.frames = frames
+        self.i = i
+        self.final = final
+
+    def enter(self):
+        if self.i < len(self.frames):
+            fr = self.frames[self.i]
+            fn = _resume_function(fr)
+            return fn(fr.callsite, fr.locals, _Chain(self.frames, self.i + 1, self.final))
+        ok, value = self.final
+        if ok:
+            return value
+        raise EvalError(value)
+
+
+def _resume_function(fr: FrameRecord):
+    compiled = fr.module.compiled
+    code = compiled.resume_codes[fr.func]
+    closure = tuple(types.CellType(fr.locals[n]) for n in code.co_freevars) or None
+    return types.FunctionType(code, fr.module.globals, code.co_name, None, closure)
+
+
+_TRANSPARENT = {_resume.__code__, _Chain.enter.__code__}
+_EXCLUDE = {P + "k", P + "R", P + "L", P + "V", P + "e", P + "v", P + "lambda"}
+
+
+def _capture(tb) -> list[FrameRecord] | StarlarkError:
+    frames: list[FrameRecord] = []
+    host_between = None
+    transparent = _TRANSPARENT | getattr(values, "DISPATCHER_CODES", set())
+    while tb is not None:
+        frame = tb.tb_frame
+        code = frame.f_code
+        compiled = _BY_CODENAME.get(code.co_filename)
+        if compiled is not None:
+            info = compiled.lines[tb.tb_lineno - 1]
+            if code.co_name.startswith("<"):
+                return EvalError("cannot suspend inside a comprehension evaluated by a builtin")
+            if host_between is not None:
+                return EvalError(f"cannot suspend inside a Starlark function called by "
+                                 f"the host function {host_between}")
+            if not info.callsite:
+                return EvalError("cannot suspend here: not at a call of an action")
+            locals_ = {k: v for k, v in frame.f_locals.items() if k not in _EXCLUDE}
+            frames.append(FrameRecord(frame.f_globals[P + "module"], info.func, info.callsite, locals_))
+        elif code in transparent:
+            pass
+        elif frames:
+            host_between = code.co_name
+        tb = tb.tb_next
+    if not frames:
+        return EvalError("suspension outside any Starlark frame")
+    return frames
+
+
+def starlark_stack(tb) -> list[Frame]:
+    """The Starlark traceback (outermost first) of a Python traceback."""
+    out: list[Frame] = []
+    last_frame = None
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        compiled = _BY_CODENAME.get(code.co_filename)
+        if compiled is not None:
+            info = compiled.lines[tb.tb_lineno - 1]
+            if info.line:
+                name = compiled.scopes[info.func].name if info.func >= 0 else "<toplevel>"
+                entry = Frame(compiled.filename, info.line, info.col, name)
+                if code.co_name.startswith("<") and out:
+                    out[-1] = entry  # a comprehension refines its function's position
+                elif tb.tb_frame is last_frame and out:
+                    out[-1] = entry
+                else:
+                    out.append(entry)
+                last_frame = tb.tb_frame
+        tb = tb.tb_next
+    return out
+
+
+# ---------------------------------------------------------------- threads
+
+class Thread:
+    """A suspendable run of a module or of one Starlark function call.
+
+    `run()`, `resume(value)` and `resume_error(message)` return `Done`,
+    `Failed` or `Suspended`. A suspended Thread pickles (pickle or
+    cloudpickle) and resumes in another process.
+    """
+
+    def __init__(self, module: Module, call: tuple | None = None,
+                 max_steps: int | None = None, print: Callable[[str], None] | None = None):
+        self.module = module
+        self._call = call
+        self.kind = "eval" if module.compiled.eval_mode else ("call" if call else "module")
+        self.frames: list[FrameRecord] | None = None
+        self.status = "new"
+        self.max_steps = max_steps or context.DEFAULT_MAX_STEPS
+        self.steps_left = self.max_steps
+        self.print = print
+
+    # running
+
+    def run(self) -> Done | Failed | Suspended:
+        """Start the program; returns at its end or first suspension."""
+        if self.status != "new":
+            raise RuntimeError(f"Thread.run() on a {self.status} thread")
+        if self._call is None:
+            return self._drive(self.module.globals[P + "main"])
+        fn, args, kwargs = self._call
+        self._call = None
+        return self._drive(lambda: fn(*args, **kwargs))
+
+    def resume(self, value: Any = None) -> Done | Failed | Suspended:
+        """Continue a suspended program; `value` is the suspended call's result."""
+        return self._continue((True, value))
+
+    def resume_error(self, message: str) -> Done | Failed | Suspended:
+        """Continue a suspended program with its suspended call failing with `message`."""
+        return self._continue((False, str(message)))
+
+    def _continue(self, final):
+        if self.status != "suspended":
+            raise RuntimeError(f"Thread.resume() on a {self.status} thread")
+        frames, self.frames = self.frames, None
+        return self._drive(lambda: _Chain(frames, 0, final).enter())
+
+    def _drive(self, fn) -> Done | Failed | Suspended:
+        ctx = context.Context(self.print, self.max_steps)
+        ctx.steps_left = self.steps_left
+        prev = context.install(ctx)
+        try:
+            result = fn()
+        except Suspend as s:
+            captured = _capture(s.__traceback__)
+            s.__traceback__ = None
+            if isinstance(captured, StarlarkError):
+                self.status = "failed"
+                return Failed(captured)
+            self.frames = captured
+            self.status = "suspended"
+            return Suspended(s.request)
+        except StarlarkError as e:
+            e.stack  # resolve the Starlark traceback while the Python one is alive
+            e.__traceback__ = None
+            self.status = "failed"
+            return Failed(e)
+        except RecursionError:
+            self.status = "failed"
+            return Failed(EvalError("maximum call depth exceeded"))
+        except Exception as e:  # a host function failing outside any Starlark frame
+            err = _conv(e)
+            err.stack
+            err.__traceback__ = None
+            self.status = "failed"
+            return Failed(err)
+        finally:
+            self.steps_left = ctx.steps_left
+            context.install(prev)
+        self.status = "done"
+        if self.kind != "module":
+            return Done(result)
+        self.module.freeze()
+        return Done(self.module.exports())
+
+    # inspection
+
+    def stack(self) -> list[FrameRecord]:
+        """The suspended frames, outermost first (empty unless suspended)."""
+        return list(self.frames or [])
+
+    # pickling
+
+    def __reduce__(self):
+        if self.status == "new" and self._call is not None:
+            raise pickle.PicklingError("a Thread of a call can be pickled once it has run")
+        state = (CHECKPOINT_FORMAT, self.module, self.kind, self.frames, self.status,
+                 self.steps_left, self.max_steps)
+        buf = io.BytesIO()
+        _Pickler(buf, protocol=5).dump(state)
+        return (_load_thread, (buf.getvalue(),))
+
+
+class _Pickler(cloudpickle.Pickler):
+    """Pickles Starlark functions by (module, index, defaults, closure)."""
+
+    def reducer_override(self, obj):
+        if type(obj) is types.FunctionType:
+            info = values.STARLARK_FUNCTIONS.get(obj.__code__)
+            if info is not None:
+                freevars = {}
+                if obj.__closure__:
+                    for name, cell in zip(obj.__code__.co_freevars, obj.__closure__):
+                        freevars[name] = cell.cell_contents
+                return (_rebuild_function, (obj.__globals__[P + "module"], info.index,
+                                            obj.__defaults__, obj.__kwdefaults__, freevars))
+        return super().reducer_override(obj)
+
+
+def _load_thread(data: bytes) -> Thread:
+    state = pickle.loads(data)
+    fmt = state[0]
+    if fmt != CHECKPOINT_FORMAT:
+        raise StarlarkError(f"checkpoint format {fmt} is not supported (this version reads {CHECKPOINT_FORMAT})")
+    _, module, kind, frames, status, steps_left, max_steps = state
+    t = Thread.__new__(Thread)
+    t.module = module
+    t.kind = kind
+    t._call = None
+    t.frames = frames
+    t.status = status
+    t.max_steps = max_steps
+    t.steps_left = steps_left
+    t.print = None
+    return t
+
+
+# ---------------------------------------------------------------- entry points
+
+def new_module(source: str, filename: str, predeclared: dict | None, loader, eval_mode=False) -> Module:
+    compiled = get_compiled(source, filename, (predeclared or {}).keys(), eval_mode)
+    return Module(compiled, predeclared, loader)

@@ -1,0 +1,832 @@
+"""Write batches: operations collected by a caller and applied in ONE LMDB write txn.
+
+A `Batch` is a list of operations across the named databases. Nothing happens until
+the batch is handed to `Store.commit` (or `Store.submit`); then every operation of the
+batch is applied in one write transaction, atomically: either all of it is durable or
+none of it is visible. Batches of many callers share one fsync (group commit), but each
+batch succeeds or fails on its own.
+
+Every method returns the batch, so calls chain; `Store.commit` returns the list of the
+operations' results in order (most are None; the documented ones return a value).
+The high-level operations named after the durability protocol are `flow_suspended`,
+`action_completed`, `flow_finished`; the smaller ones compose freely.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+import time
+from typing import Any, Iterable, Sequence
+
+from . import keys as K
+from .errors import ConflictError, NotFoundError, StoreError
+from .records import (LIVE_STATES, STATES, TERMINAL_STATES, Message, Timer, Value, decode,
+                      encode, wrap_checkpoint)
+
+__all__ = ["Batch", "NOTSET", "DB_NAMES"]
+
+
+class _NotSet:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NOTSET"
+
+
+NOTSET: Any = _NotSet()
+
+# Every named database of the store (schema 1).
+DB_NAMES = (
+    "meta",             # b"magic", b"schema", ...
+    "runs",             # run_id -> Run record
+    "runs_by_created",  # created_ns run_id -> ""
+    "runs_by_state",    # state NUL created_ns run_id -> ""
+    "flows",            # flow_id -> Flow record
+    "flows_live",       # flow_id -> run_id            (non-terminal flows only)
+    "flow_children",    # parent NUL child -> ""
+    "run_flows",        # run NUL flow -> ""
+    "checkpoints",      # flow_id -> envelope
+    "journal",          # flow NUL seq -> {q, r, s, f}
+    "intents",          # flow NUL seq -> {q, t}
+    "timers",           # due_ns flow NUL seq -> payload
+    "timer_ids",        # flow NUL seq -> due_ns
+    "inbox",            # flow NUL seq -> {b, i, t}
+    "inbox_meta",       # flow -> head, tail, closed
+    "inbox_ids",        # flow NUL msg_id -> seq
+    "output",           # run NUL offset -> {t, f, s, w}
+    "output_meta",      # run -> size
+    "code",             # sha256 hex -> source bytes
+    "batches",          # batch_id -> {state, created, updated, size, meta}
+    "batch_items",      # batch NUL index -> {a, s, r, u, m}
+)
+
+_INBOX_META = struct.Struct(">QQB")
+
+
+def _check_state(state: str) -> str:
+    if state not in STATES:
+        raise StoreError(f"unknown state {state!r}; expected one of {', '.join(sorted(STATES))}")
+    return state
+
+
+class Batch:
+    """Operations to apply atomically in one LMDB write transaction."""
+
+    __slots__ = ("ops",)
+
+    def __init__(self) -> None:
+        self.ops: list[tuple] = []
+
+    def __len__(self) -> int:
+        return len(self.ops)
+
+    def __repr__(self) -> str:
+        return f"<Batch {[op[0].__name__.lstrip('_') for op in self.ops]}>"
+
+    def extend(self, other: "Batch") -> "Batch":
+        """Append another batch's operations (their results follow this batch's)."""
+        self.ops.extend(other.ops)
+        return self
+
+    # ------------------------------------------------------------ generic
+    def put(self, db: str, key: bytes, value: bytes) -> "Batch":
+        """Raw put into a named database (low level: keeps no index up to date)."""
+        _db_name(db)
+        self.ops.append((_put, db, bytes(key), bytes(value)))
+        return self
+
+    def delete(self, db: str, key: bytes) -> "Batch":
+        """Raw delete from a named database (low level). Result: whether it existed."""
+        _db_name(db)
+        self.ops.append((_delete, db, bytes(key)))
+        return self
+
+    # ------------------------------------------------------------ runs
+    def create_run(self, run_id: str, *, file: str, root_flow: str | None = None,
+                   state: str = "running", created: float | None = None,
+                   meta: dict | None = None) -> "Batch":
+        """Create a run. Same id and file again: no-op (result False); other file: ConflictError."""
+        K.enc_id(run_id, "run id")
+        if root_flow is not None:
+            K.enc_id(root_flow, "flow id")
+        self.ops.append((_create_run, run_id, file, root_flow, _check_state(state), created,
+                         meta or {}))
+        return self
+
+    def set_run_state(self, run_id: str, state: str, *, root_flow: str | None = None,
+                      meta: dict | None = None) -> "Batch":
+        """Change a run's state (and merge ``meta``); sets ``finished`` when terminal."""
+        K.enc_id(run_id, "run id")
+        self.ops.append((_set_run_state, run_id, _check_state(state), root_flow, meta))
+        return self
+
+    def delete_run(self, run_id: str, *, force: bool = False) -> "Batch":
+        """Remove a run and all of its flows, checkpoints, journal, intents, timers,
+        inboxes and output. Without ``force`` only a finished run with no live flow is
+        removed. Result: whether it was removed."""
+        K.enc_id(run_id, "run id")
+        self.ops.append((_delete_run, run_id, force))
+        return self
+
+    # ------------------------------------------------------------ flows
+    def create_flow(self, flow_id: str, *, run_id: str, name: str, parent: str | None = None,
+                    args: Value = None, state: str = "pending", created: float | None = None,
+                    meta: dict | None = None) -> "Batch":
+        """Create a flow record of an existing run (and parent, if given).
+
+        Idempotent by id: the same id with the same run and parent is a no-op (result
+        False); with a different run or parent it is a ConflictError.
+        """
+        K.enc_id(flow_id, "flow id")
+        K.enc_id(run_id, "run id")
+        if parent is not None:
+            K.enc_id(parent, "parent flow id")
+        self.ops.append((_create_flow, flow_id, run_id, name, parent, args,
+                         _check_state(state), created, meta or {}))
+        return self
+
+    def set_flow_state(self, flow_id: str, state: str, *, result: Value = NOTSET,
+                       error: Value = NOTSET, meta: dict | None = None) -> "Batch":
+        """Change a flow's state (``started`` is set on first ``running``, ``finished`` on a
+        terminal state). A terminal flow cannot change state again (ConflictError),
+        except that a ``crashed`` flow may be revived to a live state (``resume``)."""
+        K.enc_id(flow_id, "flow id")
+        self.ops.append((_set_flow_state_op, flow_id, _check_state(state), result, error, meta))
+        return self
+
+    # ------------------------------------------------------------ checkpoints
+    def put_checkpoint(self, flow_id: str, payload: bytes, *, seq: int | None = None) -> "Batch":
+        """Replace the flow's latest checkpoint with ``payload`` (wrapped in an envelope
+        with format, Python and Flowmetal versions; ``seq`` = the pending action)."""
+        K.enc_id(flow_id, "flow id")
+        if not isinstance(payload, (bytes, bytearray, memoryview)):
+            raise StoreError("a checkpoint payload must be bytes")
+        self.ops.append((_put_checkpoint, flow_id, payload, seq))
+        return self
+
+    def delete_checkpoint(self, flow_id: str) -> "Batch":
+        K.enc_id(flow_id, "flow id")
+        self.ops.append((_delete_plain, "checkpoints", K.enc_id(flow_id)))
+        return self
+
+    # ------------------------------------------------------------ intents & journal
+    def add_intent(self, flow_id: str, seq: int, request: Value) -> "Batch":
+        """Record that the flow asked for action ``seq`` (replaces one of the same seq)."""
+        self.ops.append((_add_intent, flow_id, K.id_seq(flow_id, seq), request))
+        return self
+
+    def remove_intent(self, flow_id: str, seq: int) -> "Batch":
+        self.ops.append((_delete_plain, "intents", K.id_seq(flow_id, seq)))
+        return self
+
+    def journal_result(self, flow_id: str, seq: int, result: Value, *,
+                       request: Value = NOTSET, started: float | None = None) -> "Batch":
+        """Journal the result of action ``seq``; the request (and start time) come from the
+        pending intent unless given. The first result journaled for a seq wins: the
+        result of this op is False when one was already there."""
+        self.ops.append((_journal_result, flow_id, K.id_seq(flow_id, seq), seq, result,
+                         request, started))
+        return self
+
+    # ------------------------------------------------------------ protocol steps
+    def flow_suspended(self, flow_id: str, seq: int, checkpoint: bytes, request: Value, *,
+                       state: str | None = None, timer: float | None = None,
+                       timer_payload: Value = None, children: Sequence[dict] = (),
+                       output: Iterable[str] = ()) -> "Batch":
+        """Protocol step 1: the flow suspended on action ``seq``.
+
+        Writes the checkpoint and the intent (and optionally: the flow's new state, a
+        durable timer for this action due at ``timer``, new child flows — dicts of
+        `create_flow` keyword arguments with ``id``, in the flow's run with it as parent —
+        and output text printed since the last action).
+        """
+        fk = K.enc_id(flow_id, "flow id")
+        if state is not None:
+            _check_state(state)
+        if not isinstance(checkpoint, (bytes, bytearray, memoryview)):
+            raise StoreError("a checkpoint payload must be bytes")
+        self.ops.append((_flow_suspended, flow_id, fk, seq, checkpoint, request))
+        self._extras(flow_id, state, timer, seq, timer_payload, children, output)
+        return self
+
+    def action_completed(self, flow_id: str, seq: int, result: Value = NOTSET, *,
+                         checkpoint: bytes | None = None,
+                         next_intent: tuple[int, Value] | None = None,
+                         state: str | None = None, timer: float | None = None,
+                         timer_payload: Value = None, children: Sequence[dict] = (),
+                         output: Iterable[str] = ()) -> "Batch":
+        """Protocol step 2: action ``seq`` finished and the flow went on.
+
+        Journals ``result`` (omit it when it was journaled already, e.g. by a child's
+        `flow_finished`), removes the intent and any timer of ``seq``, and writes the
+        flow's next checkpoint with its next intent ``(seq, request)`` (plus, as in
+        `flow_suspended`, a state, a timer for the next intent, child flows, output).
+        """
+        fk = K.enc_id(flow_id, "flow id")
+        if state is not None:
+            _check_state(state)
+        if checkpoint is not None and not isinstance(checkpoint, (bytes, bytearray, memoryview)):
+            raise StoreError("a checkpoint payload must be bytes")
+        nseq, nreq = next_intent if next_intent is not None else (None, None)
+        if nseq is not None:
+            K.u64(nseq)
+        if timer is not None and nseq is None:
+            raise StoreError("a timer needs the next intent's seq")
+        self.ops.append((_action_completed, flow_id, fk, seq, result, checkpoint, nseq, nreq))
+        self._extras(flow_id, state, timer, nseq, timer_payload, children, output)
+        return self
+
+    def flow_finished(self, flow_id: str, state: str, *, result: Value = None,
+                      error: Value = None, wake: tuple[str, int, Value] | None = None,
+                      keep_checkpoint: bool = False, output: Iterable[str] = ()) -> "Batch":
+        """Protocol step 3: the flow ended (``ok``, ``err``, ``crashed``, ``cancelled``).
+
+        Records state and result, drops the checkpoint (unless ``keep_checkpoint``), the
+        flow's pending intents and timers, closes its inbox — except for ``crashed``,
+        which keeps them all so that the flow can be revived — and when ``wake`` =
+        ``(parent_id, parent_seq, value)`` journals ``value`` as the result of the
+        parent's pending action. If the flow is its run's root flow, the run takes the
+        same state.
+        """
+        K.enc_id(flow_id, "flow id")
+        if state not in TERMINAL_STATES:
+            raise StoreError(f"flow_finished needs a terminal state, not {state!r}")
+        for text in output:
+            self.ops.append((_append_flow_output, flow_id, text, "stdout"))
+        self.ops.append((_flow_finished, flow_id, state, result, error, keep_checkpoint))
+        if wake is not None:
+            pid, pseq, value = wake
+            self.journal_result(pid, pseq, value)
+        return self
+
+    def _extras(self, flow_id, state, timer, seq, timer_payload, children, output) -> None:
+        for text in output:
+            self.ops.append((_append_flow_output, flow_id, text, "stdout"))
+        for child in children:
+            c = dict(child)
+            cid = c.pop("id")
+            K.enc_id(cid, "child flow id")
+            self.ops.append((_create_child, flow_id, cid, c))
+        if timer is not None:
+            self.add_timer(flow_id, seq, timer, timer_payload)
+        if state is not None:
+            self.set_flow_state(flow_id, state)
+
+    # ------------------------------------------------------------ timers
+    def add_timer(self, flow_id: str, seq: int, due: float, payload: Value = None) -> "Batch":
+        """A durable timer for action ``seq`` of the flow, due at ``due`` (epoch seconds).
+        Idempotent by (flow, seq): adding it again moves it."""
+        self.ops.append((_add_timer, flow_id, seq, float(due), payload))
+        return self
+
+    def cancel_timer(self, flow_id: str, seq: int) -> "Batch":
+        """Remove the timer of (flow, seq). Result: whether there was one."""
+        self.ops.append((_cancel_timer, K.id_seq(flow_id, seq)))
+        return self
+
+    def take_due_timers(self, now: float, limit: int = 1000) -> "Batch":
+        """Remove and return (as the result) the timers due at or before ``now``."""
+        self.ops.append((_take_due_timers, now, limit))
+        return self
+
+    # ------------------------------------------------------------ inboxes
+    def inbox_append(self, flow_id: str, body: Value, *, msg_id: str | None = None) -> "Batch":
+        """Append a message to the flow's inbox. Result: its seq, or None when a message
+        with the same ``msg_id`` was appended before (idempotent delivery). A closed
+        inbox (finished flow) is a ConflictError."""
+        K.enc_id(flow_id, "flow id")
+        if msg_id is not None:
+            K.enc_id(msg_id, "message id")
+        self.ops.append((_inbox_append, flow_id, body, msg_id))
+        return self
+
+    def inbox_pop(self, flow_id: str, *, expect_seq: int | None = None) -> "Batch":
+        """Remove the front message. Result: the `Message`, or None if the inbox is empty.
+        With ``expect_seq``, the front must be that message (else ConflictError) — pop
+        what you peeked, in the same batch as the journal entry that consumes it."""
+        K.enc_id(flow_id, "flow id")
+        self.ops.append((_inbox_pop, flow_id, expect_seq))
+        return self
+
+    def inbox_close(self, flow_id: str) -> "Batch":
+        """Refuse further messages to the flow (its queued ones stay readable)."""
+        K.enc_id(flow_id, "flow id")
+        self.ops.append((_inbox_close, flow_id))
+        return self
+
+    # ------------------------------------------------------------ output
+    def append_output(self, run_id: str, text: str, *, flow_id: str | None = None,
+                      stream: str = "stdout") -> "Batch":
+        """Append text to the run's output stream. Result: the chunk's byte offset."""
+        K.enc_id(run_id, "run id")
+        self.ops.append((_append_output, run_id, str(text), flow_id, stream))
+        return self
+
+    # ------------------------------------------------------------ code
+    def put_code(self, source: str | bytes) -> "Batch":
+        """Store module source by content. Result: its hash (sha256 hex of the UTF-8 bytes)."""
+        data = source.encode("utf-8") if isinstance(source, str) else bytes(source)
+        self.ops.append((_put_code, code_hash(data), data))
+        return self
+
+    # ------------------------------------------------------------ batches of runs
+    def create_batch(self, batch_id: str, items: Sequence[Value], *,
+                     meta: dict | None = None) -> "Batch":
+        """A batch of runs; item ``i`` holds ``items[i]`` (its arguments), state pending.
+        Same id again: no-op (result False)."""
+        K.enc_id(batch_id, "batch id")
+        self.ops.append((_create_batch, batch_id, list(items), meta or {}))
+        return self
+
+    def set_batch_item(self, batch_id: str, index: int, *, state: str | None = None,
+                       run_id: str | None = None, meta: dict | None = None) -> "Batch":
+        """Update one item: its state, the run it became, merged ``meta``."""
+        K.enc_id(batch_id, "batch id")
+        if state is not None:
+            _check_state(state)
+        self.ops.append((_set_batch_item, batch_id, index, state, run_id, meta))
+        return self
+
+    def set_batch_state(self, batch_id: str, state: str, *, meta: dict | None = None) -> "Batch":
+        K.enc_id(batch_id, "batch id")
+        self.ops.append((_set_batch_state, batch_id, _check_state(state), meta))
+        return self
+
+
+def code_hash(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _db_name(db: str) -> str:
+    if db not in DB_NAMES:
+        raise StoreError(f"no database named {db!r}")
+    return db
+
+
+# ====================================================================== applying
+# Each op function takes the writer `w` (txn, db handles, clock) and its arguments.
+
+
+class Writer:
+    """What an op sees while its batch is applied: the txn, the dbs, the time."""
+
+    __slots__ = ("txn", "db", "now", "app_version", "known")
+
+    def __init__(self, txn, db: dict, now: float, app_version: str) -> None:
+        self.txn = txn
+        self.db = db
+        self.now = now
+        self.app_version = app_version
+        self.known: set[bytes] = set()  # flow keys seen to exist in this txn
+
+    def require_flow(self, fk: bytes, flow_id: str) -> None:
+        if fk in self.known:
+            return
+        if self.txn.get(fk, db=self.db["flows"]) is None:
+            raise NotFoundError(f"no flow {flow_id!r}")
+        self.known.add(fk)
+
+    def get(self, db: str, key: bytes):
+        return self.txn.get(key, db=self.db[db])
+
+    def put(self, db: str, key: bytes, value: bytes) -> None:
+        self.txn.put(key, value, db=self.db[db])
+
+    def delete(self, db: str, key: bytes) -> bool:
+        return self.txn.delete(key, db=self.db[db])
+
+    def delete_prefix(self, db: str, prefix: bytes) -> int:
+        n = 0
+        with self.txn.cursor(db=self.db[db]) as cur:
+            if not cur.set_range(prefix):
+                return 0
+            while cur.key()[:len(prefix)] == prefix:
+                n += 1
+                if not cur.delete():
+                    break
+        return n
+
+    def scan_prefix(self, db: str, prefix: bytes) -> list[tuple[bytes, bytes]]:
+        out = []
+        with self.txn.cursor(db=self.db[db]) as cur:
+            if cur.set_range(prefix):
+                for k, v in cur:
+                    if k[:len(prefix)] != prefix:
+                        break
+                    out.append((k, v))
+        return out
+
+    def apply(self, batch: Batch) -> list:
+        return [op[0](self, *op[1:]) for op in batch.ops]
+
+
+def _put(w: Writer, db, key, value):
+    w.put(db, key, value)
+
+
+def _delete(w: Writer, db, key):
+    return w.delete(db, key)
+
+
+def _delete_plain(w: Writer, db, key):
+    return w.delete(db, key)
+
+
+# ---------------------------------------------------------------- runs
+
+def _load_run(w: Writer, run_id: str) -> dict:
+    raw = w.get("runs", K.enc_id(run_id))
+    if raw is None:
+        raise NotFoundError(f"no run {run_id!r}")
+    return decode(raw)
+
+
+def _create_run(w: Writer, run_id, file, root_flow, state, created, meta):
+    rk = K.enc_id(run_id)
+    raw = w.get("runs", rk)
+    if raw is not None:
+        old = decode(raw)
+        if old["file"] != file:
+            raise ConflictError(f"run {run_id!r} already exists for {old['file']!r}")
+        return False
+    created = w.now if created is None else created
+    rec = {"id": run_id, "file": file, "root_flow": root_flow, "state": state,
+           "created": created, "updated": w.now,
+           "finished": w.now if state in TERMINAL_STATES else None, "meta": meta}
+    w.put("runs", rk, encode(rec))
+    w.put("runs_by_created", K.created_key(created, run_id), b"")
+    w.put("runs_by_state", K.state_created_key(state, created, run_id), b"")
+    return True
+
+
+def _set_run_state(w: Writer, run_id, state, root_flow, meta):
+    rec = _load_run(w, run_id)
+    if rec["state"] != state:
+        w.delete("runs_by_state", K.state_created_key(rec["state"], rec["created"], run_id))
+        w.put("runs_by_state", K.state_created_key(state, rec["created"], run_id), b"")
+        rec["state"] = state
+        rec["finished"] = w.now if state in TERMINAL_STATES else None
+    if root_flow is not None:
+        rec["root_flow"] = root_flow
+    if meta:
+        rec["meta"].update(meta)
+    rec["updated"] = w.now
+    w.put("runs", K.enc_id(run_id), encode(rec))
+
+
+def _delete_run(w: Writer, run_id, force):
+    rk = K.enc_id(run_id)
+    raw = w.get("runs", rk)
+    if raw is None:
+        return False
+    rec = decode(raw)
+    pre = rk + K.SEP
+    flows = [k[len(pre):] for k, _ in w.scan_prefix("run_flows", pre)]
+    if not force:
+        if rec["state"] not in TERMINAL_STATES:
+            return False
+        if any(w.get("flows_live", f) is not None for f in flows):
+            return False
+    for f in flows:
+        fp = f + K.SEP
+        w.known.discard(f)
+        w.delete("flows", f)
+        w.delete("flows_live", f)
+        w.delete("checkpoints", f)
+        w.delete_prefix("journal", fp)
+        w.delete_prefix("intents", fp)
+        for k, due in w.scan_prefix("timer_ids", fp):
+            w.delete("timers", due + k)
+        w.delete_prefix("timer_ids", fp)
+        w.delete_prefix("inbox", fp)
+        w.delete("inbox_meta", f)
+        w.delete_prefix("inbox_ids", fp)
+        w.delete_prefix("flow_children", fp)
+    w.delete_prefix("run_flows", pre)
+    w.delete_prefix("output", pre)
+    w.delete("output_meta", rk)
+    w.delete("runs_by_created", K.created_key(rec["created"], run_id))
+    w.delete("runs_by_state", K.state_created_key(rec["state"], rec["created"], run_id))
+    w.delete("runs", rk)
+    return True
+
+
+# ---------------------------------------------------------------- flows
+
+def _load_flow(w: Writer, flow_id: str) -> dict:
+    raw = w.get("flows", K.enc_id(flow_id))
+    if raw is None:
+        raise NotFoundError(f"no flow {flow_id!r}")
+    return decode(raw)
+
+
+def _require_flow(w: Writer, fk: bytes, flow_id: str) -> None:
+    w.require_flow(fk, flow_id)
+
+
+def _create_flow(w: Writer, flow_id, run_id, name, parent, args, state, created, meta):
+    fk = K.enc_id(flow_id)
+    raw = w.get("flows", fk)
+    if raw is not None:
+        old = decode(raw)
+        if old["run"] != run_id or old.get("parent") != parent:
+            raise ConflictError(f"flow {flow_id!r} already exists in run {old['run']!r}"
+                                f" with parent {old.get('parent')!r}")
+        return False
+    if w.get("runs", K.enc_id(run_id)) is None:
+        raise NotFoundError(f"no run {run_id!r} for flow {flow_id!r}")
+    if parent is not None and w.get("flows", K.enc_id(parent)) is None:
+        raise NotFoundError(f"no parent flow {parent!r} for flow {flow_id!r}")
+    now = w.now
+    rec = {"id": flow_id, "run": run_id, "parent": parent, "name": name, "args": args,
+           "state": state, "created": now if created is None else created, "updated": now,
+           "started": now if state == "running" else None,
+           "finished": now if state in TERMINAL_STATES else None,
+           "result": None, "error": None, "meta": meta}
+    w.put("flows", fk, encode(rec))
+    w.put("run_flows", K.pair(run_id, flow_id), b"")
+    if parent is not None:
+        w.put("flow_children", K.pair(parent, flow_id), b"")
+    if state in LIVE_STATES:
+        w.put("flows_live", fk, K.enc_id(run_id))
+    return True
+
+
+def _create_child(w: Writer, parent_id, child_id, kwargs):
+    rec = _load_flow(w, parent_id)
+    kw = {"args": None, "state": "pending", "created": None, "meta": {}}
+    kw.update(kwargs)
+    return _create_flow(w, child_id, rec["run"], kw["name"], parent_id, kw["args"],
+                        _check_state(kw["state"]), kw["created"], kw["meta"] or {})
+
+
+def _set_flow_state(w: Writer, flow_id, state, result, error, meta):
+    rec = _load_flow(w, flow_id)
+    old = rec["state"]
+    fk = K.enc_id(flow_id)
+    revive = old == "crashed" and state in LIVE_STATES
+    if old in TERMINAL_STATES and state != old and not revive:
+        raise ConflictError(f"flow {flow_id!r} already ended ({old}); cannot become {state}")
+    now = w.now
+    rec["state"] = state
+    rec["updated"] = now
+    if state == "running" and rec.get("started") is None:
+        rec["started"] = now
+    if state in TERMINAL_STATES and rec.get("finished") is None:
+        rec["finished"] = now
+    if revive:
+        rec["finished"] = None
+        head, tail, closed = _inbox_state(w, fk)
+        if closed:
+            w.put("inbox_meta", fk, _INBOX_META.pack(head, tail, 0))
+    if result is not NOTSET:
+        rec["result"] = result
+    if error is not NOTSET:
+        rec["error"] = error
+    if meta:
+        rec["meta"].update(meta)
+    w.put("flows", fk, encode(rec))
+    if state in TERMINAL_STATES:
+        w.delete("flows_live", fk)
+    elif old not in LIVE_STATES:
+        w.put("flows_live", fk, K.enc_id(rec["run"]))
+    return rec
+
+
+def _set_flow_state_op(w: Writer, flow_id, state, result, error, meta):
+    _set_flow_state(w, flow_id, state, result, error, meta)
+
+
+def _flow_finished(w: Writer, flow_id, state, result, error, keep_checkpoint):
+    rec = _set_flow_state(w, flow_id, state, result, error, None)
+    if state != "crashed":
+        # A crashed flow keeps checkpoint, intents, timers and inbox: it can be revived.
+        fk = K.enc_id(flow_id)
+        fp = fk + K.SEP
+        if not keep_checkpoint:
+            w.delete("checkpoints", fk)
+        w.delete_prefix("intents", fp)
+        for k, due in w.scan_prefix("timer_ids", fp):
+            w.delete("timers", due + k)
+        w.delete_prefix("timer_ids", fp)
+        _inbox_close(w, flow_id)
+    run_id = rec["run"]
+    rraw = w.get("runs", K.enc_id(run_id))
+    if rraw is not None and decode(rraw).get("root_flow") == flow_id:
+        _set_run_state(w, run_id, state, None, None)
+
+
+# ---------------------------------------------------------------- checkpoints, intents, journal
+
+def _put_checkpoint(w: Writer, flow_id, payload, seq):
+    fk = K.enc_id(flow_id)
+    _require_flow(w, fk, flow_id)
+    w.put("checkpoints", fk, wrap_checkpoint(payload, w.app_version, seq, w.now))
+
+
+def _add_intent(w: Writer, flow_id, key, request):
+    w.require_flow(K.enc_id(flow_id), flow_id)
+    w.put("intents", key, encode({"q": request, "t": w.now}))
+
+
+def _flow_suspended(w: Writer, flow_id, fk, seq, payload, request):
+    w.require_flow(fk, flow_id)
+    txn, db = w.txn, w.db
+    txn.put(fk, wrap_checkpoint(payload, w.app_version, seq, w.now), db=db["checkpoints"])
+    txn.put(fk + K.SEP + K.u64(seq), encode({"q": request, "t": w.now}), db=db["intents"])
+
+
+def _action_completed(w: Writer, flow_id, fk, seq, result, payload, nseq, nreq):
+    w.require_flow(fk, flow_id)
+    txn, db = w.txn, w.db
+    key = fk + K.SEP + K.u64(seq)
+    raw = txn.pop(key, db=db["intents"])
+    if result is not NOTSET:
+        request = started = None
+        if raw is not None:
+            intent = decode(raw)
+            request, started = intent["q"], intent["t"]
+        # first result wins: no overwrite
+        txn.put(key, encode({"q": request, "r": result, "s": started, "f": w.now}),
+                db=db["journal"], overwrite=False)
+    due = txn.get(key, db=db["timer_ids"])
+    if due is not None:
+        txn.delete(due + key, db=db["timers"])
+        txn.delete(key, db=db["timer_ids"])
+    if payload is not None:
+        txn.put(fk, wrap_checkpoint(payload, w.app_version, nseq, w.now), db=db["checkpoints"])
+    if nseq is not None:
+        txn.put(fk + K.SEP + K.u64(nseq), encode({"q": nreq, "t": w.now}), db=db["intents"])
+
+
+def _journal_result(w: Writer, flow_id, key, seq, result, request, started):
+    if w.get("journal", key) is not None:
+        return False
+    if request is NOTSET or started is None:
+        raw = w.get("intents", key)
+        if raw is not None:
+            intent = decode(raw)
+            if request is NOTSET:
+                request = intent["q"]
+            if started is None:
+                started = intent["t"]
+        else:
+            w.require_flow(K.enc_id(flow_id), flow_id)
+    w.put("journal", key, encode({"q": None if request is NOTSET else request, "r": result,
+                                  "s": started, "f": w.now}))
+    return True
+
+
+# ---------------------------------------------------------------- timers
+
+def _add_timer(w: Writer, flow_id, seq, due, payload):
+    idk = K.id_seq(flow_id, seq)
+    if w.get("flows", K.enc_id(flow_id)) is None:
+        raise NotFoundError(f"no flow {flow_id!r}")
+    _cancel_timer(w, idk)
+    tk = K.timer_key(due, flow_id, seq)
+    w.put("timers", tk, encode(payload))
+    w.put("timer_ids", idk, tk[:8])
+
+
+def _cancel_timer(w: Writer, idk):
+    due = w.get("timer_ids", idk)
+    if due is None:
+        return False
+    w.delete("timers", due + idk)
+    w.delete("timer_ids", idk)
+    return True
+
+
+def _take_due_timers(w: Writer, now, limit):
+    bound = K.time_ns(now)
+    out = []
+    with w.txn.cursor(db=w.db["timers"]) as cur:
+        if cur.first():
+            while len(out) < limit and K.read_u64(cur.key()) <= bound:
+                k, v = cur.item()
+                due, flow, seq = K.split_timer_key(k)
+                out.append(Timer(due, flow, seq, decode(v)))
+                w.delete("timer_ids", k[8:])
+                if not cur.delete():
+                    break
+    return out
+
+
+# ---------------------------------------------------------------- inboxes
+
+def _inbox_state(w: Writer, fk: bytes) -> tuple[int, int, int]:
+    raw = w.get("inbox_meta", fk)
+    return _INBOX_META.unpack(raw) if raw is not None else (0, 0, 0)
+
+
+def _inbox_append(w: Writer, flow_id, body, msg_id):
+    fk = K.enc_id(flow_id)
+    _require_flow(w, fk, flow_id)
+    head, tail, closed = _inbox_state(w, fk)
+    if closed:
+        raise ConflictError(f"flow {flow_id!r} has ended; its inbox is closed")
+    if msg_id is not None:
+        idk = K.pair(flow_id, msg_id)
+        if w.get("inbox_ids", idk) is not None:
+            return None
+        w.put("inbox_ids", idk, K.u64(tail))
+    w.put("inbox", K.id_seq(flow_id, tail), encode({"b": body, "i": msg_id, "t": w.now}))
+    w.put("inbox_meta", fk, _INBOX_META.pack(head, tail + 1, closed))
+    return tail
+
+
+def _inbox_pop(w: Writer, flow_id, expect_seq):
+    fk = K.enc_id(flow_id)
+    head, tail, closed = _inbox_state(w, fk)
+    if head >= tail:
+        if expect_seq is not None:
+            raise ConflictError(f"inbox of flow {flow_id!r} is empty, expected message {expect_seq}")
+        return None
+    if expect_seq is not None and expect_seq != head:
+        raise ConflictError(f"inbox of flow {flow_id!r}: front is message {head}, "
+                            f"expected {expect_seq}")
+    key = K.id_seq(flow_id, head)
+    d = decode(w.get("inbox", key))
+    w.delete("inbox", key)
+    w.put("inbox_meta", fk, _INBOX_META.pack(head + 1, tail, closed))
+    return Message(flow_id, head, d["b"], d["i"], d["t"])
+
+
+def _inbox_close(w: Writer, flow_id):
+    fk = K.enc_id(flow_id)
+    head, tail, closed = _inbox_state(w, fk)
+    if not closed:
+        w.put("inbox_meta", fk, _INBOX_META.pack(head, tail, 1))
+
+
+# ---------------------------------------------------------------- output
+
+def _append_output(w: Writer, run_id, text, flow_id, stream):
+    rk = K.enc_id(run_id)
+    if w.get("runs", rk) is None:
+        raise NotFoundError(f"no run {run_id!r}")
+    raw = w.get("output_meta", rk)
+    offset = K.read_u64(raw) if raw is not None else 0
+    w.put("output", rk + K.SEP + K.u64(offset),
+          encode({"t": text, "f": flow_id, "s": stream, "w": w.now}))
+    w.put("output_meta", rk, K.u64(offset + len(text.encode("utf-8"))))
+    return offset
+
+
+def _append_flow_output(w: Writer, flow_id, text, stream):
+    rec = _load_flow(w, flow_id)
+    return _append_output(w, rec["run"], str(text), flow_id, stream)
+
+
+# ---------------------------------------------------------------- code
+
+def _put_code(w: Writer, h, data):
+    k = h.encode()
+    if w.get("code", k) is None:
+        w.put("code", k, data)
+    return h
+
+
+# ---------------------------------------------------------------- batches
+
+def _create_batch(w: Writer, batch_id, items, meta):
+    bk = K.enc_id(batch_id)
+    if w.get("batches", bk) is not None:
+        return False
+    w.put("batches", bk, encode({"state": "pending", "created": w.now, "updated": w.now,
+                                 "size": len(items), "meta": meta}))
+    for i, args in enumerate(items):
+        w.put("batch_items", bk + K.SEP + K.u64(i),
+              encode({"a": args, "s": "pending", "r": None, "u": w.now, "m": {}}))
+    return True
+
+
+def _set_batch_item(w: Writer, batch_id, index, state, run_id, meta):
+    key = K.id_seq(batch_id, index)
+    raw = w.get("batch_items", key)
+    if raw is None:
+        raise NotFoundError(f"batch {batch_id!r} has no item {index}")
+    d = decode(raw)
+    if state is not None:
+        d["s"] = state
+    if run_id is not None:
+        d["r"] = run_id
+    if meta:
+        d["m"].update(meta)
+    d["u"] = w.now
+    w.put("batch_items", key, encode(d))
+
+
+def _set_batch_state(w: Writer, batch_id, state, meta):
+    bk = K.enc_id(batch_id)
+    raw = w.get("batches", bk)
+    if raw is None:
+        raise NotFoundError(f"no batch {batch_id!r}")
+    d = decode(raw)
+    d["state"] = state
+    d["updated"] = w.now
+    if meta:
+        d["meta"].update(meta)
+    w.put("batches", bk, encode(d))

@@ -1,0 +1,213 @@
+"""Group commit: one thread applies the batches of many callers in one LMDB write
+transaction (one fsync), and tells each caller when its own batch is durable.
+
+Each batch of a group runs in a nested transaction, so a batch that fails (a bad id, a
+conflict) is rolled back alone and its caller gets its error; the others commit. A
+caller that finds nothing queued and the writer free commits inline on its own thread
+instead, which saves two thread switches when there is no one to share the fsync with.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Callable
+
+import lmdb
+
+from .batch import Batch, Writer
+from .errors import StoreClosedError
+
+MAX_GROUP = 4000
+
+# LMDB errors that doom the whole transaction rather than one batch of it.
+_GLOBAL = (lmdb.MapFullError, lmdb.MapResizedError, lmdb.PanicError, lmdb.DiskError,
+           lmdb.TxnFullError, lmdb.CorruptedError)
+
+_cb_lock = threading.Lock()
+
+
+class Pending:
+    """A submitted batch: wait with `result()`, or be called back when it is durable."""
+
+    __slots__ = ("batch", "_lock", "_result", "_error", "_done", "_callbacks")
+
+    def __init__(self, batch: Batch) -> None:
+        self.batch = batch
+        self._lock = threading.Lock()
+        self._lock.acquire()
+        self._result: list | None = None
+        self._error: BaseException | None = None
+        self._done = False
+        self._callbacks: list | None = None
+
+    def done(self) -> bool:
+        """True once the batch is durable or has failed."""
+        return self._done
+
+    def result(self, timeout: float | None = None) -> list:
+        """Wait until the batch is durable and return its operation results, or raise
+        its error. TimeoutError if ``timeout`` seconds pass first (it may still commit)."""
+        if not self._done:
+            if not self._lock.acquire(True, -1 if timeout is None else timeout):
+                raise TimeoutError("the store did not commit the batch in time")
+            self._lock.release()
+        if self._error is not None:
+            raise self._error
+        return self._result  # type: ignore[return-value]
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        try:
+            self.result(timeout)
+        except TimeoutError:
+            raise
+        except BaseException as e:  # noqa: BLE001
+            return e
+        return None
+
+    def add_done_callback(self, fn: Callable[["Pending"], Any]) -> None:
+        """Call ``fn(pending)`` once done — at once if it is; else on the committer thread
+        (keep it short and do not commit and wait from it)."""
+        with _cb_lock:
+            if not self._done:
+                if self._callbacks is None:
+                    self._callbacks = []
+                self._callbacks.append(fn)
+                return
+        fn(self)
+
+    def _finish(self) -> None:
+        with _cb_lock:
+            self._done = True
+            cbs = self._callbacks
+            self._callbacks = None
+        self._lock.release()
+        if cbs:
+            for fn in cbs:
+                try:
+                    fn(self)
+                except Exception:  # noqa: BLE001 - a callback's failure is its own
+                    import traceback
+                    traceback.print_exc()
+
+
+def apply_group(env, group: list[Pending]) -> None:
+    """Apply the group's batches in one write transaction; the caller holds
+    ``env.write_lock``. Sets each Pending's result or error (not `_finish`)."""
+    app_version = env.app_version
+
+    # First all batches flat in one txn (cheapest); if one fails, the txn is rolled back
+    # and redone with each batch in a nested txn so that only the failing ones drop out.
+    nested = False
+
+    def run(txn) -> None:
+        nonlocal nested
+        now = time.time()
+        if not nested:
+            w = Writer(txn, env.db, now, app_version)
+            for p in group:
+                if p._error is not None:
+                    continue
+                try:
+                    p._result = w.apply(p.batch)
+                except _GLOBAL:
+                    raise
+                except Exception as e:  # noqa: BLE001 - this batch's own failure
+                    p._error = e
+                    p._result = None
+                    nested = True
+                    raise _Retry() from None
+            return
+        for p in group:
+            if p._error is not None:
+                continue
+            sub = env.env.begin(write=True, parent=txn)
+            try:
+                p._result = Writer(sub, env.db, now, app_version).apply(p.batch)
+            except _GLOBAL:
+                sub.abort()
+                raise
+            except Exception as e:  # noqa: BLE001 - this batch's own failure
+                sub.abort()
+                p._error = e
+                p._result = None
+            else:
+                sub.commit()
+
+    while True:
+        try:
+            env.write(run)
+            return
+        except _Retry:
+            if len(group) == 1:
+                return
+            continue
+        except BaseException as e:  # noqa: BLE001 - the whole transaction failed
+            for p in group:
+                if p._error is None:
+                    p._error = e
+                    p._result = None
+            return
+
+
+class _Retry(Exception):
+    pass
+
+
+class Committer:
+    """The group-commit thread of one environment (started on first use)."""
+
+    def __init__(self, env) -> None:
+        self.env = env
+        self._q: list[Pending] = []
+        self._cond = threading.Condition(threading.Lock())
+        self._waiting = False
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self.groups = 0      # statistics: groups committed
+        self.batches = 0     # and batches in them
+
+    def idle(self) -> bool:
+        return not self._q
+
+    def submit(self, batch: Batch) -> Pending:
+        p = Pending(batch)
+        with self._cond:
+            if self._stopping:
+                raise StoreClosedError(f"store {self.env.home} is closed")
+            self._q.append(p)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, daemon=True,
+                                                name="flowmetal-store-committer")
+                self._thread.start()
+            elif self._waiting:
+                self._cond.notify()
+        return p
+
+    def _run(self) -> None:
+        cond = self._cond
+        while True:
+            with cond:
+                while not self._q:
+                    if self._stopping:
+                        return
+                    self._waiting = True
+                    cond.wait()
+                    self._waiting = False
+                group = self._q[:MAX_GROUP]
+                del self._q[:MAX_GROUP]
+            with self.env.write_lock:
+                apply_group(self.env, group)
+            self.groups += 1
+            self.batches += len(group)
+            for p in group:
+                p._finish()
+
+    def stop(self) -> None:
+        """Commit what is queued, then end the thread."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+            t = self._thread
+        if t is not None and t is not threading.current_thread():
+            t.join()

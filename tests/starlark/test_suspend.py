@@ -1,0 +1,305 @@
+"""Suspension at every kind of point: pickled, resumed (in this and in a fresh
+process), and compared with an uninterrupted run of the same program."""
+
+import os
+import pickle
+import subprocess
+import sys
+import textwrap
+
+import cloudpickle
+import pytest
+
+import flowmetal.starlark as sl
+from flowmetal.starlark import Done, Failed, Suspended
+
+from . import suspend_host
+from .suspend_host import act, answer, tools
+
+PROGRAMS = {
+    "for_loop": """
+        total = 0
+        for i in range(4):
+            total += act(i)
+        print(total)
+    """,
+    "while_loop_condition": """
+        i = 0
+        while act(i) < 40:
+            i += 1
+        print(i)
+    """,
+    "break_continue": """
+        out = []
+        for i in range(6):
+            if i == 1:
+                continue
+            out.append(act(i))
+            if i == 3:
+                break
+        print(out)
+    """,
+    "closure_sees_rebinding": """
+        def outer():
+            n = act(1)
+            def get():
+                return n
+            n = act(2)
+            return get() + act(get())
+        print(outer())
+    """,
+    "lambda": """
+        f = lambda x, y=2: act(x) + y
+        print(f(3), f(4, y=act(0)))
+    """,
+    "comprehensions": """
+        xs = [act(x) for x in range(5) if act(x) % 20 == 1]
+        d = {str(k): act(k) for k in range(3)}
+        nested = [[act(a) + b for b in range(2)] for a in range(2)]
+        print(xs, d, nested)
+    """,
+    "recursion": """
+        def fact(n):
+            if n == 0:
+                return 1
+            return n * (act(fact(n - 1)) // 10)
+        print(fact(5))
+    """,
+    "default_arguments": """
+        def g(x, y = act(5), *, z = act(6)):
+            return [x, y, z, act(x)]
+        print(g(1), g(2, 3, z = 4))
+    """,
+    "star_args": """
+        def h(*args, **kwargs):
+            return act(len(args)) + act(len(kwargs))
+        print(h(*[1, 2], **{"a": 1, "b": act(0)}))
+    """,
+    "conditional_and_short_circuit": """
+        a = act(1) if act(0) else act(2)
+        b = act(0) and act(1)
+        c = 0 and act(1)
+        d = act(0) or act(3)
+        e = None or act(4)
+        print(a, b, c, d, e)
+    """,
+    "nested_calls": """
+        print(act(act(act(1))))
+    """,
+    "top_level": """
+        x = act(1)
+        y = [x, act(2)]
+        if act(3) > 0:
+            z = act(4)
+        print(x, y, z)
+    """,
+    "aliasing": """
+        def f():
+            a = [1]
+            b = a
+            act(0)
+            b.append(2)
+            return a
+        print(f())
+    """,
+    "method_call_on_struct": """
+        def f(t):
+            return [t.act(i) for i in range(3)]
+        print(f(tools))
+    """,
+    "function_in_container": """
+        def f(x):
+            return act(x)
+        fs = {"f": f, "g": lambda y: f(y) + act(y)}
+        print(fs["f"](1), fs["g"](2))
+    """,
+    "seed_retry": """
+        def sleep(duration):
+            act(duration)
+
+        def retry(subflow, should_retry = None, limit = 3,
+                  backoff = lambda count: 2 * count * count):
+            def _inner(*args, limit = limit, should_retry = should_retry,
+                       backoff = backoff, **kwargs):
+                result = None
+                for count in range(limit):
+                    result = subflow(*args, **kwargs)
+                    if result == "ok":
+                        return result
+                    if should_retry:
+                        if not should_retry(result):
+                            return result
+                    sleep(backoff(count))
+                return result
+            return _inner
+
+        attempts = []
+        def check(x):
+            attempts.append(act(x))
+            return "bad"
+
+        print(retry(check)(7), attempts)
+    """,
+    "loop_var_closure": """
+        fs = []
+        for i in range(3):
+            fs.append(lambda: i)
+            act(i)
+        print([f() for f in fs])
+    """,
+    "dict_iteration": """
+        d = {"a": 1, "b": 2, "c": 3}
+        out = []
+        for k, v in d.items():
+            out.append((k, act(v)))
+        for k in d:
+            out.append(act(k))
+        print(out)
+    """,
+}
+
+
+def _run(src, suspend, roundtrip=pickle):
+    suspend_host.MODE["suspend"] = suspend
+    lines = []
+    try:
+        t = sl.start(textwrap.dedent(src), "prog.star",
+                     predeclared={"act": act, "tools": tools}, print=lines.append)
+        r = t.run()
+        steps = 0
+        while isinstance(r, Suspended):
+            steps += 1
+            t = roundtrip.loads(roundtrip.dumps(t))
+            t.print = lines.append
+            r = t.resume(answer(r.request))
+        return r, lines, steps
+    finally:
+        suspend_host.MODE["suspend"] = False
+
+
+@pytest.mark.parametrize("name", sorted(PROGRAMS))
+@pytest.mark.parametrize("roundtrip", [pickle, cloudpickle], ids=["pickle", "cloudpickle"])
+def test_suspended_run_matches_direct_run(name, roundtrip):
+    direct, direct_lines, _ = _run(PROGRAMS[name], False)
+    assert isinstance(direct, Done), direct
+    resumed, lines, steps = _run(PROGRAMS[name], True, roundtrip)
+    assert isinstance(resumed, Done), resumed
+    assert steps > 0
+    assert lines == direct_lines
+    assert sorted(resumed.value) == sorted(direct.value)
+
+
+def test_expected_outputs():
+    _, lines, _ = _run(PROGRAMS["closure_sees_rebinding"], True)
+    assert lines == ["232"]
+    _, lines, _ = _run(PROGRAMS["aliasing"], True)
+    assert lines == ["[1, 2]"]
+    _, lines, _ = _run(PROGRAMS["conditional_and_short_circuit"], True)
+    assert lines == ["11 11 0 1 41"]
+    _, lines, _ = _run(PROGRAMS["loop_var_closure"], True)
+    assert lines == ["[2, 2, 2]"]
+
+
+def test_checkpoint_holds_no_code_objects():
+    suspend_host.MODE["suspend"] = True
+    try:
+        t = sl.start("def f(x):\n    return act(x)\ny = f(1)\n", "p.star", predeclared={"act": act})
+        assert isinstance(t.run(), Suspended)
+    finally:
+        suspend_host.MODE["suspend"] = False
+    data = pickle.dumps(t)
+    assert b"code" not in pickle.loads.__module__.encode()  # sanity of the import
+    ops = [op.name for op, _, _ in __import__("pickletools").genops(data)]
+    assert "GLOBAL" in ops or "STACK_GLOBAL" in ops
+    inner = pickle.loads(data)
+    assert isinstance(inner, sl.Thread)
+    # No marshal/code reconstruction anywhere in the payload.
+    assert b"CodeType" not in data and b"_make_code" not in data and b"marshal" not in data
+
+
+def test_suspend_inside_sorted_key_is_a_clear_error():
+    suspend_host.MODE["suspend"] = True
+    try:
+        t = sl.start("x = sorted([3, 1, 2], key = lambda v: act(v))\n", "p.star",
+                     predeclared={"act": act})
+        r = t.run()
+    finally:
+        suspend_host.MODE["suspend"] = False
+    assert isinstance(r, Failed)
+    assert "suspend" in r.error.msg
+
+
+def test_resume_error_raises_at_the_call_with_a_traceback():
+    suspend_host.MODE["suspend"] = True
+    try:
+        t = sl.start("def f():\n    return act(1)\n\nx = f()\n", "p.star", predeclared={"act": act})
+        assert isinstance(t.run(), Suspended)
+        r = pickle.loads(pickle.dumps(t)).resume_error("boom")
+    finally:
+        suspend_host.MODE["suspend"] = False
+    assert isinstance(r, Failed)
+    assert r.error.msg == "boom"
+    text = str(r.error)
+    assert "p.star:4:5 in <toplevel>" in text and "p.star:2:12 in f" in text
+
+
+def test_mutation_during_iteration_is_still_an_error_after_resume():
+    suspend_host.MODE["suspend"] = True
+    try:
+        t = sl.start("def f():\n    l = [1, 2]\n    for x in l:\n        act(x)\n        l.append(3)\n\nf()\n",
+                     "p.star", predeclared={"act": act})
+        r = t.run()
+        r = pickle.loads(pickle.dumps(t)).resume(1)
+    finally:
+        suspend_host.MODE["suspend"] = False
+    assert isinstance(r, Failed)
+    assert "iteration" in r.error.msg
+
+
+DRIVER = r"""
+import pickle, sys
+sys.path.insert(0, sys.argv[3])
+import flowmetal.starlark as sl
+from tests.starlark import suspend_host
+t = pickle.load(open(sys.argv[1], "rb"))
+lines = []
+t.print = lines.append
+suspend_host.MODE["suspend"] = True
+r = t.resume(suspend_host.answer(pickle.loads(bytes.fromhex(sys.argv[2]))))
+with open(sys.argv[1], "wb") as f:
+    pickle.dump(t, f)
+print(repr(("suspended", r.request) if isinstance(r, sl.Suspended) else
+           ("done", sorted(r.value)) if isinstance(r, sl.Done) else ("failed", str(r.error))))
+for l in lines:
+    print(l)
+"""
+
+
+@pytest.mark.parametrize("name", ["for_loop", "closure_sees_rebinding", "seed_retry", "comprehensions"])
+def test_resume_in_fresh_processes(name, tmp_path):
+    """Each step runs in a new Python process that only has the pickle."""
+    direct, direct_lines, _ = _run(PROGRAMS[name], False)
+    suspend_host.MODE["suspend"] = True
+    try:
+        lines = []
+        t = sl.start(textwrap.dedent(PROGRAMS[name]), "prog.star",
+                     predeclared={"act": act, "tools": tools}, print=lines.append)
+        r = t.run()
+    finally:
+        suspend_host.MODE["suspend"] = False
+    ckpt = tmp_path / "ckpt"
+    ckpt.write_bytes(pickle.dumps(t))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    request = r.request
+    for _ in range(20):
+        proc = subprocess.run([sys.executable, "-c", DRIVER, str(ckpt), pickle.dumps(request).hex(), root],
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        head, *printed = proc.stdout.splitlines()
+        lines.extend(printed)
+        kind, payload = eval(head)
+        if kind != "suspended":
+            break
+        request = payload
+    assert kind == "done", payload
+    assert lines == direct_lines

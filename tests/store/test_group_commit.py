@@ -1,0 +1,129 @@
+"""Group commit: many writers share transactions; each batch stands or falls alone."""
+
+import threading
+import time
+
+import pytest
+
+from store import Batch, ConflictError, NotFoundError, Store
+from store.committer import Pending, apply_group
+
+from .conftest import make_flow
+
+
+def test_many_threads_each_get_their_own_results(st):
+    st.commit(Batch().create_run("r1", file="x"))
+    for i in range(50):
+        make_flow(st, f"f{i}", "r1")
+    errors = []
+
+    def work(i):
+        try:
+            for n in range(40):
+                res = st.commit(Batch().inbox_append(f"f{i}", n).inbox_append(f"f{i}", -n))
+                assert res == [2 * n, 2 * n + 1]
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+    ts = [threading.Thread(target=work, args=(i,)) for i in range(50)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert not errors
+    assert all(st.inbox_count(f"f{i}") == 80 for i in range(50))
+    assert st.stats()["groups"] > 0
+    # several batches shared a transaction
+    assert st.stats()["grouped_batches"] > st.stats()["groups"]
+
+
+def test_a_failing_batch_fails_alone_in_its_group(st):
+    make_flow(st)
+    env = st._env
+    good1 = Pending(Batch().add_intent("f1", 1, "a").inbox_append("f1", "m1"))
+    bad = Pending(Batch().add_intent("f1", 2, "b").add_intent("ghost", 1, "x"))
+    good2 = Pending(Batch().add_intent("f1", 3, "c").inbox_append("f1", "m2"))
+    conflict = Pending(Batch().create_run("r1", file="other.flow"))
+    group = [good1, bad, good2, conflict]
+    with env.write_lock:
+        apply_group(env, group)
+    for p in group:
+        p._finish()
+    assert good1.result() == [None, 0]
+    assert good2.result() == [None, 1]  # saw good1's inbox write, not bad's
+    with pytest.raises(NotFoundError, match="ghost"):
+        bad.result()
+    assert isinstance(conflict.exception(), ConflictError)
+    assert [i.seq for i in st.intents("f1")] == [1, 3]
+
+
+def test_failures_under_concurrency_do_not_leak(st):
+    make_flow(st)
+    outcomes = []
+    lock = threading.Lock()
+
+    def work(i):
+        for n in range(30):
+            b = Batch().add_intent("f1", i * 1000 + n, n)
+            if n % 3 == 0:
+                b.add_intent("missing", 1, "x")
+            try:
+                st.commit(b)
+                ok = True
+            except NotFoundError:
+                ok = False
+            with lock:
+                outcomes.append((i * 1000 + n, ok))
+    ts = [threading.Thread(target=work, args=(i,)) for i in range(20)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    stored = {i.seq for i in st.intents("f1")}
+    assert stored == {seq for seq, ok in outcomes if ok}
+    assert len(stored) == 20 * 20
+
+
+def test_submit_and_callbacks(st):
+    make_flow(st)
+    done = threading.Event()
+    seen = []
+    pendings = [st.submit(Batch().inbox_append("f1", i)) for i in range(100)]
+
+    def cb(p):
+        seen.append(p.result()[0])
+        if len(seen) == 100:
+            done.set()
+    for p in pendings:
+        p.add_done_callback(cb)
+    assert done.wait(10)
+    assert sorted(seen) == list(range(100))
+    assert all(p.done() for p in pendings)
+    late = []
+    pendings[0].add_done_callback(late.append)  # already done: called at once
+    assert late == [pendings[0]]
+    assert st.commit(Batch()) == []
+
+
+def test_commit_timeout(st):
+    make_flow(st)
+    env = st._env
+    with env.write_lock:  # hold the writer: the committer cannot run
+        p = st.submit(Batch().add_intent("f1", 1, "x"))
+        with pytest.raises(TimeoutError):
+            p.result(timeout=0.05)
+    assert p.result(timeout=5) == [None]
+
+
+def test_close_commits_what_is_queued(home):
+    st = Store.open(home, sync=False)
+    make_flow(st)
+    env = st._env
+    with env.write_lock:
+        ps = [st.submit(Batch().add_intent("f1", i, i)) for i in range(10)]
+        t = threading.Thread(target=st.close)
+        t.start()
+        time.sleep(0.05)
+    t.join(5)
+    assert all(p.result(0) == [None] for p in ps)
+    with Store.open(home, sync=False) as again:
+        assert len(again.intents("f1")) == 10

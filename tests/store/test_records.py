@@ -1,0 +1,337 @@
+"""Runs, flows, checkpoints, journal, intents, timers, inboxes, output, code, batches."""
+
+import pickle
+import sys
+import time
+
+import pytest
+
+from store import (Batch, CheckpointError, ConflictError, NotFoundError, Store, StoreError)
+from store.records import CHECKPOINT_FORMAT, _ENVELOPE, wrap_checkpoint
+
+from .conftest import make_flow
+
+
+def test_runs_create_get_update(st):
+    assert st.commit(Batch().create_run("r1", file="a.flow", root_flow="f1",
+                                        meta={"args": {"n": 1}})) == [True]
+    # idempotent by id; another file is a conflict
+    assert st.commit(Batch().create_run("r1", file="a.flow")) == [False]
+    with pytest.raises(ConflictError):
+        st.commit(Batch().create_run("r1", file="b.flow"))
+    r = st.get_run("r1")
+    assert (r.id, r.file, r.root_flow, r.state, r.finished) == ("r1", "a.flow", "f1",
+                                                               "running", None)
+    assert r.meta == {"args": {"n": 1}}
+    st.commit(Batch().set_run_state("r1", "ok", meta={"x": 2}))
+    r = st.get_run("r1")
+    assert r.state == "ok" and r.finished is not None and r.meta == {"args": {"n": 1}, "x": 2}
+    assert st.get_run("nope") is None
+    with pytest.raises(NotFoundError):
+        st.commit(Batch().set_run_state("nope", "ok"))
+    with pytest.raises(StoreError, match="unknown state"):
+        Batch().set_run_state("r1", "happy")
+
+
+def test_list_runs_10k_newest_first_by_state(st):
+    t0 = 1_700_000_000.0
+    b = Batch()
+    for i in range(10_000):
+        b.create_run(f"run{i:05d}", file="x.flow", created=t0 + i,
+                     state="ok" if i % 3 == 0 else "running")
+    st.commit(b)
+    start = time.perf_counter()
+    newest = st.list_runs(limit=20)
+    ok = st.list_runs("ok", limit=20)
+    running_page2 = st.list_runs("running", limit=5, before=t0 + 9995)
+    elapsed = time.perf_counter() - start
+    assert [r.id for r in newest] == [f"run{i:05d}" for i in range(9999, 9979, -1)]
+    assert [r.id for r in ok] == [f"run{i:05d}" for i in range(9999, 9940, -3)]
+    assert [r.id for r in running_page2] == ["run09994", "run09992", "run09991",
+                                             "run09989", "run09988"]
+    assert elapsed < 0.1, "listing must not scan all runs"
+    assert st.count_runs() == 10_000
+    assert st.count_runs("ok") == 3334
+    assert st.list_runs("cancelled") == []
+    # a state change moves the run between state indexes
+    st.commit(Batch().set_run_state("run09998", "cancelled"))
+    assert [r.id for r in st.list_runs("cancelled")] == ["run09998"]
+    assert "run09998" not in [r.id for r in st.list_runs("running", limit=5)]
+
+
+def test_flows_tree_states_and_live_index(st):
+    st.commit(Batch().create_run("r1", file="m.flow", root_flow="root")
+              .create_flow("root", run_id="r1", name="main", args=b"\x80pickled",
+                           state="running")
+              .create_flow("c1", run_id="r1", name="child", parent="root", args={"n": 1})
+              .create_flow("c2", run_id="r1", name="child", parent="root"))
+    root = st.get_flow("root")
+    assert root.args == b"\x80pickled" and root.started is not None and root.parent is None
+    assert {f.id for f in st.children("root")} == {"c1", "c2"}
+    assert {f.id for f in st.run_flows("r1")} == {"root", "c1", "c2"}
+    assert {f.id for f in st.live_flows()} == {"root", "c1", "c2"}
+    # idempotent by id; another parent is a conflict; unknown run/parent refused
+    assert st.commit(Batch().create_flow("c1", run_id="r1", name="child", parent="root")) \
+        == [False]
+    with pytest.raises(ConflictError):
+        st.commit(Batch().create_flow("c1", run_id="r1", name="child", parent="c2"))
+    with pytest.raises(NotFoundError):
+        st.commit(Batch().create_flow("x", run_id="r9", name="child"))
+    with pytest.raises(NotFoundError):
+        st.commit(Batch().create_flow("x", run_id="r1", name="child", parent="zz"))
+    st.commit(Batch().set_flow_state("c1", "running").set_flow_state("c1", "waiting"))
+    st.commit(Batch().set_flow_state("c2", "err", error={"message": "boom"}))
+    c2 = st.get_flow("c2")
+    assert c2.state == "err" and c2.error == {"message": "boom"} and c2.finished
+    assert {f.id for f in st.live_flows()} == {"root", "c1"}
+    with pytest.raises(ConflictError, match="already ended"):
+        st.commit(Batch().set_flow_state("c2", "running"))
+
+
+def test_values_must_be_plain_data(st):
+    make_flow(st)
+
+    class Thing:
+        pass
+    with pytest.raises(TypeError, match="cannot store a value of type Thing"):
+        st.commit(Batch().add_intent("f1", 1, {"x": Thing()}))
+    assert st.intents("f1") == []
+    value = {"a": [1, 2.5, None, True], "b": b"\x00\xff", "t": (1, "x"), "s": {1, 2}}
+    st.commit(Batch().add_intent("f1", 1, value))
+    assert st.get_intent("f1", 1).request == value
+
+
+def test_bad_ids_refused_in_caller():
+    for bad in ("", "a\x00b", "x" * 300, 5, None):
+        with pytest.raises(StoreError):
+            Batch().create_run(bad, file="x")
+
+
+def test_checkpoint_envelope(st):
+    make_flow(st)
+    payload = pickle.dumps({"frames": [1, 2, 3]})
+    st.commit(Batch().put_checkpoint("f1", payload, seq=4))
+    ck = st.get_checkpoint("f1")
+    assert ck.payload == payload and ck.seq == 4 and ck.format == CHECKPOINT_FORMAT
+    assert ck.python == sys.version_info[:2] and ck.flowmetal_version
+    assert ck.load() == {"frames": [1, 2, 3]}
+    assert st.load_checkpoint("f1") == {"frames": [1, 2, 3]}
+    assert st.get_checkpoint("zz") is None
+    with pytest.raises(CheckpointError, match="'zz'.*no checkpoint"):
+        st.load_checkpoint("zz", required=True)
+    with pytest.raises(NotFoundError):
+        st.commit(Batch().put_checkpoint("zz", b"x"))
+
+
+def test_checkpoint_errors_name_the_flow(st):
+    make_flow(st)
+    # payload that does not unpickle
+    st.commit(Batch().put_checkpoint("f1", b"\x80\x05garbage"))
+    with pytest.raises(CheckpointError) as ei:
+        st.load_checkpoint("f1")
+    assert "'f1'" in str(ei.value) and ei.value.flow_id == "f1"
+    assert "\n" not in str(ei.value)
+    # an envelope that is not one
+    st.commit(Batch().put("checkpoints", b"f1", b"not an envelope"))
+    with pytest.raises(CheckpointError, match="'f1'.*bad envelope"):
+        st.get_checkpoint("f1")
+    # written by a future checkpoint format
+    future = bytearray(wrap_checkpoint(b"x", "9.9", None, 0.0))
+    future[4:6] = (CHECKPOINT_FORMAT + 1).to_bytes(2, "big")
+    st.commit(Batch().put("checkpoints", b"f1", bytes(future)))
+    with pytest.raises(CheckpointError, match="format 2.*upgrade"):
+        st.get_checkpoint("f1")
+    # truncated envelope
+    st.commit(Batch().put("checkpoints", b"f1", wrap_checkpoint(b"", "1.0", 1, 0.0)[:-2]))
+    with pytest.raises(CheckpointError, match="truncated"):
+        st.get_checkpoint("f1")
+    # another Python's pickle that fails: the message says which Python wrote it
+    other = wrap_checkpoint(b"\x80\x05bad", "0.1", 1, 0.0, python=(3, 99))
+    st.commit(Batch().put("checkpoints", b"f1", other))
+    with pytest.raises(CheckpointError, match=r"Python 3\.99"):
+        st.load_checkpoint("f1")
+
+
+def test_protocol_suspend_complete_finish(st):
+    st.commit(Batch().create_run("r1", file="m.flow", root_flow="p")
+              .create_flow("p", run_id="r1", name="main", state="running"))
+    # step 1: suspend on action 1, starting a child flow, in one txn
+    st.commit(Batch().flow_suspended("p", 1, b"ck1", {"op": "call"}, state="waiting",
+                                     children=[{"id": "c", "name": "child",
+                                                "args": {"n": 2}}]))
+    assert st.get_checkpoint("p").payload == b"ck1"
+    assert st.get_checkpoint("p").seq == 1
+    assert [(i.seq, i.request) for i in st.intents("p")] == [(1, {"op": "call"})]
+    assert st.get_flow("p").state == "waiting"
+    c = st.get_flow("c")
+    assert (c.parent, c.run_id, c.args, c.state) == ("p", "r1", {"n": 2}, "pending")
+    # child suspends on a timer
+    st.commit(Batch().set_flow_state("c", "running"))
+    st.commit(Batch().flow_suspended("c", 1, b"cck", {"op": "sleep"}, timer=100.0))
+    assert [(t.flow_id, t.seq, t.due) for t in st.due_timers(200)] == [("c", 1, 100.0)]
+    # step 2: timer fired; result journaled with the next checkpoint; timer consumed
+    st.commit(Batch().action_completed("c", 1, None, checkpoint=b"cck2",
+                                       next_intent=(2, {"op": "exec"}), output=["hi\n"]))
+    assert st.due_timers(200) == [] and st.timers("c") == []
+    assert [i.seq for i in st.intents("c")] == [2]
+    j = st.get_journal("c", 1)
+    assert j.request == {"op": "sleep"} and j.result is None and j.started <= j.finished
+    assert st.read_output("r1")[0].text == "hi\n"
+    # step 3: child finishes and wakes the parent's pending action 1
+    st.commit(Batch().flow_finished("c", "ok", result=42, wake=("p", 1, {"ok": 42})))
+    c = st.get_flow("c")
+    assert c.state == "ok" and c.result == 42
+    assert st.get_checkpoint("c") is None and st.intents("c") == []
+    assert st.inbox_closed("c")
+    assert st.get_journal("p", 1).result == {"ok": 42}
+    assert [i.seq for i in st.intents("p")] == [1]  # consumed by the parent's next step
+    # the parent resumes with the journaled result (result omitted: already there)
+    st.commit(Batch().action_completed("p", 1, checkpoint=b"ck2", state="running"))
+    assert st.intents("p") == [] and st.get_journal("p", 1).result == {"ok": 42}
+    # first result wins
+    assert st.commit(Batch().journal_result("p", 1, "late")) == [False]
+    assert st.get_journal("p", 1).result == {"ok": 42}
+    # root flow finishing ends the run
+    st.commit(Batch().flow_finished("p", "err", error="boom"))
+    assert st.get_run("r1").state == "err" and st.get_run("r1").finished
+    assert st.live_flows() == []
+    assert [e.seq for e in st.journal("p")] == [1]
+
+
+def test_journal_order_and_paging(st):
+    make_flow(st)
+    b = Batch()
+    for seq in (300, 2, 1, 256, 70000):
+        b.journal_result("f1", seq, seq * 10, request={"n": seq})
+    st.commit(b)
+    assert [e.seq for e in st.journal("f1")] == [1, 2, 256, 300, 70000]
+    assert [e.seq for e in st.journal("f1", after=2, limit=2)] == [256, 300]
+    assert st.get_journal("f1", 256).result == 2560
+    make_flow(st, "f10", "r1")  # a flow id that extends another must not mix in
+    st.commit(Batch().journal_result("f10", 1, "x"))
+    assert [e.seq for e in st.journal("f1")] == [1, 2, 256, 300, 70000]
+
+
+def test_timers_ordered_by_due(st):
+    make_flow(st, "a")
+    make_flow(st, "b", "r1")
+    b = Batch()
+    b.add_timer("a", 1, 50.5, {"k": 1}).add_timer("b", 7, 10.25).add_timer("a", 2, 10.25)
+    b.add_timer("b", 8, 1e9)
+    st.commit(b)
+    assert [(t.flow_id, t.seq) for t in st.due_timers(60)] == [("a", 2), ("b", 7), ("a", 1)]
+    assert st.next_timer().due == 10.25
+    assert st.due_timers(60, limit=1)[0].seq == 2
+    # moving a timer: same (flow, seq) again
+    st.commit(Batch().add_timer("a", 1, 5.0, {"k": 2}))
+    assert [(t.flow_id, t.seq, t.payload) for t in st.due_timers(6)] == [("a", 1, {"k": 2})]
+    assert st.commit(Batch().cancel_timer("a", 1).cancel_timer("a", 1)) == [True, False]
+    taken = st.commit(Batch().take_due_timers(20))[0]
+    assert [(t.flow_id, t.seq) for t in taken] == [("a", 2), ("b", 7)]
+    assert [(t.flow_id, t.seq) for t in st.due_timers(2e9)] == [("b", 8)]
+    assert [t.seq for t in st.timers("b")] == [8]
+
+
+def test_inbox_fifo(st):
+    make_flow(st)
+    res = st.commit(Batch().inbox_append("f1", "a").inbox_append("f1", b"b", msg_id="m2")
+                    .inbox_append("f1", {"c": 3}))
+    assert res == [0, 1, 2]
+    # idempotent delivery by message id
+    assert st.commit(Batch().inbox_append("f1", b"b", msg_id="m2")) == [None]
+    assert st.inbox_count("f1") == 3
+    assert st.inbox_peek("f1").body == "a"
+    m = st.commit(Batch().inbox_pop("f1", expect_seq=0))[0]
+    assert (m.seq, m.body) == (0, "a")
+    with pytest.raises(ConflictError):
+        st.commit(Batch().inbox_pop("f1", expect_seq=0))
+    assert [m.body for m in st.inbox_messages("f1")] == [b"b", {"c": 3}]
+    st.commit(Batch().inbox_close("f1"))
+    assert st.inbox_closed("f1")
+    with pytest.raises(ConflictError, match="closed"):
+        st.commit(Batch().inbox_append("f1", "late"))
+    assert [st.commit(Batch().inbox_pop("f1"))[0].body for _ in range(2)] == [b"b", {"c": 3}]
+    assert st.commit(Batch().inbox_pop("f1")) == [None]
+    assert st.inbox_count("f1") == 0
+    with pytest.raises(NotFoundError):
+        st.commit(Batch().inbox_append("nope", "x"))
+
+
+def test_output_stream_offsets(st):
+    make_flow(st)
+    offs = st.commit(Batch().append_output("r1", "héllo\n", flow_id="f1")
+                     .append_output("r1", "world\n", stream="stderr"))
+    assert offs == [0, 7]
+    assert st.output_size("r1") == 13
+    chunks = st.read_output("r1")
+    assert [(c.offset, c.text, c.stream, c.flow_id) for c in chunks] == [
+        (0, "héllo\n", "stdout", "f1"), (7, "world\n", "stderr", None)]
+    assert [c.text for c in st.read_output("r1", chunks[0].end)] == ["world\n"]
+    assert st.read_output("r1", 13) == []
+    assert [c.offset for c in st.read_output("r1", 3)] == [0, 7]  # chunk spanning offset 3
+    assert not st.wait_output("r1", 13, timeout=0.05)
+    st.commit(Batch().append_output("r1", "more"))
+    assert st.wait_output("r1", 13, timeout=1)
+    assert st.read_output("r0") == []
+
+
+def test_code_blobs(st):
+    h = st.put_code("def f():\n    return 1\n")
+    assert len(h) == 64 and st.put_code(b"def f():\n    return 1\n") == h
+    assert st.get_code(h) == b"def f():\n    return 1\n"
+    assert st.get_code("0" * 64) is None
+
+
+def test_batches_of_runs(st):
+    assert st.commit(Batch().create_batch("b1", [{"n": 1}, {"n": 2}], meta={"file": "x"})) \
+        == [True]
+    assert st.commit(Batch().create_batch("b1", [])) == [False]
+    st.commit(Batch().create_run("r1", file="x")
+              .set_batch_item("b1", 1, state="running", run_id="r1"))
+    items = st.batch_items("b1")
+    assert [(i.index, i.args, i.state, i.run_id) for i in items] == [
+        (0, {"n": 1}, "pending", None), (1, {"n": 2}, "running", "r1")]
+    st.commit(Batch().set_batch_state("b1", "running"))
+    b = st.get_batch("b1")
+    assert (b.state, b.size, b.meta) == ("running", 2, {"file": "x"})
+    assert [x.id for x in st.list_batches()] == ["b1"]
+    with pytest.raises(NotFoundError):
+        st.commit(Batch().set_batch_item("b1", 5, state="ok"))
+
+
+def test_failed_batch_writes_nothing(st):
+    make_flow(st)
+    with pytest.raises(NotFoundError):
+        st.commit(Batch().add_intent("f1", 1, "x").put_checkpoint("f1", b"c")
+                  .add_intent("ghost", 1, "y"))
+    assert st.intents() == [] and st.get_checkpoint("f1") is None
+
+
+def test_raw_put_delete_and_stats(st):
+    st.commit(Batch().put("meta", b"note", b"v"))
+    assert st.commit(Batch().delete("meta", b"note").delete("meta", b"note")) == [True, False]
+    with pytest.raises(StoreError):
+        Batch().put("nosuchdb", b"k", b"v")
+    s = st.stats()
+    assert s["schema"] == 1 and s["entries"]["meta"] == 2 and s["map_size"] > 0
+
+
+def test_crashed_flow_keeps_its_state_and_can_be_revived(st):
+    st.commit(Batch().create_run("r1", file="m.flow", root_flow="f")
+              .create_flow("f", run_id="r1", name="main", state="running"))
+    st.commit(Batch().flow_suspended("f", 3, b"ck", {"op": "exec"}, timer=50.0)
+              .inbox_append("f", "hello"))
+    st.commit(Batch().flow_finished("f", "crashed", error="worker died 5 times"))
+    f = st.get_flow("f")
+    assert f.state == "crashed" and f.finished and st.live_flows() == []
+    assert st.get_run("r1").state == "crashed"
+    assert st.get_checkpoint("f").payload == b"ck"
+    assert [i.seq for i in st.intents("f")] == [3] and st.timers("f")
+    assert not st.inbox_closed("f") and st.inbox_count("f") == 1
+    # resume
+    st.commit(Batch().set_flow_state("f", "running").set_run_state("r1", "running"))
+    assert st.get_flow("f").finished is None and [x.id for x in st.live_flows()] == ["f"]
+    st.commit(Batch().flow_finished("f", "cancelled"))
+    assert st.inbox_closed("f") and st.get_checkpoint("f") is None and st.intents("f") == []
+    with pytest.raises(ConflictError):
+        st.commit(Batch().set_flow_state("f", "running"))
