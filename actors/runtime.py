@@ -196,7 +196,8 @@ class Runtime:
         if run.state not in LIVE_STATES:
             self.store.commit(Batch().set_run_state(run_id, "running"))
         self.store.reader_check()
-        live = [f for f in self.store.run_flows(run_id) if f.state in LIVE_STATES]
+        # live_flows() is the live index (not the run's history, which may be long).
+        live = [f for f in self.store.live_flows() if f.run_id == run_id]
         for f in live:
             self._recover_flow(f, run)
 

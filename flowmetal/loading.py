@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Callable
 
-from .starlark import StarlarkError, exec_file
+from .starlark import Done, start
 
 
 class LoadError(Exception):
@@ -47,9 +47,12 @@ class FileLoader:
         try:
             child = FileLoader(path, self.predeclared, self.packages)
             child._done, child._loading = self._done, self._loading
-            result = exec_file(source, path, predeclared=self.predeclared, loader=child)
-        except StarlarkError:
-            raise
+            outcome = start(source, path, predeclared=self.predeclared, loader=child).run()
+            if not isinstance(outcome, Done):
+                if hasattr(outcome, "error"):
+                    raise outcome.error
+                raise LoadError(f"{name}: a loaded module may not perform actions at top level")
+            result = outcome.value
         finally:
             self._loading.discard(path)
         self._done[path] = result

@@ -20,7 +20,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable, Protocol
 
-from .starlark import EvalError, Struct, Suspend, exec_file, freeze, is_function, struct
+from .starlark import Done, EvalError, Struct, Suspend, freeze, is_function, start, struct
 from .starlark.values import to_repr, type_name
 
 __all__ = [
@@ -737,7 +737,13 @@ def prelude_module() -> dict:
                 pre = dict(_HOST_NAMES)
                 pre["_flow_start"] = _flow_start
                 pre["_flow_bind"] = _flow_bind
-                g = exec_file(PRELUDE_SOURCE, "pkg.flowmetal.io/v1/prelude", predeclared=pre)
+                # Plain Starlark functions (not exec_file's Python-facing wrappers):
+                # flows suspend inside `sleep`, `retry` and `_flow_main`.
+                r = start(PRELUDE_SOURCE, "pkg.flowmetal.io/v1/prelude",
+                          predeclared=pre).run()
+                if not isinstance(r, Done):
+                    raise RuntimeError(f"the prelude failed to load: {r!r}")
+                g = r.value
                 mod = dict(_HOST_NAMES)
                 mod["sleep"] = g["sleep"]
                 mod["retry"] = g["retry"]

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import struct
-import time
 from typing import Any, Iterable, Sequence
 
 from . import keys as K

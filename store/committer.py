@@ -16,7 +16,7 @@ from typing import Any, Callable
 import lmdb
 
 from .batch import Batch, Writer
-from .errors import StoreClosedError
+from .errors import StoreClosedError, StoreFullError
 
 MAX_GROUP = 4000
 
@@ -30,12 +30,11 @@ _cb_lock = threading.Lock()
 class Pending:
     """A submitted batch: wait with `result()`, or be called back when it is durable."""
 
-    __slots__ = ("batch", "_lock", "_result", "_error", "_done", "_callbacks")
+    __slots__ = ("batch", "_waiter", "_result", "_error", "_done", "_callbacks")
 
     def __init__(self, batch: Batch) -> None:
         self.batch = batch
-        self._lock = threading.Lock()
-        self._lock.acquire()
+        self._waiter: threading.Lock | None = None  # made by the first result() that waits
         self._result: list | None = None
         self._error: BaseException | None = None
         self._done = False
@@ -47,16 +46,25 @@ class Pending:
 
     def result(self, timeout: float | None = None) -> list:
         """Wait until the batch is durable and return its operation results, or raise
-        its error. TimeoutError if ``timeout`` seconds pass first (it may still commit)."""
+        its error. TimeoutError if ``timeout`` seconds pass first (it may still commit).
+        Never call it from a done-callback on a Pending that is not done: the callback
+        runs on the committer thread, which would wait for itself."""
         if not self._done:
-            if not self._lock.acquire(True, -1 if timeout is None else timeout):
-                raise TimeoutError("the store did not commit the batch in time")
-            self._lock.release()
+            with _cb_lock:
+                w = self._waiter
+                if w is None and not self._done:
+                    w = self._waiter = threading.Lock()
+                    w.acquire()
+            if w is not None:
+                if not w.acquire(True, -1 if timeout is None else timeout):
+                    raise TimeoutError("the store did not commit the batch in time")
+                w.release()  # for other waiters
         if self._error is not None:
             raise self._error
         return self._result  # type: ignore[return-value]
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
+        """The batch's error once done (None if it committed)."""
         try:
             self.result(timeout)
         except TimeoutError:
@@ -67,7 +75,7 @@ class Pending:
 
     def add_done_callback(self, fn: Callable[["Pending"], Any]) -> None:
         """Call ``fn(pending)`` once done — at once if it is; else on the committer thread
-        (keep it short and do not commit and wait from it)."""
+        (keep it short: hand work to another thread, never wait for a commit in it)."""
         with _cb_lock:
             if not self._done:
                 if self._callbacks is None:
@@ -81,7 +89,9 @@ class Pending:
             self._done = True
             cbs = self._callbacks
             self._callbacks = None
-        self._lock.release()
+            w = self._waiter
+        if w is not None:
+            w.release()
         if cbs:
             for fn in cbs:
                 try:
@@ -142,12 +152,21 @@ def apply_group(env, group: list[Pending]) -> None:
             if len(group) == 1:
                 return
             continue
+        except StoreFullError as e:
+            if len(group) > 1:
+                # Full, perhaps because of one big batch: give each batch its own chance.
+                for p in group:
+                    if p._error is None:
+                        apply_group(env, [p])
+                return
+            err: BaseException = e
         except BaseException as e:  # noqa: BLE001 - the whole transaction failed
-            for p in group:
-                if p._error is None:
-                    p._error = e
-                    p._result = None
-            return
+            err = e
+        for p in group:
+            if p._error is None:
+                p._error = err
+                p._result = None
+        return
 
 
 class _Retry(Exception):

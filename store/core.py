@@ -8,17 +8,17 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import keys as K
-from .batch import NOTSET, Batch, Writer
-from .committer import Committer, Pending, apply_group
+from .batch import _INBOX_META, Batch, Writer
+from .committer import Pending
 from .env import (DEFAULT_MAP_SIZE, DEFAULT_MAX_MAP_SIZE, SCHEMA_VERSION, Env, acquire_env,
                   release_env, verify_files)
-from .errors import CheckpointError, StoreError
-from .records import (LIVE_STATES, TERMINAL_STATES, BatchItem, BatchRecord, Checkpoint,
-                      Flow, Intent, JournalEntry, Message, OutputChunk, Run, Timer, decode,
+from .errors import CheckpointError
+from .records import (TERMINAL_STATES, BatchItem, BatchRecord, Checkpoint, Flow, Intent,
+                      JournalEntry, Message, OutputChunk, Recovery, Run, Timer, decode,
                       unwrap_checkpoint)
-from .batch import _INBOX_META
 
-INLINE = True
+# A caller that finds the committer idle commits on its own thread (no handoff).
+INLINE_WHEN_IDLE = True
 
 __all__ = ["Store", "Pending", "SCHEMA_VERSION", "DEFAULT_MAP_SIZE", "DEFAULT_MAX_MAP_SIZE"]
 
@@ -65,10 +65,8 @@ class Store:
         path shares one LMDB environment; open again after fork.
         """
         env = acquire_env(Path(home), sync=sync, create=create, map_size=map_size,
-                          max_map_size=max_map_size, verify=verify)
-        if env.committer is None:
-            env.app_version = app_version or _app_version()
-            env.committer = Committer(env)
+                          max_map_size=max_map_size, verify=verify,
+                          app_version=app_version or _app_version())
         return cls(env)
 
     @staticmethod
@@ -98,18 +96,9 @@ class Store:
         if self._closed:
             return
         self._closed = True
-        env = self._env
-        if env.forked:
+        if self._env.forked:
             return
-        if env.refs == 1:
-            env.committer.stop()
-        if release_env(env):
-            with env.write_lock:
-                env.gate.exclusive_begin()
-                try:
-                    env.env.close()
-                finally:
-                    env.gate.exclusive_end()
+        release_env(self._env)
 
     def __enter__(self) -> "Store":
         return self
@@ -152,7 +141,7 @@ class Store:
         if not batch.ops:
             return []
         c = env.committer
-        if INLINE and c.idle() and env.write_lock.acquire(False):
+        if INLINE_WHEN_IDLE and c.idle() and env.write_lock.acquire(False):
             try:
                 return env.write(lambda txn: Writer(txn, env.db, time.time(),
                                                     env.app_version).apply(batch))
@@ -296,6 +285,46 @@ class Store:
     def live_flows(self) -> list[Flow]:
         """Every flow not in a terminal state — what recovery restarts."""
         return self._flows_by_index("flows_live", b"")
+
+    def recover(self) -> list[Recovery]:
+        """Everything recovery needs, read in one consistent snapshot: for every live
+        flow its checkpoint and its pending intents with their journaled results.
+        A checkpoint that cannot be read is reported in ``Recovery.error`` (naming the
+        flow) rather than raised, so that one bad flow does not stop the others."""
+        env = self._env
+        db = env.db
+
+        def fn(txn):
+            out = []
+            with txn.cursor(db=db["flows_live"]) as cur:
+                for fk in cur.iternext(values=False):
+                    raw = txn.get(fk, db=db["flows"])
+                    if raw is None:
+                        continue
+                    flow = Flow.from_dict(decode(raw))
+                    ck = err = None
+                    craw = txn.get(fk, db=db["checkpoints"])
+                    if craw is not None:
+                        try:
+                            ck = unwrap_checkpoint(flow.id, craw)
+                        except CheckpointError as e:
+                            err = e
+                    pending = []
+                    pre = fk + K.SEP
+                    with txn.cursor(db=db["intents"]) as ic:
+                        if ic.set_range(pre):
+                            for k, v in ic:
+                                if k[:len(pre)] != pre:
+                                    break
+                                seq = K.read_u64(k, len(pre))
+                                d = decode(v)
+                                j = txn.get(k, db=db["journal"])
+                                pending.append((Intent(flow.id, seq, d["q"], d["t"]),
+                                                None if j is None
+                                                else _journal_entry(flow.id, seq, j)))
+                    out.append(Recovery(flow, ck, err, pending))
+            return out
+        return env.read(fn)
 
     # ================================================================ checkpoints
     def get_checkpoint(self, flow_id: str) -> Checkpoint | None:

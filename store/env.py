@@ -139,7 +139,8 @@ class Env:
         self.closed = False
         self.forked = False
         self.pid = os.getpid()
-        self.committer = None  # set by core
+        self.app_version = "unknown"
+        self.committer = None  # set by acquire_env
 
     def check(self) -> None:
         if self.closed:
@@ -227,8 +228,11 @@ def translate(e: BaseException, home) -> StoreError:
     msg = str(e)
     if isinstance(e, lmdb.MapFullError):
         return StoreFullError(f"store {home} is full")
+    if isinstance(e, lmdb.PanicError):
+        return StoreError(f"store {home}: a write failed fatally; close and reopen the "
+                          "store (what was acknowledged before is safe)")
     if isinstance(e, (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.InvalidError,
-                      lmdb.VersionMismatchError, lmdb.BadTxnError, lmdb.PanicError)):
+                      lmdb.VersionMismatchError)):
         return CorruptStoreError(f"store {home} is damaged: {msg}")
     if isinstance(e, lmdb.ReadersFullError):
         return StoreError(f"store {home}: too many readers ({msg})")
@@ -249,7 +253,7 @@ def _disk_nearly_full(home) -> bool:
 
 
 def acquire_env(home: Path, *, sync: bool, create: bool, map_size: int,
-                max_map_size: int, verify: bool = False) -> Env:
+                max_map_size: int, verify: bool = False, app_version: str = "unknown") -> Env:
     home = Path(home).expanduser().absolute()
     with _registry_lock:
         key = str(home.resolve()) if home.exists() else str(home)
@@ -262,21 +266,33 @@ def acquire_env(home: Path, *, sync: bool, create: bool, map_size: int,
             return env
         env = _open(home, sync=sync, create=create, map_size=map_size,
                     max_map_size=max_map_size, verify=verify)
+        from .committer import Committer
+        env.app_version = app_version
+        env.committer = Committer(env)
         _registry[str(home.resolve())] = env
         env.refs = 1
         return env
 
 
 def release_env(env: Env) -> bool:
-    """Drop one reference; closes the environment with the last. True if closed."""
+    """Drop one reference; the last one commits what is queued and closes the
+    environment. True if closed."""
     with _registry_lock:
         env.refs -= 1
         if env.refs > 0 or env.closed:
             return False
-        env.closed = True
-        for k, v in list(_registry.items()):
-            if v is env:
-                del _registry[k]
+        if env.committer is not None:
+            env.committer.stop()
+        with env.write_lock:
+            env.closed = True
+            for k, v in list(_registry.items()):
+                if v is env:
+                    del _registry[k]
+            env.gate.exclusive_begin()
+            try:
+                env.env.close()
+            finally:
+                env.gate.exclusive_end()
     return True
 
 
@@ -300,7 +316,7 @@ def _open(home: Path, *, sync: bool, create: bool, map_size: int, max_map_size: 
           verify: bool = False) -> Env:
     _secure_dir(home, create, "home directory")
     path = home / STORE_DIR
-    created = _secure_dir(path, create, "store directory")
+    _secure_dir(path, create, "store directory")
     data = path / "data.mdb"
     try:
         size = data.stat().st_size
@@ -341,7 +357,14 @@ def _open(home: Path, *, sync: bool, create: bool, map_size: int, max_map_size: 
             if p.exists() and stat.S_IMODE(p.stat().st_mode) != 0o600:
                 os.chmod(p, 0o600)
         _check_size(env, data, home)
-        dbs = _open_dbs(env, home, fresh=created or size == 0)
+        for attempt in range(10):
+            try:
+                dbs = _open_dbs(env, home)
+                break
+            except lmdb.MapResizedError:
+                env.set_mapsize(0)  # another process grew the map meanwhile
+        else:
+            raise StoreError(f"store {home}: its map keeps changing size; try again")
         env.reader_check()
     except BaseException:
         env.close()
@@ -361,7 +384,7 @@ def _check_size(env: lmdb.Environment, data: Path, home: Path) -> None:
                                 f"({have} bytes, its data needs {need})")
 
 
-def _open_dbs(env: lmdb.Environment, home: Path, fresh: bool) -> dict:
+def _open_dbs(env: lmdb.Environment, home: Path) -> dict:
     names = [n.encode() for n in DB_NAMES]
     try:
         with env.begin() as txn:
@@ -371,6 +394,8 @@ def _open_dbs(env: lmdb.Environment, home: Path, fresh: bool) -> dict:
                 meta = env.open_db(b"meta", txn=txn, create=False)
                 magic = txn.get(b"magic", db=meta)
                 schema = txn.get(b"schema", db=meta)
+    except lmdb.MapResizedError:
+        raise
     except lmdb.Error as e:
         raise translate(e, home) from None
     if main and magic != MAGIC:
@@ -397,6 +422,8 @@ def _open_dbs(env: lmdb.Environment, home: Path, fresh: bool) -> dict:
     except lmdb.IncompatibleError:
         raise NotAStoreError(f"{home} is not a Flowmetal store: its LMDB databases "
                              "do not match") from None
+    except lmdb.MapResizedError:
+        raise
     except lmdb.Error as e:
         raise translate(e, home) from None
     return dbs

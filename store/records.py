@@ -266,3 +266,15 @@ class BatchRecord:
     updated: float
     size: int
     meta: dict = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Recovery:
+    """What restarting one live flow needs (`Store.recover`): its record, its latest
+    checkpoint (or the `CheckpointError` saying why it cannot be read), and each
+    pending intent with its journaled result if the action completed (resume with
+    it) or None (issue the action again under the same seq)."""
+    flow: Flow
+    checkpoint: Checkpoint | None
+    error: CheckpointError | None
+    pending: list[tuple[Intent, JournalEntry | None]]

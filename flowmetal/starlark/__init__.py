@@ -31,7 +31,7 @@ from .values import Struct, freeze, struct
 __all__ = [
     "exec_file", "eval_expr", "start", "start_call", "Thread", "Done", "Failed", "Suspended",
     "Suspend", "StarlarkError", "StarlarkSyntaxError", "ResolveError", "EvalError", "Frame",
-    "FrameRecord", "struct", "Struct", "freeze", "is_function",
+    "FrameRecord", "struct", "Struct", "freeze", "is_function", "Function",
 ]
 
 
@@ -52,6 +52,7 @@ def start_call(fn: Callable, *args: Any, max_steps: int | None = None,
                print: Callable[[str], None] | None = None, **kwargs: Any) -> Thread:
     """A Thread that runs one call `fn(*args, **kwargs)` of a Starlark function."""
     from .values import STARLARK_FUNCTIONS
+    fn = getattr(fn, "__wrapped__", fn)
     code = getattr(fn, "__code__", None)
     if code not in STARLARK_FUNCTIONS:
         raise TypeError("start_call needs a Starlark function")
@@ -71,9 +72,51 @@ def _finish(result) -> Any:
 def exec_file(source: str, filename: str = "<file>", *, predeclared: dict | None = None,
               loader: Callable[[str], dict] | None = None, max_steps: int | None = None,
               print: Callable[[str], None] | None = None) -> dict:
-    """Run a module to its end and return its (frozen) globals."""
-    return _finish(start(source, filename, predeclared=predeclared, loader=loader,
-                         max_steps=max_steps, print=print).run())
+    """Run a module to its end and return its (frozen) globals.
+
+    Top-level Starlark functions come back wrapped as `Function` so that a
+    Python caller gets a StarlarkError for bad arguments too; a loader should
+    hand other modules `start(...).run().value` (plain values) instead.
+    """
+    globals_ = _finish(start(source, filename, predeclared=predeclared, loader=loader,
+                             max_steps=max_steps, print=print).run())
+    return {k: Function(v) if is_function(v) else v for k, v in globals_.items()}
+
+
+class Function:
+    """A Starlark function handed to Python: calling it never raises anything
+    but StarlarkError (argument mismatches included)."""
+
+    __slots__ = ("__wrapped__",)
+
+    def __init__(self, fn: Callable):
+        self.__wrapped__ = fn
+
+    @property
+    def __name__(self) -> str:
+        from .values import STARLARK_FUNCTIONS
+        return STARLARK_FUNCTIONS[self.__wrapped__.__code__].name
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return self.__wrapped__(*args, **kwargs)
+        except StarlarkError:
+            raise
+        except (TypeError, RecursionError) as e:
+            from .thread import convert_message
+            raise EvalError(convert_message(e)) from None
+
+    def __repr__(self) -> str:
+        return f"<function {self.__name__}>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Function) and other.__wrapped__ is self.__wrapped__
+
+    def __hash__(self) -> int:
+        return hash(self.__wrapped__)
+
+    def __reduce__(self):
+        return (Function, (self.__wrapped__,))
 
 
 def eval_expr(source: str, *, predeclared: dict | None = None, max_steps: int | None = None,
@@ -86,4 +129,5 @@ def eval_expr(source: str, *, predeclared: dict | None = None, max_steps: int | 
 def is_function(value: Any) -> bool:
     """Is `value` a Starlark function (as opposed to a builtin or other value)?"""
     from .values import STARLARK_FUNCTIONS
+    value = getattr(value, "__wrapped__", value)
     return getattr(value, "__code__", None) in STARLARK_FUNCTIONS

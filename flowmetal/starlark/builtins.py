@@ -15,7 +15,7 @@ import math
 import re
 from typing import Any, Callable
 
-from . import context
+from . import context, values
 from . import methods as _methods
 from .errors import EvalError
 from .values import (
@@ -397,6 +397,7 @@ def set_(x=(), /):
     if type(x) is Set:
         return Set._of(dict(x._items))
     items = _iterable_or_fail("set", x)
+    values.check_key_depth(items)
     try:
         keys = dict.fromkeys(items)
         if any(type(k) is range for k in keys):

@@ -40,6 +40,8 @@ _BINOPS = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "truediv",
            ast.FloorDiv: "floordiv", ast.Mod: "mod", ast.BitAnd: "bit_and",
            ast.BitOr: "bit_or", ast.BitXor: "bit_xor", ast.LShift: "lshift",
            ast.RShift: "rshift"}
+_PYOPS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.FloorDiv: "//",
+          ast.Mod: "%", ast.BitAnd: "&", ast.BitOr: "|", ast.BitXor: "^"}
 # Augmented assignments that update a list, set or dict in place.
 _AUGOPS = {ast.Add: "iadd", ast.BitOr: "ior", ast.BitAnd: "iand", ast.Sub: "isub",
            ast.BitXor: "ixor"}
@@ -85,6 +87,7 @@ class Scope:
     bound: dict[str, str] = field(default_factory=dict)  # Starlark name -> pyname
     cells: set[str] = field(default_factory=set)        # pynames captured by inner functions
     extra_locals: list[str] = field(default_factory=list)  # temps, loop and comprehension vars
+    nums: set[str] = field(default_factory=set)          # locals that only ever hold int/float
     ncallsites: int = 0
     ntemps: int = 0
 
@@ -238,6 +241,7 @@ class _Compiler:
         self.load_names: set[str] = set()
         self.all_bound = self._all_bound_names()
         self.ncomps = 0
+        self.cur_scope: Scope | None = None
 
     # ------------------------------------------------------------ resolution
 
@@ -517,6 +521,149 @@ class _Compiler:
         rest = [s for s in body if id(s) not in hoisted_ids]
         return loads + hoisted + rest
 
+    # ------------------------------------------------------------ numeric inference
+    #
+    # Arithmetic goes through the value library (bool is not a number, sizes
+    # are capped), which costs a Python call per operation. A local variable
+    # that is only ever assigned numbers (literals, arithmetic on numbers,
+    # range() loop variables, len()/int()/float()) can use Python's own
+    # operators: on int and float they mean exactly what Starlark's do.
+
+    _NUM_OPS = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.Mod,
+                ast.BitAnd, ast.BitOr, ast.BitXor)
+    _NUM_CALLS = frozenset({"len", "int", "float", "ord", "hash"})
+
+    def infer_numbers(self, scope: Scope) -> set[str]:
+        if scope.is_module or isinstance(scope.node, ast.Lambda):
+            return set()
+        params = {pyname(p) for p in scope.params}
+        assigns: dict[str, list] = {}
+        excluded: set[str] = set()
+
+        def local(node) -> str | None:
+            r = self.res.get(id(node))
+            if r and r[0] == "local" and r[1] is scope and r[2] not in scope.cells and r[2] not in params:
+                return r[2]
+            return None
+
+        def target(t, value):
+            if isinstance(t, ast.Name):
+                py = local(t)
+                if py is not None:
+                    assigns.setdefault(py, []).append(value)
+            elif isinstance(t, (ast.Tuple, ast.List)):
+                if isinstance(value, (ast.Tuple, ast.List)) and len(value.elts) == len(t.elts):
+                    for a, b in zip(t.elts, value.elts):
+                        target(a, b)
+                else:
+                    for n in ast.walk(t):
+                        if isinstance(n, ast.Name) and local(n):
+                            excluded.add(local(n))
+
+        def walk(stmts):
+            for st in stmts:
+                if isinstance(st, ast.Assign):
+                    for t in st.targets:
+                        target(t, st.value)
+                elif isinstance(st, ast.AugAssign):
+                    if isinstance(st.target, ast.Name) and local(st.target):
+                        target(st.target, ast.BinOp(left=st.target, op=st.op, right=st.value))
+                elif isinstance(st, ast.For):
+                    it = st.iter
+                    if (isinstance(st.target, ast.Name) and isinstance(it, ast.Call)
+                            and isinstance(it.func, ast.Name) and it.func.id == "range"
+                            and self.is_safe_call(it) and local(st.target)):
+                        assigns.setdefault(local(st.target), []).append(ast.Constant(0))
+                    else:
+                        target(st.target, None)
+                    walk(st.body)
+                elif isinstance(st, (ast.While,)):
+                    walk(st.body)
+                elif isinstance(st, ast.If):
+                    walk(st.body)
+                    walk(st.orelse)
+                elif isinstance(st, ast.FunctionDef):
+                    excluded.add(pyname(st.name))
+        walk(scope.node.body)
+        nums = {py for py, vals in assigns.items() if py not in excluded and None not in vals}
+        changed = True
+        while changed:
+            changed = False
+            for py in list(nums):
+                if not all(self.is_num(v, nums, scope) for v in assigns[py]):
+                    nums.discard(py)
+                    changed = True
+        return nums
+
+    def is_num(self, e, nums, scope) -> bool:
+        t = type(e)
+        if t is ast.Constant:
+            return type(e.value) in (int, float)
+        if t is ast.Name:
+            r = self.res.get(id(e))
+            return bool(r) and r[0] == "local" and r[1] is scope and r[2] in nums
+        if t is ast.BinOp:
+            return (isinstance(e.op, self._NUM_OPS) and self.is_num(e.left, nums, scope)
+                    and self.is_num(e.right, nums, scope))
+        if t is ast.UnaryOp:
+            return isinstance(e.op, (ast.USub, ast.UAdd)) and self.is_num(e.operand, nums, scope)
+        if t is ast.Call:
+            return (isinstance(e.func, ast.Name) and e.func.id in self._NUM_CALLS
+                    and self.is_safe_call(e))
+        if t is ast.IfExp:
+            return self.is_num(e.body, nums, scope) and self.is_num(e.orelse, nums, scope)
+        return False
+
+    _GUARDABLE = (ast.Add, ast.Sub, ast.Mult, ast.FloorDiv, ast.Mod)
+
+    def is_pure(self, e) -> bool:
+        """Cheap to evaluate twice and free of effects (a name, constant, cell
+        or subscript of such): usable in a type-guarded fast path."""
+        if isinstance(e, (ast.Name, ast.Constant)):
+            return True
+        if isinstance(e, ast.Subscript) and not isinstance(e.slice, ast.Slice):
+            return self.is_pure(e.value) and self.is_pure(e.slice)
+        return False
+
+    def binop_text(self, e, left: str, right: str, lnode, rnode) -> str:
+        """`left op right`: native for numbers known statically, native behind
+        an `int` type guard for simple operands, else the value library."""
+        op = type(e.op)
+        generic = f"{P}{_BINOPS[op]}({left}, {right})"
+        if self.num_binop(e):
+            if op is ast.Mult and (self.is_pure(lnode) or left.startswith(P + "t")) \
+                    and (self.is_pure(rnode) or right.startswith(P + "t")):
+                # Products of big ints grow fast: those go to the library's size cap.
+                return (f"(({left} * {right}) if -{P}BIG < {left} < {P}BIG and -{P}BIG < {right} < {P}BIG "
+                        f"else {generic})")
+            if op is ast.Mult:
+                return generic
+            return f"({left} {_PYOPS[op]} {right})"
+        if op in self._GUARDABLE:
+            guards = []
+            for node, text in ((lnode, left), (rnode, right)):
+                if isinstance(node, ast.Constant) and type(node.value) is int:
+                    continue
+                if node is not None and not self.is_pure(node) and not text.startswith(P + "t"):
+                    return generic
+                guards.append(f"{P}type({text}) is {P}int")
+                if op is ast.Mult:
+                    guards.append(f"-{P}BIG < {text} < {P}BIG")
+            if op is ast.Mod and not guards:
+                return generic
+            if op is ast.Mod:
+                guards.append(f"{right}")  # x % 0 goes to the library for its message
+            cond = " and ".join(guards) if guards else "True"
+            return f"(({left} {_PYOPS[op]} {right}) if {cond} else {generic})"
+        if op is ast.Mod:
+            return f"{P}fmod({left}, {right})"
+        return generic
+
+    def num_binop(self, e) -> bool:
+        scope = self.cur_scope
+        return (scope is not None and scope.nums and isinstance(e.op, self._NUM_OPS)
+                and self.is_num(e.left, scope.nums, scope) and self.is_num(e.right, scope.nums, scope))
+
     # ------------------------------------------------------------ expressions
 
     def pos(self, node):
@@ -538,7 +685,7 @@ class _Compiler:
         if t is ast.Name:
             return self.name_load(e)
         if t is ast.BinOp:
-            return f"{P}{_BINOPS[type(e.op)]}({self.translate(e.left)}, {self.translate(e.right)})"
+            return self.binop_text(e, self.translate(e.left), self.translate(e.right), e.left, e.right)
         if t is ast.UnaryOp:
             return self.unary(e, self.translate(e.operand))
         if t is ast.BoolOp:
@@ -578,6 +725,8 @@ class _Compiler:
             if op is ast.UAdd:
                 return repr(+v)
         name = {ast.USub: "neg", ast.UAdd: "pos", ast.Invert: "invert"}[op]
+        if op is ast.USub and self.is_pure(e.operand):
+            return f"((-{operand}) if {P}type({operand}) is {P}int else {P}neg({operand}))"
         return f"{P}{name}({operand})"
 
     def call_text(self, e: ast.Call, func: str | None, recv: str | None, args: list[str], kws: list[str]) -> str:
@@ -588,8 +737,11 @@ class _Compiler:
             parts.append(f"**{P}kwargs({text})" if k.arg is None else f"{k.arg}={text}")
         if recv is not None:
             name = e.func.attr
-            self.method_names.add(name)
-            return f"{P}m_{name}({', '.join([recv] + parts)})"
+            simple = not e.keywords and not any(isinstance(a, ast.Starred) for a in e.args)
+            key = f"{name}/{len(e.args)}" if simple else name
+            self.method_names.add(key)
+            pyfn = f"{P}m_{name}_{len(e.args)}" if simple else f"{P}m_{name}"
+            return f"{pyfn}({', '.join([recv] + parts)})"
         return f"{func}({', '.join(parts)})"
 
     def slice_parts(self, s, fn):
@@ -642,7 +794,7 @@ class _Compiler:
             return tmp
         if t is ast.BinOp:
             left, right = self.lower_seq([e.left, e.right], out, scope)
-            return f"{P}{_BINOPS[type(e.op)]}({left}, {right})"
+            return self.binop_text(e, left, right, e.left, e.right)
         if t is ast.UnaryOp:
             return self.unary(e, self.lower(e.operand, out, scope))
         if t is ast.Compare:
@@ -759,13 +911,27 @@ class _Compiler:
         del comp
         return acc
 
-    def make_for(self, target, seq_text, pos, out, scope) -> For:
+    def yields_tuples(self, it, n: int) -> bool:
+        """Does iterating `it` surely give n-tuples (so Python may unpack them)?"""
+        if not isinstance(it, ast.Call) or it.keywords:
+            return False
+        f = it.func
+        if isinstance(f, ast.Name) and self.is_safe_call(it):
+            return (f.id == "enumerate" and n == 2) or (f.id == "zip" and len(it.args) == n)
+        return isinstance(f, ast.Attribute) and f.attr == "items" and not it.args and n == 2
+
+    def make_for(self, target, seq_text, pos, out, scope, iter_node=None) -> For:
         seq = scope.temp("s")
         it = scope.temp("i")
         out.append(S(f"{seq} = {seq_text}", pos))
         out.append(S(f"{it} = {P}iterate({seq})", pos))
         if isinstance(target, ast.Name):
             simple = self.name_store(target)
+            assign = [S(f"{simple} = {P}v", pos)]
+        elif (isinstance(target, (ast.Tuple, ast.List)) and target.elts
+              and all(isinstance(x, ast.Name) for x in target.elts)
+              and iter_node is not None and self.yields_tuples(iter_node, len(target.elts))):
+            simple = "(" + "".join(self.name_store(x) + ", " for x in target.elts) + ")"
             assign = [S(f"{simple} = {P}v", pos)]
         else:
             simple = None
@@ -789,7 +955,7 @@ class _Compiler:
             if isinstance(t.slice, ast.Slice):
                 raise self.p.error(t, "cannot assign to a slice")
             obj, idx = self.lower_seq([t.value, t.slice], out, scope)
-            out.append(S(f"{P}setindex({obj}, {idx}, {value})", pos))
+            out.append(S(f"{P}fsetindex({obj}, {idx}, {value})", pos))
         elif isinstance(t, ast.Attribute):
             obj = self.lower(t.value, out, scope)
             out.append(S(f"{P}setattr({obj}, {t.attr!r}, {value})", pos))
@@ -819,6 +985,16 @@ class _Compiler:
                     and isinstance(s.value, ast.Call) and self.needs_stmt(s.value)):
                 self.lower_call(s.value, out, scope, self.name_store(s.targets[0]))
                 return
+            tgt = s.targets[0]
+            if (len(s.targets) == 1 and isinstance(tgt, (ast.Tuple, ast.List))
+                    and isinstance(s.value, (ast.Tuple, ast.List))
+                    and len(tgt.elts) == len(s.value.elts) and tgt.elts
+                    and all(isinstance(x, ast.Name) for x in tgt.elts)):
+                # `a, b = b, a + b`: lengths match statically, no unpack check needed.
+                texts = self.lower_seq(s.value.elts, out, scope)
+                names = ", ".join(self.name_store(x) for x in tgt.elts)
+                out.append(S(f"{names}, = ({''.join(t + ', ' for t in texts)})", pos))
+                return
             value = self.lower(s.value, out, scope)
             simple_targets = all(isinstance(x, ast.Name) for x in s.targets)
             if len(s.targets) > 1 or (not simple_targets and not value.startswith(P + "t")
@@ -833,7 +1009,10 @@ class _Compiler:
             tgt = s.target
             if isinstance(tgt, ast.Name):
                 rhs = self.lower(s.value, out, scope)
-                out.append(S(f"{self.name_store(tgt)} = {P}{op}({self.name_load(tgt)}, {rhs})", pos))
+                if self.num_binop(ast.BinOp(left=tgt, op=s.op, right=s.value)):
+                    out.append(S(f"{self.name_store(tgt)} {_PYOPS[type(s.op)]}= {rhs}", pos))
+                else:
+                    out.append(S(f"{self.name_store(tgt)} = {P}{op}({self.name_load(tgt)}, {rhs})", pos))
             elif isinstance(tgt, ast.Subscript):
                 obj = scope.temp()
                 idx = scope.temp()
@@ -864,7 +1043,7 @@ class _Compiler:
                 out.append(While(self.translate(s.test), pos, self.lower_block(s.body, scope)))
         elif t is ast.For:
             seq_text = self.lower(s.iter, out, scope)
-            loop = self.make_for(s.target, seq_text, pos, out, scope)
+            loop = self.make_for(s.target, seq_text, pos, out, scope, s.iter)
             loop.body.extend(self.lower_block(s.body, scope))
         elif t is ast.Return:
             if s.value is None:
@@ -1019,6 +1198,17 @@ class _Compiler:
 
     def function_ir(self, scope: Scope) -> list:
         if not hasattr(scope, "_ir"):
+            saved = self.cur_scope
+            self.cur_scope = scope
+            scope.nums = self.infer_numbers(scope)
+            try:
+                self._function_ir(scope)
+            finally:
+                self.cur_scope = saved
+        return scope._ir
+
+    def _function_ir(self, scope: Scope) -> None:
+        if True:
             node = scope.node
             if isinstance(node, ast.Lambda):
                 body: list = []
@@ -1026,7 +1216,6 @@ class _Compiler:
             else:
                 body = self.lower_block(node.body, scope)
             scope._ir = body
-        return scope._ir
 
     def cell_prologue(self, scope: Scope, indent: int):
         f = scope.index

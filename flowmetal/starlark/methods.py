@@ -27,7 +27,6 @@ from .values import (
     check_mutable,
     collect,
     equal,
-    int_to_str,
     to_repr,
     to_str,
     type_name,
@@ -856,5 +855,5 @@ METHODS[Set] = SET_METHODS
 
 __all__ = [
     "STRING_METHODS", "BYTES_METHODS", "LIST_METHODS", "DICT_METHODS", "SET_METHODS",
-    "update_dict", "int_to_str",
+    "update_dict",
 ]

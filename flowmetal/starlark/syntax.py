@@ -296,7 +296,7 @@ class _Checker:
         elif t is ast.For:
             if s.orelse:
                 self.fail(s, "for loops have no else clause")
-            self.target(s.target)
+            self.loop_target(s.target)
             self.expr(s.iter)
             self.loop_depth += 1
             self.block(s.body)
@@ -386,6 +386,18 @@ class _Checker:
             if not isinstance(sub, (ast.Name, ast.Attribute, ast.Subscript, ast.Tuple,
                                     ast.Constant, ast.Load, ast.BinOp, ast.BitOr, ast.List)):
                 self.fail(sub, "unsupported type annotation")
+
+    def loop_target(self, t):
+        """Loop variables: an unparenthesized tuple may not end with a comma."""
+        if isinstance(t, ast.Tuple) and t.elts:
+            line = self.p.lines[t.lineno - 1].encode("utf-8") if t.lineno <= len(self.p.lines) else b""
+            parenthesized = line[t.col_offset:t.col_offset + 1] in (b"(", b"[")
+            last = t.elts[-1]
+            if not parenthesized and last.end_lineno <= len(self.p.lines):
+                tail = self.p.lines[last.end_lineno - 1].encode("utf-8")[last.end_col_offset:]
+                if tail.lstrip().startswith(b","):
+                    self.fail(last, "trailing comma in loop variables")
+        self.target(t)
 
     def target(self, t):
         if isinstance(t, ast.Name):
@@ -506,7 +518,7 @@ class _Checker:
             for gen in e.generators:
                 if gen.is_async:
                     self.fail(e, "async comprehensions are not supported")
-                self.target(gen.target)
+                self.loop_target(gen.target)
                 self.expr(gen.iter)
                 for cond in gen.ifs:
                     self.expr(cond)

@@ -19,12 +19,13 @@ import re
 import sys
 import threading
 import types
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import cloudpickle
 
-from . import context, values
+from . import context, fastpath, values
 from .compile import P, Compiled, compile_module, module_key, pyname, starname
 from .errors import EvalError, Frame, StarlarkError, StarlarkSyntaxError, Suspend
 from .syntax import parse
@@ -64,7 +65,11 @@ def get_compiled(source: str, filename: str, predeclared_names, eval_mode: bool 
     try:
         parsed = parse(source, filename, mode="eval" if eval_mode else "exec")
         compiled = compile_module(parsed, source, names, eval_mode=eval_mode)
-        compiled.code = compile(compiled.pysource, codename, "exec")
+        with warnings.catch_warnings():
+            # CPython warns about code it can see will fail (`[1]["a"]`); in
+            # Starlark that is a run-time error, reported when it runs.
+            warnings.simplefilter("ignore")
+            compiled.code = compile(compiled.pysource, codename, "exec")
     except (RecursionError, MemoryError):
         raise StarlarkSyntaxError("program is nested too deeply", filename, 1, 1) from None
     compiled.key = key
@@ -230,6 +235,7 @@ HELPERS: dict[str, Any] = {
     P + "conv": _conv, P + "resume": _resume, P + "Cell": values.Cell, P + "cellof": _cellof,
     P + "load": _load, P + "loaded": _loaded, P + "starargs": values.starargs,
     P + "kwargs": values.kwargs, P + "dict_literal": values.dict_literal,
+    P + "type": type, P + "int": int, P + "BIG": 1 << 62, P + "fmod": fastpath.mod, P + "fsetindex": fastpath.setindex,
 }
 
 
@@ -249,8 +255,12 @@ class Module:
         self.loader = loader
         self.done = False
         g: dict[str, Any] = dict(HELPERS)
-        for name in compiled.method_names:
-            g[P + "m_" + name] = values.method_dispatcher(name)
+        for key in compiled.method_names:
+            name, _, nargs = key.partition("/")
+            if nargs:
+                g[f"{P}m_{name}_{nargs}"] = fastpath.method_caller(name, int(nargs))
+            else:
+                g[f"{P}m_{name}"] = values.method_dispatcher(name)
         g[P + "module"] = self
         b = dict(_universe())
         for k, v in self.predeclared.items():
@@ -399,7 +409,7 @@ _EXCLUDE = {P + "k", P + "R", P + "L", P + "V", P + "e", P + "v", P + "lambda"}
 def _capture(tb) -> list[FrameRecord] | StarlarkError:
     frames: list[FrameRecord] = []
     host_between = None
-    transparent = _TRANSPARENT | getattr(values, "DISPATCHER_CODES", set())
+    transparent = _TRANSPARENT | values.DISPATCHER_CODES | fastpath.FAST_CODES
     while tb is not None:
         frame = tb.tb_frame
         code = frame.f_code

@@ -143,6 +143,8 @@ class Set:
     __hash__ = None  # type: ignore[assignment]
 
     def __init__(self, items: Iterable = ()):
+        items = list(items)
+        check_key_depth(items)
         try:
             self._items = dict.fromkeys(items)
             if any(type(k) is range for k in self._items):
@@ -887,11 +889,36 @@ def hashable(v: Any) -> bool:
         return True
     if t is range:
         return False  # spec: ranges are not hashable
+    if t is tuple and _too_deep(v):
+        raise EvalError("key is nested too deeply to hash")
     try:
         hash(v)
     except TypeError:
         return False
     return True
+
+
+_MAX_KEY_DEPTH = 1000
+
+
+def _too_deep(v: tuple) -> bool:
+    """Is a tuple nested deeper than CPython can hash without overflowing its C stack?"""
+    stack = [(v, 1)]
+    while stack:
+        t, d = stack.pop()
+        if d > _MAX_KEY_DEPTH:
+            return True
+        for x in t:
+            if type(x) is tuple:
+                stack.append((x, d + 1))
+    return False
+
+
+def check_key_depth(items) -> None:
+    """Refuse tuples nested too deeply to hash among would-be keys."""
+    for x in items:
+        if type(x) is tuple and _too_deep(x):
+            raise EvalError("key is nested too deeply to hash")
 
 
 def check_hashable(v: Any) -> None:
@@ -1519,6 +1546,8 @@ def dict_literal(pairs: Iterable[tuple[Any, Any]]) -> dict:
     for k, v in pairs:
         if type(k) is range:  # hashable in Python, not in Starlark
             raise EvalError("unhashable type: range")
+        if type(k) is tuple and _too_deep(k):
+            raise EvalError("key is nested too deeply to hash")
         try:
             if k in d:
                 raise EvalError(f"duplicate key: {to_repr(k)}")

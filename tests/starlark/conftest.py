@@ -80,6 +80,12 @@ def _same(got, want, path="value"):
 
 
 @pytest.fixture
+def budget():
+    """Keyword arguments that give exec_file a small step budget, when it supports one."""
+    return budget_kw()
+
+
+@pytest.fixture
 def sl():
     """The module under test."""
     return _sl

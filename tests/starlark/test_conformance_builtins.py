@@ -332,3 +332,11 @@ def test_chr_ord_if_provided(sl):
     except sl.ResolveError:
         pytest.skip("chr/ord are not predeclared in this dialect")
     assert got == [97, "a"]
+
+
+def test_builtins_can_be_shadowed(sl):
+    assert sl.eval_expr("len([1])", predeclared={"len": lambda x: 99}) == 99
+    g = sl.exec_file("def len(x):\n    return 7\nn = len([])\n")
+    assert g["n"] == 7
+    g = sl.exec_file("def f():\n    str = 'local'\n    return str\nr = f()\ns = str(1)\n")
+    assert (g["r"], g["s"]) == ("local", "1")

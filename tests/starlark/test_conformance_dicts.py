@@ -141,7 +141,7 @@ PROGRAMS = [
     x.update()
     x.update([["f", 6]])
     print(x)
-    """, '{"a": 1, "b": 2, "c": 3, "d": 4, "e": 5, "f": 6}\n'),
+    """, 'None\n{"a": 1, "b": 2, "c": 3, "d": 4, "e": 5, "f": 6}\n'),
     ("""
     x = {"a": 1}
     x.update(x)
@@ -189,7 +189,7 @@ PROGRAMS = [
 ]
 
 
-@pytest.mark.parametrize("src,want", PROGRAMS)
+@pytest.mark.parametrize("src,want", PROGRAMS, ids=[f"p{i}" for i in range(len(PROGRAMS))])
 def test_program(out, src, want):
     assert out(src) == want
 
@@ -245,3 +245,21 @@ def test_dict_crosses_into_python_as_dict(sl):
 def test_host_dict_usable(sl):
     assert sl.eval_expr("d['k'][0] + len(d)", predeclared={"d": {"k": [41], "j": 0}}) == 43
     assert sl.eval_expr("sorted(d.keys())", predeclared={"d": {"b": 1, "a": 2}}) == ["a", "b"]
+
+
+def test_dict_with_kwargs_splat(ev):
+    assert ev("dict(**{'a': 1})") == {"a": 1}
+    assert ev("dict([('z', 0)], a=1, **{'b': 2})") == {"z": 0, "a": 1, "b": 2}
+
+
+def test_views_are_new_lists(out):
+    assert out("""
+    d = {"a": 1}
+    k = d.keys()
+    k.append("zz")
+    i = d.items()
+    i.append(("q", 2))
+    v = d.values()
+    v.append(3)
+    print(d, k, i, v)
+    """) == '{"a": 1} ["a", "zz"] [("a", 1), ("q", 2)] [1, 3]\n'

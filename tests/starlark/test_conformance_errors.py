@@ -351,7 +351,7 @@ def test_infinite_recursion(sl, src):
     _must_fail_cleanly(sl, src, **_budget())
 
 
-@pytest.mark.parametrize("src", [
+HUGE_ALLOCATIONS = [
     'x = "x" * (1 << 40)\n',
     'x = (1 << 40) * "x"\n',
     'x = b"x" * (1 << 40)\n',
@@ -444,7 +444,35 @@ def test_infinite_recursion(sl, src):
         return n
     x = f()
     """,
-])
+    # many allocations, each under any per-value size limit, that add up to far more
+    # memory than a host has: a few thousand steps must not be able to exhaust memory
+    """
+    def f():
+        keep = []
+        for i in range(100000):
+            keep.append("x" * (1 << 26))
+        return len(keep)
+    x = f()
+    """,
+    """
+    def f():
+        keep = []
+        for i in range(100000):
+            keep.append([None] * (1 << 25))
+        return len(keep)
+    x = f()
+    """,
+]
+HUGE_IDS = [
+    'str-times-2^40', 'int-times-str', 'bytes-times', 'list-times', 'tuple-times', 'list-range',
+    'tuple-range', 'sorted-range', 'list-times-2^62', 'str-times-2^62', 'shift-2^40', 'bigint-shift',
+    'str-doubling-plus', 'str-doubling-augmented', 'list-extend-self', 'list-doubling', 'bytes-doubling',
+    'join-doubling', 'replace-doubling', 'percent-doubling', 'format-doubling', 'int-squaring',
+    'accumulate-64MB-strings', 'accumulate-big-lists',
+]
+
+
+@pytest.mark.parametrize("src", HUGE_ALLOCATIONS, ids=HUGE_IDS)
 def test_huge_allocations_fail_cleanly(sl, src):
     _must_fail_cleanly(sl, src, seconds=60, **_budget())
 
@@ -500,3 +528,178 @@ def test_self_referential_list_repr_is_safe(sl):
 
     exc, _ = _run_guarded(go, 60)
     assert exc is None, f"{type(exc).__name__}: {str(exc)[:200]}"
+
+
+# ---- edge operations: a value or a StarlarkError, never a Python exception -------------------
+
+EDGE_EXPRS = [
+    "len(range(1 << 100))",
+    "range(1 << 100)[-1]",
+    "range(1 << 100)[5]",
+    "(1 << 100) in range(1 << 101)",
+    "'abc'[1 << 100]",
+    "'abc'[-(1 << 100)]",
+    "[1][1 << 100]",
+    "(1,)[1 << 100]",
+    "b'a'[1 << 100]",
+    "'abc'[:1 << 100]",
+    "'abc'[-(1 << 100):]",
+    "'abc'[::1 << 100]",
+    "[1, 2, 3][::-(1 << 100)]",
+    "range(10)[::1 << 100]",
+    "'abc'.find('b', 1 << 100)",
+    "'abc'.count('a', -(1 << 100), 1 << 100)",
+    "[1].insert(1 << 100, 2)",
+    "[1].pop(1 << 100)",
+    "[1, 2].index(2, -(1 << 100))",
+    "'%d' % float('inf')",
+    "'%d' % float('nan')",
+    "'%x' % 1.5",
+    "'%e' % (1 << 2000)",
+    "'%f' % (1 << 2000)",
+    "'%g' % (1 << 2000)",
+    "'%o' % -(1 << 100)",
+    "int(1e308 * 10)",
+    "(1 << 2000) / (1 << 1999)",
+    "1 / (1 << 2000)",
+    "(1 << 2000) // 1.5",
+    "(1 << 2000) % 1.5",
+    "(1 << 2000) * 1.0",
+    "(1 << 2000) < float('inf')",
+    "(1 << 2000) == float('inf')",
+    "float('inf') - float('inf')",
+    "float('inf') * 0",
+    "float('nan') // 1",
+    "float('inf') % 2",
+    "-(1 << 100) >> (1 << 100)",
+    "(1 << 100) >> (1 << 100)",
+    "1 << 100000",
+    "abs(-(1 << 2000))",
+    "str(float(1 << 1000))",
+    "int('1' * 5000)",
+    "hash('x' * 100000)",
+    "repr('\\x00\\x1f\\x7f\\u2028\\U0010ffff')",
+    "bytes('\\udc80' if False else 'ok')",
+    "'x'.join(['a'] * 10000)",
+    "sorted([float('nan'), 1, float('nan'), 0.5])",
+    "max([float('nan'), 1])",
+    "min(float('nan'), 1)",
+    "set([float('nan'), float('nan')])",
+    "{float('nan'): 1}",
+    "[0.0, -0.0, 0] == [0, 0, 0]",
+    "dict([(0.0, 'a'), (-0.0, 'b')])",
+    "range(0, 10, 1 << 100)",
+    "list(range(0, 1 << 100, 1 << 98))",
+    "enumerate([1], 1 << 100)",
+    "zip(range(1 << 100), [1])",
+    "'a'.replace('', '-')",
+    "'a'.split('a', 1 << 100)",
+    "'aaa'.replace('a', 'b', 1 << 100)",
+    "'a b'.split(None, -(1 << 100))",
+    "'{0}'.format(*range(3))",
+    "'{}'.format(**{'a': 1})",
+    "'{a}'.format(**{'a': 1})",
+    "'{:}'.format(1)",
+    "'{!}'.format(1)",
+    "'{0!r:}'.format(1)",
+    "'{0:>5}'.format(1)",
+    "'{0:{1}}'.format(1, 2)",
+    "'%s %s' % [1, 2]",
+    "'%(a)s' % {'a': 1}",
+    "'%5d' % 1",
+    "'%-5s' % 'a'",
+    "'%.2f' % 1.0",
+    "'%c' % 65",
+    "'%i' % 1",
+    "'%u' % 1",
+    "int('1_000')",
+    "float('1_0.5')",
+    "int(' 1')",
+    "float(' 1.5 ')",
+    "int('\\u0661')",
+    "float('\\u0661')",
+    "int('0x', 16)",
+    "int('-', 10)",
+    "int('0b', 0)",
+    "int('0o8', 0)",
+    "float('0x10')",
+    "float('1e')",
+    "float('--1')",
+    "int('++1')",
+    "int('0x-1', 16)",
+]
+
+
+@pytest.mark.parametrize("expr", EDGE_EXPRS)
+def test_edge_expression_yields_value_or_starlark_error(sl, expr):
+    def go():
+        try:
+            sl.eval_expr(expr)
+        except sl.StarlarkError:
+            pass
+
+    exc, _ = _run_guarded(go, 60)
+    assert exc is None, f"{type(exc).__name__}: {str(exc)[:300]}"
+
+
+@pytest.mark.parametrize("expr", [
+    "int('1_000')",
+    "float('1_0.5')",
+    "int(' 1')",
+    "float(' 1.5 ')",
+    "int('\\u0661')",
+    "int('0x', 16)",
+    "int('-', 10)",
+    "int('0b', 0)",
+    "int('0o8', 0)",
+    "float('0x10')",
+    "float('1e')",
+    "int('++1')",
+    "'%5d' % 1",
+    "'%.2f' % 1.0",
+    "'{0:>5}'.format(1)",
+    "'%(a)s' % {'a': 1}",
+])
+def test_python_only_syntax_in_conversions_is_rejected(sl, expr):
+    """Conversions follow Starlark's literal syntax, not Python's (no `_` separators,
+    whitespace, non-ASCII digits, printf flags/width/precision, format specs or mapping keys)."""
+    with pytest.raises(sl.StarlarkError):
+        sl.eval_expr(expr)
+
+
+def test_python_called_function_is_bounded_by_the_budget(sl):
+    g = sl.exec_file("def spin():\n    while True:\n        pass\ndef deep():\n    return deep()\n")
+    exc, elapsed = _run_guarded(lambda: g["spin"](), 90)
+    assert isinstance(exc, sl.StarlarkError), f"{type(exc).__name__}: {exc}"
+    exc, elapsed = _run_guarded(lambda: g["deep"](), 90)
+    assert isinstance(exc, sl.StarlarkError), f"{type(exc).__name__}: {exc}"
+
+
+def test_lambda_frames_are_named_lambda(sl):
+    with pytest.raises(sl.EvalError) as info:
+        sl.exec_file("f = lambda: 1 // 0\nf()\n", "lam.star")
+    assert "in lambda" in str(info.value)
+
+
+def test_compiling_starlark_emits_no_python_warnings(sl):
+    """Programs whose errors are dynamic must compile silently: a Python SyntaxWarning
+    leaking out of the compiler (e.g. "list indices must be integers") reaches the host's
+    stderr and, under `-W error`, would turn a never-executed line into a failure."""
+    import warnings
+
+    src = "def f():\n    return [1]['a'] + (1, 2)[None] + b'x'[1.0] + 'abc'['x']\n"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sl.exec_file(src, "w.star")
+    assert not [w for w in caught if issubclass(w.category, SyntaxWarning)], \
+        [str(w.message) for w in caught]
+
+
+def test_valid_program_runs_under_python_warnings_as_errors(sl):
+    import warnings
+
+    src = "def never_called():\n    return [1]['key'] + (2,)[None]\nok = 1\n"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        g = sl.exec_file(src, "werror.star")
+    assert g["ok"] == 1

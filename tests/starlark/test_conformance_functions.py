@@ -307,7 +307,7 @@ PROGRAMS = [
 ]
 
 
-@pytest.mark.parametrize("src,want", PROGRAMS)
+@pytest.mark.parametrize("src,want", PROGRAMS, ids=[f"p{i}" for i in range(len(PROGRAMS))])
 def test_program(out, src, want):
     assert out(src) == want
 
@@ -467,3 +467,48 @@ def test_predeclared_values(sl):
 def test_predeclared_may_be_shadowed_by_globals(sl):
     g = sl.exec_file("N = N_in + 1\nlen = 3\n", predeclared={"N_in": 1})
     assert g["N"] == 2 and g["len"] == 3
+
+
+def test_hoisted_function_reading_a_later_global_fails_at_run_time(sl, fails):
+    # Hoisting binds the def early; the global it reads is still unassigned when it runs.
+    fails("x = f()\ndef f():\n    return K\nK = 1\n", sl.EvalError)
+
+
+def test_augmented_assignment_in_function_makes_a_local(sl, fails):
+    fails("x = 1\ndef f():\n    x += 1\n    return x\nf()\n", sl.EvalError)
+
+
+def test_starlark_functions_passed_to_host_builtins_are_callable(sl):
+    pre = {"apply": lambda f, *a, **k: f(*a, **k), "call_all": lambda fs: [f() for f in fs]}
+    assert sl.eval_expr("apply(lambda v: v * 2, 21)", predeclared=pre) == 42
+    assert sl.eval_expr("apply(lambda a, b=1: a - b, 5, b=2)", predeclared=pre) == 3
+    g = sl.exec_file("def f():\n    return 'f'\nr = call_all([f, lambda: 'l'])\n", predeclared=pre)
+    assert g["r"] == ["f", "l"]
+    with pytest.raises(sl.StarlarkError):
+        sl.eval_expr("apply(lambda v: 1 // v, 0)", predeclared=pre)
+
+
+def test_host_builtin_raising_starlark_error_keeps_its_message(sl):
+    def check(x):
+        raise sl.EvalError("custom check failed: %r" % (x,))
+
+    with pytest.raises(sl.StarlarkError) as info:
+        sl.exec_file("check(3)\n", predeclared={"check": check})
+    assert "custom check failed: 3" in info.value.msg
+
+
+@pytest.mark.parametrize("value", [
+    {1, 2}, frozenset([1]), (x for x in [1, 2]), object(), complex(1, 2), bytearray(b"x"),
+    {(1, 2): [3]}, ([1], {"a": (2,)}), 10 ** 30, float("inf"), range(3), iter([1]),
+])
+def test_odd_host_values_never_raise_python_exceptions(sl, value):
+    """A host builtin may hand back any Python value; using it yields a value or a StarlarkError."""
+    pre = {"get": lambda: value}
+    for expr in ["get()", "str(get())", "repr(get())", "type(get())", "bool(get())", "len(get())",
+                 "get() == get()", "1 in get()", "[x for x in get()]", "get() + get()", "get()[0]",
+                 "get().x", "hash(get())", "{get(): 1}", "sorted([get(), get()])", "list(get())",
+                 "'%s' % (get(),)", "'{}'.format(get())", "dir(get())", "get()()"]:
+        try:
+            sl.eval_expr(expr, predeclared=pre)
+        except sl.StarlarkError:
+            pass

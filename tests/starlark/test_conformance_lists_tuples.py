@@ -161,7 +161,7 @@ PROGRAMS = [
     y = [1, 2]
     y.extend(y)
     print(y)
-    """, '[1, 2, 3, "foo", 4, "k", 0, 1]\n[1, 2, 1, 2]\n'),
+    """, 'None\n[1, 2, 3, "foo", 4, "k", 0, 1]\n[1, 2, 1, 2]\n'),
     ("""
     x = ["b", "a", "n", "a", "n", "a"]
     print(x.index("a"), x.index("a", 2), x.index("a", -2), x.index("b", -100), x.index("n", 1, 3))
@@ -174,7 +174,7 @@ PROGRAMS = [
     x.insert(100, "z")
     x.insert(-100, "_")
     print(x)
-    """, 'None\n["_", "a", "b", "c", "d", "e", "z"]\n'),
+    """, 'None\n["a", "b", "c", "d", "e"]\n["_", "a", "b", "c", "d", "e", "z"]\n'),
     ("""
     x = [1, 2, 3]
     print(x.pop())
@@ -275,7 +275,7 @@ PROGRAMS = [
 ]
 
 
-@pytest.mark.parametrize("src,want", PROGRAMS)
+@pytest.mark.parametrize("src,want", PROGRAMS, ids=[f"p{i}" for i in range(len(PROGRAMS))])
 def test_program(out, src, want):
     assert out(src) == want
 

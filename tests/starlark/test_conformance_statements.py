@@ -219,7 +219,7 @@ PROGRAMS = [
 ]
 
 
-@pytest.mark.parametrize("src,want", PROGRAMS)
+@pytest.mark.parametrize("src,want", PROGRAMS, ids=[f"p{i}" for i in range(len(PROGRAMS))])
 def test_program(out, src, want):
     assert out(src) == want
 

@@ -312,3 +312,52 @@ def test_error_messages_do_not_leak_host_object_contents(sl):
     with pytest.raises(sl.StarlarkError) as info:
         sl.exec_file("x = obj.token\n", predeclared=_pre(sl))
     assert "s3cret" not in str(info.value)
+
+
+# ---- values that could crash the interpreter itself --------------------------------------
+#
+# CPython recurses on the C stack to hash, compare or print nested containers; a deep enough
+# nesting built by a Starlark loop can overflow it and kill the host process (SIGSEGV) if the
+# interpreter hands such values to Python's own machinery. Each program runs in a child
+# process so that a crash is reported as a failure instead of taking the test run down.
+
+_NEST = "def nest(make, n):\n    v = make(None)\n    for i in range(n):\n        v = make(v)\n    return v\n"
+
+CRASH_PROGRAMS = {
+    "hash-deep-tuple": _NEST + "t = nest(lambda v: (v,), 1000000)\nd = {t: 1}\n",
+    "set-of-deep-tuple": _NEST + "t = nest(lambda v: (v,), 1000000)\ns = set([t])\n",
+    "compare-deep-tuples": _NEST + "a = nest(lambda v: (v,), 1000000)\nb = nest(lambda v: (v,), 1000000)\nx = a == b\n",
+    "order-deep-lists": _NEST + "a = nest(lambda v: [v], 1000000)\nb = nest(lambda v: [v], 1000000)\nx = a < b\n",
+    "str-deep-list": _NEST + "a = nest(lambda v: [v], 1000000)\nx = len(str(a))\n",
+    "repr-deep-dict": _NEST + "a = nest(lambda v: {'k': v}, 1000000)\nx = len(repr(a))\n",
+    "freeze-deep-global": _NEST + "a = nest(lambda v: [v, {'k': v}], 300000)\n",
+    "in-deep-list": _NEST + "a = nest(lambda v: [v], 1000000)\nb = nest(lambda v: [v], 1000000)\nx = a in [b]\n",
+    "sorted-deep-tuples": _NEST + "a = nest(lambda v: (v,), 1000000)\nb = nest(lambda v: (v,), 1000000)\nx = sorted([a, b])\n",
+    "format-deep-list": _NEST + "a = nest(lambda v: [v], 1000000)\nx = len('%s' % (a,)) + len('{}'.format(a))\n",
+}
+
+
+@pytest.mark.parametrize("src", list(CRASH_PROGRAMS.values()), ids=list(CRASH_PROGRAMS))
+def test_deeply_nested_values_never_crash_the_host(src):
+    import subprocess
+    import textwrap
+    from pathlib import Path
+
+    child = textwrap.dedent(f"""
+        import inspect, resource
+        _soft, _hard = resource.getrlimit(resource.RLIMIT_AS)
+        _cap = 4 << 30 if _hard == resource.RLIM_INFINITY else min(4 << 30, _hard)
+        resource.setrlimit(resource.RLIMIT_AS, (_cap, _hard))
+        import flowmetal.starlark as sl
+        kw = {{"max_steps": 100_000_000}} if "max_steps" in inspect.signature(sl.exec_file).parameters else {{}}
+        try:
+            sl.exec_file({src!r}, "deep.star", **kw)
+        except sl.StarlarkError:
+            pass
+        print("SURVIVED")
+    """)
+    repo = Path(__file__).resolve().parents[2]
+    result = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True,
+                            timeout=240, cwd=repo)
+    assert result.returncode == 0 and "SURVIVED" in result.stdout, \
+        f"child exited with {result.returncode}: {result.stderr[-1500:]}"

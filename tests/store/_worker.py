@@ -27,9 +27,10 @@ def cycle(run_id, flow_id, i, blob, keep=b""):
             .append_output(run_id, f"{flow_id} {i}\n", flow_id=flow_id))
 
 
-def crash_writer(home, name, threads, sync):
-    """Commit cycles forever from several threads; print 'flow i' once i is durable."""
-    st = Store.open(home, sync=sync)
+def crash_writer(home, name, threads, sync, map_size=1 << 20):
+    """Commit cycles forever from several threads; print 'flow i' once i is durable.
+    The map starts small, so that kills also land in the middle of map growth."""
+    st = Store.open(home, sync=sync, map_size=map_size)
     run_id = f"run-{name}"
     out_lock = threading.Lock()
 
@@ -40,7 +41,7 @@ def crash_writer(home, name, threads, sync):
         i = max(done) + 1 if done else 0
         blob = os.urandom(1500)
         while True:
-            st.commit(cycle(run_id, flow_id, i, blob))
+            st.commit(cycle(run_id, flow_id, i, blob, keep=blob[:i % 700]))
             with out_lock:
                 os.write(1, f"{flow_id} {i}\n".encode())
             i += 1

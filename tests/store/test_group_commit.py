@@ -127,3 +127,21 @@ def test_close_commits_what_is_queued(home):
     assert all(p.result(0) == [None] for p in ps)
     with Store.open(home, sync=False) as again:
         assert len(again.intents("f1")) == 10
+
+
+def test_one_oversized_batch_fails_alone(home):
+    from store import StoreFullError
+    st = Store.open(home, sync=False, map_size=1 << 20, max_map_size=4 << 20)
+    make_flow(st)
+    env = st._env
+    small = [Pending(Batch().add_intent("f1", i, "x")) for i in range(5)]
+    huge = Pending(Batch().journal_result("f1", 99, b"x" * (8 << 20)))
+    group = small[:2] + [huge] + small[2:]
+    with env.write_lock:
+        apply_group(env, group)
+    for p in group:
+        p._finish()
+    assert isinstance(huge.exception(), StoreFullError)
+    assert all(p.result() == [None] for p in small)
+    assert len(st.intents("f1")) == 5
+    st.close()

@@ -8,8 +8,6 @@ import subprocess
 import sys
 import time
 
-import pytest
-
 from store import Store
 
 WORKER = os.path.join(os.path.dirname(__file__), "_worker.py")
@@ -80,8 +78,10 @@ def test_sigkill_at_random_points_loses_nothing_acknowledged(tmp_path):
             st.reader_check()
             for t in range(threads):
                 check_flow(st, "run-w", f"w-t{t}", acked.get(f"w-t{t}", -1))
+    total = sum(n + 1 for n in acked.values())
+    print(f"{kills} SIGKILLs, {total} acknowledged commits checked")
     assert kills >= 6
-    assert sum(acked.values()) > 100
+    assert total > 1000
 
 
 def test_processes_share_one_store_and_grow_its_map(tmp_path):

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from store import (Batch, CheckpointError, ConflictError, NotFoundError, Store, StoreError)
-from store.records import CHECKPOINT_FORMAT, _ENVELOPE, wrap_checkpoint
+from store import Batch, CheckpointError, ConflictError, NotFoundError, StoreError
+from store.records import CHECKPOINT_FORMAT, wrap_checkpoint
 
 from .conftest import make_flow
 
@@ -335,3 +335,23 @@ def test_crashed_flow_keeps_its_state_and_can_be_revived(st):
     assert st.inbox_closed("f") and st.get_checkpoint("f") is None and st.intents("f") == []
     with pytest.raises(ConflictError):
         st.commit(Batch().set_flow_state("f", "running"))
+
+
+def test_recover_snapshot(st):
+    st.commit(Batch().create_run("r1", file="m.flow", root_flow="a")
+              .create_flow("a", run_id="r1", name="main", state="running")
+              .create_flow("b", run_id="r1", name="main", parent="a", state="running")
+              .create_flow("c", run_id="r1", name="main", parent="a", state="running")
+              .create_flow("done", run_id="r1", name="main", parent="a", state="ok"))
+    st.commit(Batch().flow_suspended("a", 1, pickle.dumps("A"), {"op": "call"})
+              .flow_suspended("b", 4, pickle.dumps("B"), {"op": "sleep"})
+              .journal_result("b", 4, "slept")
+              .put("checkpoints", b"c", b"garbage"))
+    rec = {r.flow.id: r for r in st.recover()}
+    assert set(rec) == {"a", "b", "c"}
+    assert rec["a"].checkpoint.load() == "A" and rec["a"].error is None
+    [(intent, done)] = rec["a"].pending
+    assert intent.seq == 1 and done is None                 # issue again
+    [(intent, done)] = rec["b"].pending
+    assert intent.seq == 4 and done.result == "slept"       # resume with the result
+    assert rec["c"].checkpoint is None and "'c'" in str(rec["c"].error)

@@ -1,0 +1,222 @@
+"""Runtime benchmarks (not part of the test suite): durable child calls, concurrent
+steps, resume latency vs history length, memory of sleeping flows; DBOS as the
+baseline when it is installed (``pip install -e '.[bench]'``).
+
+    python bench/runtime.py [--n 2000] [--flows 1000] [--sleepers 10000]
+
+Prints one line per figure and, last, all figures as one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# bench/store.py (the store's benchmark) would shadow the `store` package.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent.resolve()]
+
+from actors import Runtime, result_of  # noqa: E402
+from store import Store  # noqa: E402
+
+FLOWS = '''
+def _noop_impl(fctx):
+    return 1
+
+noop = flow(implementation = _noop_impl)
+
+def _seq_impl(fctx):
+    t = 0
+    for i in range(fctx.args.n):
+        t += unwrap(noop())
+    return t
+
+seq = flow(implementation = _seq_impl, args = {"n": args.int()})
+
+def _fan_impl(fctx):
+    hs = [fctx.actions.run(seq, fctx.args.steps) for i in range(fctx.args.flows)]
+    return len([r for r in fctx.actions.wait(hs) if is_ok(r)])
+
+fan = flow(implementation = _fan_impl, args = {"flows": args.int(), "steps": args.int()})
+
+def _then_sleep_impl(fctx):
+    t = 0
+    for i in range(fctx.args.n):
+        t += unwrap(noop())
+    sleep(fctx.args.seconds)
+    return t
+
+then_sleep = flow(implementation = _then_sleep_impl,
+                  args = {"n": args.int(), "seconds": args.float()})
+
+def _sleepers_impl(fctx):
+    hs = [fctx.actions.run(then_sleep, 0, 3600.0) for i in range(fctx.args.count)]
+    return len(fctx.actions.wait(hs))
+
+sleepers = flow(implementation = _sleepers_impl, args = {"count": args.int()})
+'''
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _run(rt: Runtime, file: Path, flow: str, args: dict, timeout: float = 600):
+    rid = rt.create_run(str(file), file.read_text(), flow=flow,
+                        args={k: str(v) for k, v in args.items()})
+    return rid, rt.wait_run(rid, timeout)
+
+
+def bench_sequential(home: Path, file: Path, n: int) -> float:
+    st = Store.open(home, sync=True)
+    with Runtime(st) as rt:
+        t0 = time.perf_counter()
+        _, w = _run(rt, file, "seq", {"n": n})
+        dt = time.perf_counter() - t0
+    assert repr(result_of(w)) == f"Ok({n})", result_of(w)
+    st.close()
+    return n / dt
+
+
+def bench_concurrent(home: Path, file: Path, flows: int, steps: int, workers: int) -> float:
+    st = Store.open(home, sync=True)
+    with Runtime(st, workers=workers) as rt:
+        t0 = time.perf_counter()
+        _, w = _run(rt, file, "fan", {"flows": flows, "steps": steps})
+        dt = time.perf_counter() - t0
+    assert repr(result_of(w)) == f"Ok({flows})", result_of(w)
+    st.close()
+    return flows * steps / dt
+
+
+def bench_resume(home: Path, file: Path, steps: int) -> float:
+    """Seconds from a cold runtime to the end of a flow that slept after `steps` calls."""
+    st = Store.open(home, sync=True)
+    with Runtime(st) as rt:
+        rid = rt.create_run(str(file), file.read_text(), flow="then_sleep",
+                            args={"n": str(steps), "seconds": "3600"})
+        while not st.timers(rid):
+            time.sleep(0.01)
+    timer = st.timers(rid)[0]
+    t0 = time.perf_counter()
+    with Runtime(st) as rt:
+        rt.resume_run(rid)
+        rt.deliver(rid, timer.seq, ("ok", None))  # the timer, as if it were due
+        w = rt.wait_run(rid, 60)
+        dt = time.perf_counter() - t0
+    assert repr(result_of(w)) == f"Ok({steps})"
+    st.close()
+    return dt
+
+
+def bench_sleepers(home: Path, file: Path, count: int) -> tuple[float, float]:
+    st = Store.open(home, sync=False)
+    before = _rss_mb()
+    with Runtime(st) as rt:
+        rid = rt.create_run(str(file), file.read_text(), flow="sleepers",
+                            args={"count": str(count)})
+        t0 = time.perf_counter()
+        while True:
+            n = rt.timer.ask(("pending",))
+            if n >= count:
+                break
+            time.sleep(0.2)
+            if time.perf_counter() - t0 > 900:
+                raise RuntimeError(f"only {n} sleeping after 900 s")
+        time.sleep(0.5)
+        rss = _rss_mb()
+        live_actors = len(rt.actors)
+    st.close()
+    return rss, before, live_actors
+
+
+def bench_dbos(n: int, tmp: Path) -> float | None:
+    try:
+        from dbos import DBOS, DBOSConfig
+    except ImportError:
+        return None
+    db = tmp / "dbos.sqlite"
+    config: DBOSConfig = {"name": "flowmetal-bench", "system_database_url": f"sqlite:///{db}"}
+    DBOS(config=config)
+
+    @DBOS.step()
+    def step(i: int) -> int:
+        return 1
+
+    @DBOS.workflow()
+    def wf(n: int) -> int:
+        return sum(step(i) for i in range(n))
+
+    DBOS.launch()
+    try:
+        t0 = time.perf_counter()
+        assert wf(n) == n
+        return n / (time.perf_counter() - t0)
+    finally:
+        DBOS.destroy()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=2000)
+    ap.add_argument("--flows", type=int, default=1000)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--workers", type=int, default=0)
+    ap.add_argument("--sleepers", type=int, default=10000)
+    ap.add_argument("--skip", default="", help="comma-separated: a,b,c,d,dbos")
+    opts = ap.parse_args()
+    skip = set(opts.skip.split(","))
+    figures: dict = {}
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        file = tmp / "bench.flow"
+        file.write_text(FLOWS)
+        if "a" not in skip:
+            figures["a_durable_calls_per_s"] = round(bench_sequential(tmp / "a", file, opts.n))
+            print(f"(a) sequential durable child calls: {figures['a_durable_calls_per_s']}/s")
+            if "dbos" not in skip:
+                try:
+                    dbos = bench_dbos(opts.n, tmp)
+                except Exception as e:  # noqa: BLE001 - the baseline is optional
+                    print(f"    DBOS failed: {type(e).__name__}: {e}")
+                    dbos = None
+                if dbos:
+                    figures["dbos_steps_per_s"] = round(dbos)
+                    figures["a_ratio_vs_dbos"] = round(figures["a_durable_calls_per_s"] / dbos, 2)
+                    print(f"    DBOS steps: {round(dbos)}/s; ratio {figures['a_ratio_vs_dbos']}x")
+                else:
+                    print("    DBOS not installed: no ratio")
+        if "b" not in skip:
+            figures["b_concurrent_steps_per_s"] = round(bench_concurrent(
+                tmp / "b", file, opts.flows, opts.steps, opts.workers))
+            print(f"(b) {opts.flows} flows x {opts.steps} steps: "
+                  f"{figures['b_concurrent_steps_per_s']} steps/s")
+        if "c" not in skip:
+            short = min(bench_resume(tmp / f"c10-{i}", file, 10) for i in range(3))
+            long = min(bench_resume(tmp / f"c10k-{i}", file, 10000) for i in range(2))
+            figures["c_resume_s_after_10"] = round(short, 4)
+            figures["c_resume_s_after_10000"] = round(long, 4)
+            figures["c_ratio"] = round(long / short, 2)
+            print(f"(c) resume after 10 steps {short:.4f} s, after 10,000 {long:.4f} s: "
+                  f"ratio {figures['c_ratio']}")
+        if "d" not in skip:
+            rss, before, actors = bench_sleepers(tmp / "d", file, opts.sleepers)
+            figures["d_sleepers"] = opts.sleepers
+            figures["d_rss_mb"] = round(rss, 1)
+            figures["d_rss_before_mb"] = round(before, 1)
+            print(f"(d) {opts.sleepers} flows asleep: RSS {rss:.1f} MB "
+                  f"(before {before:.1f} MB), live actors {actors}")
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()

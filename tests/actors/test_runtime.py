@@ -1,0 +1,185 @@
+"""The runtime in-process and with worker processes: supervision, worker death, durable
+timers across kills, parent death."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from actors import Runtime, result_of
+from actors.flow import FlowRunner
+from store import Store
+
+ROOT = Path(__file__).resolve().parents[2]
+FLOWS = Path(__file__).parent / "flows"
+EXAMPLES = ROOT / "examples"
+CLI = [sys.executable, "-c", "from flowmetal.cli import main; main()"]
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    st = Store.open(tmp_path / "home", sync=False)
+    yield st
+    st.close()
+
+
+def _run(rt: Runtime, path: Path, flow: str | None = None, args: dict | None = None,
+         timeout: float = 60):
+    rid = rt.create_run(str(path), path.read_text(), flow=flow, args=args)
+    w = rt.wait_run(rid, timeout)
+    assert w.done.is_set(), "run did not finish in time"
+    return rid, w
+
+
+def test_in_process_fanout(store: Store) -> None:
+    with Runtime(store) as rt:
+        rid, w = _run(rt, EXAMPLES / "fanout.flow")
+    assert repr(result_of(w)) == "Ok(45)"
+    text = "".join(c.text for c in store.read_output(rid))
+    assert text.endswith("total = 45\n")
+
+
+def test_supervisor_restarts_then_marks_crashed_and_resume_continues(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    real = FlowRunner._suspend_on
+
+    def broken(self, *a, **kw):
+        calls.append(self.flow_id)
+        raise RuntimeError("disk on fire")
+    monkeypatch.setattr(FlowRunner, "_suspend_on", broken)
+    with Runtime(store, max_restarts=2, backoff=0.01) as rt:
+        rid, w = _run(rt, EXAMPLES / "fanout.flow", flow="main", args={"n": "3"})
+    assert w.state == "crashed"
+    assert "disk on fire" in w.result
+    assert len(calls) == 3  # the first run and two restarts
+    assert store.get_run(rid).state == "crashed"
+    monkeypatch.setattr(FlowRunner, "_suspend_on", real)
+    with Runtime(store) as rt:
+        rt.resume_run(rid)
+        w = rt.wait_run(rid, 60)
+    assert repr(result_of(w)) == "Ok(3)"
+    assert store.get_run(rid).state == "ok"
+
+
+def test_starlark_errors_are_results_not_crashes(store: Store) -> None:
+    with Runtime(store, max_restarts=1) as rt:
+        rid, w = _run(rt, FLOWS / "bad_wait.flow")
+        assert rt.supervisor.ask(("restarts",)) == {}
+    assert w.state == "err"
+    assert "wait: want a handle" in repr(result_of(w))
+
+
+def test_worker_killed_mid_run_its_flows_finish_on_a_new_worker(store: Store) -> None:
+    path = FLOWS / "workers.flow"
+    with Runtime(store, workers=2, backoff=0.01) as rt:
+        rid = rt.create_run(str(path), path.read_text(), flow="main", args={"n": "8"})
+        deadline = time.monotonic() + 30
+        victim = None
+        while time.monotonic() < deadline and victim is None:
+            with rt.pool.lock:
+                busy = [w for w in rt.pool.workers if w.alive and w.flows]
+            if busy and len(busy[0].flows) >= 2:
+                victim = busy[0]
+            time.sleep(0.02)
+        assert victim is not None
+        time.sleep(0.1)
+        os.kill(victim.proc.pid, signal.SIGKILL)
+        w = rt.wait_run(rid, 60)
+        assert w.done.is_set()
+        assert rt.pool.count >= 3  # a fresh worker replaced the dead one
+    assert repr(result_of(w)) == "Ok(28)"
+
+
+def _env(home: Path) -> dict:
+    return dict(os.environ, FLOWMETAL_HOME=str(home), FLOWMETAL_SYNC="0")
+
+
+def _run_until_output(args: list, home: Path, marker: str) -> tuple[subprocess.Popen, str]:
+    p = subprocess.Popen(CLI + args, env=_env(home), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    rid = None
+    for line in p.stderr:
+        if line.startswith("run "):
+            rid = line.split()[1]
+            break
+    assert rid
+    for line in p.stdout:
+        if line.strip() == marker:
+            break
+    return p, rid
+
+
+def _sleep_journal(home: Path, rid: str):
+    st = Store.open(home, sync=False)
+    try:
+        for j in st.journal(rid):
+            if j.request and j.request.get("kind") == "sleep":
+                return j.request["due"], j.finished
+    finally:
+        st.close()
+    raise AssertionError("no sleep in the journal")
+
+
+@pytest.mark.parametrize("seconds, pause", [(4.0, 0.0), (1.0, 2.0)])
+def test_killed_during_sleep_wakes_at_original_due_time(tmp_path: Path, seconds: float,
+                                                        pause: float) -> None:
+    home = tmp_path / "home"
+    p, rid = _run_until_output(["run", str(FLOWS / "sleeper.flow"), "--flow", "main",
+                                "--arg", f"seconds={seconds}"], home, "before")
+    p.send_signal(signal.SIGKILL)
+    p.communicate()
+    time.sleep(pause)
+    t_resume = time.time()
+    r = subprocess.run(CLI + ["resume", rid], env=_env(home), capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["before", "after", 'Ok("woke")']
+    due, fired = _sleep_journal(home, rid)
+    assert fired >= due - 0.01            # never early
+    if due > t_resume:
+        assert fired - due < 1.0          # at the original due time, not a new 4 s
+    else:
+        assert fired - t_resume < 3.0     # past due: at once (after start-up)
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                if int(fields[1]) == pid:
+                    out.append(int(d))
+            except OSError:
+                pass
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_workers_exit_when_parent_is_killed(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    p, rid = _run_until_output(["run", str(FLOWS / "sleeper.flow"), "--flow", "main",
+                                "--arg", "seconds=30", "--workers", "2"], home, "before")
+    workers = [c for c in _children(p.pid) if _alive(c)]
+    assert len(workers) >= 2
+    p.send_signal(signal.SIGKILL)
+    p.communicate()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(_alive(w) for w in workers):
+        time.sleep(0.05)
+    assert not any(_alive(w) for w in workers), "orphaned worker processes"
