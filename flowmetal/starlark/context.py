@@ -8,6 +8,8 @@ Python) gets a default context that prints to stdout.
 
 from __future__ import annotations
 
+import os
+import resource
 import sys
 import threading
 from typing import Callable
@@ -63,3 +65,38 @@ def draw_steps(n: int = STEP_CHUNK) -> int:
         raise EvalError(f"step budget exhausted ({ctx.max_steps} steps): "
                         "the program runs too long (a runaway loop?)")
     return n
+
+
+# A program may allocate many values each under the per-value size cap; what
+# must never happen is that it takes the host's memory. Large allocations
+# (checked only from MEMORY_CHECK_MIN elements up, so small ones cost nothing)
+# first look at the process's size against a limit.
+MEMORY_CHECK_MIN = 1 << 20
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def _memory_limit() -> int:
+    env = os.environ.get("FLOWMETAL_MEMORY_LIMIT_MB")
+    if env and env.isdigit():
+        return int(env) << 20
+    return 4 << 30
+
+
+def check_memory(nbytes: int) -> None:
+    """Refuse an allocation of about `nbytes` that would take the process past
+    its memory limit (4 GiB resident by default, and short of any RLIMIT_AS)."""
+    try:
+        with open("/proc/self/statm") as f:
+            size, resident = (int(x) * _PAGE for x in f.read().split()[:2])
+    except (OSError, ValueError):
+        return
+    if resident + nbytes > _memory_limit():
+        raise EvalError(f"memory limit exceeded: allocating {nbytes >> 20} MiB more "
+                        f"would pass {_memory_limit() >> 20} MiB")
+    try:
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    except (OSError, ValueError):
+        return
+    if soft != resource.RLIM_INFINITY and size + 2 * nbytes > soft:
+        raise EvalError(f"memory limit exceeded: allocating {nbytes >> 20} MiB more "
+                        "would pass the process's address-space limit")

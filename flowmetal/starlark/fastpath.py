@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from . import values
+from .context import MEMORY_CHECK_MIN
 from .values import ITERATING, MAX_ALLOC, FrozenDict
 
 _dispatch = values.method_dispatcher
@@ -103,7 +104,7 @@ def _split0(recv):
 
 def _replace2(recv, old, new):
     if (type(recv) is str and type(old) is str and type(new) is str
-            and (len(new) <= len(old) or len(recv) * (len(new) + 1) < MAX_ALLOC)):
+            and (len(new) <= len(old) or len(recv) * (len(new) + 1) < MEMORY_CHECK_MIN)):
         return recv.replace(old, new)
     return _dispatch("replace")(recv, old, new)
 
@@ -114,7 +115,7 @@ def _join1(recv, items):
             # len() of a non-string element may succeed (a list), but then
             # str.join raises TypeError and the general path reports it.
             total = sum(map(len, items)) + len(recv) * len(items)
-            if total < MAX_ALLOC:
+            if total < MEMORY_CHECK_MIN:
                 return recv.join(items)
         except TypeError:
             pass

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from typing import Any, Callable
 
+from . import context
 from .errors import EvalError
 from .values import (
     ITERATING,
@@ -92,6 +93,8 @@ def _sub(fname: str, s: str, start, end) -> tuple[str, int]:
 def _check_len(fname: str, n: int) -> None:
     if n > MAX_ALLOC:
         raise EvalError(f"{fname}: result too large ({n} elements, limit {MAX_ALLOC})")
+    if n >= context.MEMORY_CHECK_MIN:
+        context.check_memory(8 * n)
 
 
 # ---------------------------------------------------------------------------

@@ -24,6 +24,7 @@ import math
 import types
 from typing import Any, Callable, Iterable, Iterator
 
+from . import context
 from .errors import EvalError, Suspend
 
 MAX_ALLOC = 1 << 26
@@ -985,6 +986,8 @@ def _is_num(x) -> bool:
 def _check_size(n: int, what: str) -> None:
     if n > MAX_ALLOC:
         raise EvalError(f"{what} too large ({n} elements, limit {MAX_ALLOC})")
+    if n >= context.MEMORY_CHECK_MIN:
+        context.check_memory(8 * n)
 
 
 def _check_int(r: int) -> int:
