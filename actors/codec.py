@@ -19,11 +19,7 @@ from flowmetal.prelude import Err, FlowContext, Ok, Result
 from flowmetal.starlark import Thread
 from flowmetal.starlark.values import to_repr
 
-try:  # the language's Starlark-aware pickler (see the report: wants a public name)
-    from flowmetal.starlark.thread import _Pickler as _StarlarkPickler
-except ImportError:  # pragma: no cover
-    import cloudpickle
-    _StarlarkPickler = cloudpickle.Pickler
+from flowmetal.starlark import Pickler as _StarlarkPickler
 
 PAYLOAD_FORMAT = 1
 

@@ -15,9 +15,14 @@ def main() -> None:
 
 main.add_command(eval_cmd.eval_command)
 
-try:  # the runtime's commands register themselves when the runtime is present
-    from . import runtime_cmds
-    runtime_cmds.register(main)
-except ImportError as _e:  # pragma: no cover - only while the runtime is absent
-    if "runtime_cmds" not in str(_e):
+from . import runtime_cmds  # noqa: E402
+
+runtime_cmds.register(main)
+
+try:  # the daemon's client commands register themselves once they exist
+    from . import daemon_cmds
+except ImportError as _e:  # pragma: no cover - only while the daemon is absent
+    if "daemon_cmds" not in str(_e):
         raise
+else:
+    daemon_cmds.register(main)

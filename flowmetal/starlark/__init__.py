@@ -25,13 +25,13 @@ from typing import Any, Callable
 from . import builtins as _builtins  # noqa: F401  (fills the method tables)
 from . import methods as _methods  # noqa: F401
 from .errors import EvalError, Frame, ResolveError, StarlarkError, StarlarkSyntaxError, Suspend
-from .thread import Done, Failed, FrameRecord, Suspended, Thread, new_module
+from .thread import Done, Failed, FrameRecord, Pickler, Suspended, Thread, dumps, new_module
 from .values import Struct, freeze, struct
 
 __all__ = [
     "exec_file", "eval_expr", "start", "start_call", "Thread", "Done", "Failed", "Suspended",
     "Suspend", "StarlarkError", "StarlarkSyntaxError", "ResolveError", "EvalError", "Frame",
-    "FrameRecord", "struct", "Struct", "freeze", "is_function", "Function",
+    "FrameRecord", "struct", "Struct", "freeze", "is_function", "Function", "Pickler", "dumps",
 ]
 
 

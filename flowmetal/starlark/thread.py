@@ -557,12 +557,13 @@ class Thread:
         state = (CHECKPOINT_FORMAT, self.module, self.kind, self.frames, self.status,
                  self.steps_left, self.max_steps)
         buf = io.BytesIO()
-        _Pickler(buf, protocol=5).dump(state)
+        Pickler(buf, protocol=5).dump(state)
         return (_load_thread, (buf.getvalue(),))
 
 
-class _Pickler(cloudpickle.Pickler):
-    """Pickles Starlark functions by (module, index, defaults, closure)."""
+class Pickler(cloudpickle.Pickler):
+    """Pickles Starlark functions by (module, index, defaults, closure): use it
+    (or `dumps`) for any value that may hold Starlark functions."""
 
     def reducer_override(self, obj):
         if type(obj) is types.FunctionType:
@@ -575,6 +576,16 @@ class _Pickler(cloudpickle.Pickler):
                 return (_rebuild_function, (obj.__globals__[P + "module"], info.index,
                                             obj.__defaults__, obj.__kwdefaults__, freevars))
         return super().reducer_override(obj)
+
+
+_Pickler = Pickler  # earlier name, kept for callers that imported it
+
+
+def dumps(value: Any) -> bytes:
+    """Pickle a value that may contain Starlark functions (no code objects stored)."""
+    buf = io.BytesIO()
+    Pickler(buf, protocol=5).dump(value)
+    return buf.getvalue()
 
 
 def _load_thread(data: bytes) -> Thread:
