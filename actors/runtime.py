@@ -350,6 +350,8 @@ class Runtime:
 
     def deliver(self, flow_id: str, seq: int, outcome: tuple) -> None:
         """An action's outcome (exec reply, fired timer) for the flow's action `seq`."""
+        if flow_id in self._cancelled:
+            return  # a late reply for a cancelled flow (see cancel_run)
         with self.lock:
             self.busy.add(flow_id)
             self._send(flow_id, ("resume", seq, outcome))
@@ -360,6 +362,8 @@ class Runtime:
     # ================================================================ supervision
     def crashed(self, flow_id: str, error: str) -> None:
         """A flow's infrastructure failed (actor died, worker died, commit failed)."""
+        if flow_id in self._cancelled:
+            return  # its actor lost the race with cancel_run: not a crash
         with self.lock:
             self.actors.pop(flow_id, None)
         if not self.closed:
@@ -415,6 +419,7 @@ class Runtime:
             w.state = state
             w.result = result
             w.done.set()
+            self._notify_run_done(w)
 
     def wait_run(self, run_id: str, timeout: float | None = None) -> RunWatch:
         w = self.watch(run_id)
@@ -445,6 +450,75 @@ class Runtime:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+    # ================================================================ daemon hooks
+    # Added for the daemon (flowmetal/daemon): completion listeners, forgetting
+    # finished runs, cancellation. Nothing above depends on them except the two
+    # one-line guards on `_cancelled` (deliver, crashed) and `_notify_run_done`.
+    _cancelled: frozenset = frozenset()   # flow ids cancelled by this runtime
+
+    def add_run_listener(self, fn: Any) -> None:
+        """Call ``fn(watch)`` once for every run this runtime sees end, on the thread
+        that ended it (often holding the runtime lock): keep it short, never block."""
+        with self.lock:
+            self.__dict__.setdefault("_run_listeners", []).append(fn)
+
+    def _notify_run_done(self, w: RunWatch) -> None:
+        for fn in self.__dict__.get("_run_listeners", ()):
+            try:
+                fn(w)
+            except Exception:  # noqa: BLE001 - a listener's bug must not stop flows
+                pass
+
+    def forget_run(self, run_id: str) -> None:
+        """Drop the watch of a finished run (a long-lived daemon would otherwise keep
+        one per run forever); the store still has everything."""
+        with self.lock:
+            w = self.watches.get(run_id)
+            if w is not None and w.done.is_set():
+                del self.watches[run_id]
+
+    def cancel_run(self, run_id: str, reason: str = "cancelled") -> list[str]:
+        """Cancel every live flow of the run: each ends ``cancelled`` with the result
+        ``Err(reason)`` where it is suspended, children before their parents (in the
+        order of one transaction, so no parent is woken by a cancelled child). A flow
+        caught mid-step loses the race: its next commit conflicts and is dropped.
+        Returns the ids of the flows cancelled (empty if nothing was live)."""
+        from flowmetal.prelude import Err
+        from store import ConflictError
+        from .codec import result_record
+        rec = result_record(Err(reason))
+        for _ in range(10):
+            flows = {f.id: f for f in self.store.run_flows(run_id)}
+            live = [f for f in flows.values() if f.state in LIVE_STATES]
+            if not live:
+                return []
+
+            def depth(f: Any) -> int:
+                d = 0
+                while f.parent is not None and f.parent in flows and d < 10_000:
+                    f = flows[f.parent]
+                    d += 1
+                return d
+            ids = [f.id for f in sorted(live, key=depth, reverse=True)]
+            with self.lock:
+                self._cancelled = self._cancelled | frozenset(ids)
+                for fid in ids:
+                    self._unhost(fid)
+                    self.busy.discard(fid)
+                    self.waits.pop(fid, None)
+                    self.waiters.pop(fid, None)
+                b = Batch()
+                for fid in ids:
+                    b.flow_finished(fid, "cancelled", result=rec, error=reason)
+                try:
+                    self.store.commit(b)
+                except ConflictError:
+                    continue  # one of them ended meanwhile: read again
+                self._run_done(run_id, "cancelled", rec)
+                self._maybe_idle()
+            return ids
+        raise RunError(f"run {run_id}: could not cancel (its flows kept changing)")
 
 
 def result_of(watch: RunWatch) -> Any:

@@ -88,6 +88,7 @@ class Scope:
     cells: set[str] = field(default_factory=set)        # pynames captured by inner functions
     extra_locals: list[str] = field(default_factory=list)  # temps, loop and comprehension vars
     nums: set[str] = field(default_factory=set)          # locals that only ever hold int/float
+    _ir: list | None = None                              # lowered body, once computed
     ncallsites: int = 0
     ntemps: int = 0
 
@@ -231,7 +232,6 @@ class _Compiler:
         self.eval_mode = eval_mode
         self.scopes: list[Scope] = []
         self.res: dict[int, tuple] = {}           # id(Name node) -> resolution
-        self.comp_info: dict[int, _Comp] = {}     # id(comprehension node) -> scope
         self.func_scope: dict[int, Scope] = {}    # id(def/lambda node) -> Scope
         self.needs_cache: dict[int, bool] = {}
         self.method_names: set[str] = set()
@@ -384,7 +384,6 @@ class _Compiler:
             self.ncomps += 1
             names: dict[str, str] = {}
             comp = _Comp(cur, lowered, names)
-            self.comp_info[id(e)] = comp
             # All loop variables belong to the comprehension's scope from its start.
             for gen in e.generators:
                 for t in ast.walk(gen.target):
@@ -889,7 +888,6 @@ class _Compiler:
         out.append(C(target, text, self.pos(e), scope.new_callsite()))
 
     def lower_comp(self, e, out, scope) -> str:
-        comp = self.comp_info[id(e)]
         pos = self.pos(e)
         acc = scope.temp()
         out.append(S(f"{acc} = []" if isinstance(e, ast.ListComp) else f"{acc} = {{}}", pos))
@@ -908,7 +906,6 @@ class _Compiler:
         else:
             k, v = self.lower_seq([e.key, e.value], cur, scope)
             cur.append(S(f"{acc}[{k}] = {v}", pos))
-        del comp
         return acc
 
     def yields_tuples(self, it, n: int) -> bool:
@@ -1197,7 +1194,7 @@ class _Compiler:
         flush()
 
     def function_ir(self, scope: Scope) -> list:
-        if not hasattr(scope, "_ir"):
+        if scope._ir is None:
             saved = self.cur_scope
             self.cur_scope = scope
             scope.nums = self.infer_numbers(scope)
@@ -1208,14 +1205,13 @@ class _Compiler:
         return scope._ir
 
     def _function_ir(self, scope: Scope) -> None:
-        if True:
-            node = scope.node
-            if isinstance(node, ast.Lambda):
-                body: list = []
-                body.append(S(f"return {self.lower(node.body, body, scope)}", self.pos(node.body)))
-            else:
-                body = self.lower_block(node.body, scope)
-            scope._ir = body
+        node = scope.node
+        if isinstance(node, ast.Lambda):
+            body: list = []
+            body.append(S(f"return {self.lower(node.body, body, scope)}", self.pos(node.body)))
+        else:
+            body = self.lower_block(node.body, scope)
+        scope._ir = body
 
     def cell_prologue(self, scope: Scope, indent: int):
         f = scope.index

@@ -54,8 +54,11 @@ def _check_file(path: Path, kills: int) -> None:
     assert dedup == list(range(20)), f"steps out of order or missing: {steps}"
     dups = len(steps) - len(dedup)
     assert dups <= kills, f"{dups} duplicated steps after {kills} kills: {steps}"
+    # Each kill can repeat only the step in flight at that moment, so a step
+    # runs at most once plus once per kill that landed while it was in flight.
     for s in range(20):
-        assert steps.count(s) <= 2, f"step {s} ran {steps.count(s)} times: {steps}"
+        limit = 2 if kills == 1 else 1 + kills
+        assert steps.count(s) <= limit, f"step {s} ran {steps.count(s)} times after {kills} kills: {steps}"
 
 
 @pytest.mark.timeout(240)

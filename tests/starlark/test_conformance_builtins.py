@@ -241,6 +241,8 @@ ERRORS = [
     "len([1], x=1)",
     "list(x=1)",
     "nosuchbuiltin(1)",
+    "print(1, sep=1)",
+    "print(1, end='')",
 ]
 
 

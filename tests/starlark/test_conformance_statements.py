@@ -476,3 +476,59 @@ def test_eval_expr_only_takes_expressions(sl):
         sl.eval_expr("def f(): pass")
     with pytest.raises(sl.StarlarkError):
         sl.eval_expr("")
+
+
+# ---- lexical odds and ends ------------------------------------------------------------------
+
+
+def test_unicode_identifiers(sl):
+    # spec: "an identifier is a sequence of Unicode letters, decimal digits, and underscores"
+    g = sl.exec_file("caf\u00e9 = 1\n\u03c0 = caf\u00e9 + 2\n")
+    assert g["\u03c0"] == 3
+
+
+def test_crlf_line_endings(sl):
+    g = sl.exec_file("x = 1\r\ndef f():\r\n    return x + 1\r\ny = f()\r\n")
+    assert g["y"] == 2
+
+
+def test_tabs_inside_a_line_are_whitespace(sl):
+    assert sl.exec_file("x = 1\t+\t2\n")["x"] == 3
+
+
+def test_docstring_only_body(sl):
+    g = sl.exec_file('def f():\n    """Docstring only."""\nx = f()\n')
+    assert g["x"] is None
+
+
+def _nested_loops(depth, kind):
+    lines = ["def f():", "    c = 0"]
+    for i in range(depth):
+        pad = "    " * (i + 1)
+        lines.append(pad + (f"for i{i} in range(1):" if kind == "for" else f"while c < {i + 1}:"))
+    lines.append("    " * (depth + 1) + ("c += 1" if kind == "for" else "c += 100"))
+    lines += ["    return c", "x = f()", ""]
+    return "\n".join(lines)
+
+
+@pytest.mark.parametrize("kind", ["for", "while"])
+def test_deeply_nested_loops_never_raise_python_errors(sl, kind):
+    try:
+        sl.exec_file(_nested_loops(40, kind), "nest.star")
+    except sl.StarlarkError:
+        pass
+
+
+@pytest.mark.parametrize("kind", ["for", "while"])
+def test_twenty_one_nested_loops_are_valid_starlark(sl, kind):
+    # Python caps statically nested blocks at 20; Starlark has no such limit.
+    g = sl.exec_file(_nested_loops(21, kind), "nest.star")
+    assert g["x"] == (1 if kind == "for" else 100)
+
+
+def test_deep_if_nesting_never_raises_python_errors(sl):
+    src = "".join("    " * i + "if True:\n" for i in range(150)) + "    " * 150 + "y = 1\n"
+    try:
+        sl.exec_file(src)
+    except sl.StarlarkError:
+        pass

@@ -314,6 +314,8 @@ ERRORS = [
     "'a' + 1",
     "'a' * 'b'",
     "'a' * 1.5",
+    "'ab' * True",
+    "True * 'ab'",
     "1 in 'abc'",
     "'a' < 1",
     "-'a'",
@@ -422,3 +424,23 @@ def test_chr_ord_if_provided(sl):
     except sl.ResolveError:
         pytest.skip("chr/ord are not predeclared in this dialect")
     assert got == [65, 0x414, "A", "\U0001F600"]
+
+
+def test_lone_surrogate_from_host(sl):
+    """A host string holding an invalid code point: bytes() substitutes U+FFFD (spec: bytes);
+    other operations give a value or a StarlarkError, never a Python UnicodeError."""
+    pre = {"s": "a\ud800b"}
+    assert sl.eval_expr("bytes(s)", predeclared=pre) == b"a\xef\xbf\xbdb"
+    for expr in ["len(s)", "s.upper()", "repr(s)", "str([s])", "s + 'c'", "s[1]", "hash(s)", "s.split('\\ud800')",
+                 "'%s' % s", "'{}'.format(s)", "s == s", "{s: 1}"]:
+        try:
+            sl.eval_expr(expr, predeclared=pre)
+        except sl.StarlarkError:
+            pass
+
+
+def test_source_with_lone_surrogate(sl):
+    try:
+        sl.exec_file("x = 'a\ud800'\n")
+    except sl.StarlarkError:
+        pass

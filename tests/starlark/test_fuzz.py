@@ -341,6 +341,33 @@ def test_mutated_programs(src):
     run_guarded(src)
 
 
+BLOCK_HEADERS = ["for i in range(2):", "while False:", "if True:", "if False:\n{pad}    pass\n{pad}else:",
+                 "def g(a, *b, **c):", "for k, v in {{'a': 1}}.items():"]
+BLOCK_BODIES = ["pass", "x = [i for i in range(2) if i]", "break", "continue", "return 1", "y = lambda: 1",
+                "print(1)", "z = {'k': [1]}"]
+
+
+@st.composite
+def nested_blocks(draw):
+    """Random block structure: nesting depth is what stresses a compiler targeting Python."""
+    depth = draw(st.integers(min_value=1, max_value=40))
+    lines = ["def f():"]
+    for level in range(1, depth + 1):
+        pad = "    " * level
+        header = draw(st.sampled_from(BLOCK_HEADERS)).format(pad=pad)
+        lines.append(pad + header)
+    lines.append("    " * (depth + 1) + draw(st.sampled_from(BLOCK_BODIES)))
+    lines += ["x = f()", ""]
+    return "\n".join(lines)
+
+
+@settings(max_examples=40, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(nested_blocks())
+def test_nested_blocks(src):
+    run_guarded(src)
+
+
 @settings(max_examples=60, deadline=None, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(st.text(max_size=80))

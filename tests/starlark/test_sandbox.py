@@ -361,3 +361,31 @@ def test_deeply_nested_values_never_crash_the_host(src):
                             timeout=240, cwd=repo)
     assert result.returncode == 0 and "SURVIVED" in result.stdout, \
         f"child exited with {result.returncode}: {result.stderr[-1500:]}"
+
+
+# ---- Python-significant names are ordinary Starlark identifiers ------------------------------
+
+DUNDER_PROGRAMS = [
+    ("__debug__ = 1\nx = __debug__\n", 1),
+    ("__builtins__ = 1\nx = len([1])\n", 1),
+    ("__builtins__ = {}\nx = str(1)\n", "1"),
+    ("__name__ = 'm'\nx = __name__\n", "m"),
+    ("__class__ = 1\nx = __class__\n", 1),
+    ("def f():\n    __class__ = 2\n    return __class__\nx = f()\n", 2),
+    ("def f(__class__):\n    return __class__\nx = f(3)\n", 3),
+    ("__annotations__ = 1\nx = __annotations__\n", 1),
+    ("__import__ = lambda n: n\nx = __import__('os')\n", "os"),
+    ("__spec__ = 1\n__loader__ = 2\n__file__ = 3\nx = __spec__ + __loader__ + __file__\n", 6),
+    ("__dict__ = 1\nx = __dict__\n", 1),
+    ("exec = 1\neval = 2\nopen = 3\nx = exec + eval + open\n", 6),
+    ("match = 1\ncase = 2\nx = match + case\n", 3),
+    ("def f():\n    _f__x = 1\n    return _f__x\nx = f()\n", 1),
+    ("def f(**kw):\n    return sorted(kw)\nx = f(__class__=1, __init__=2)\n", ["__class__", "__init__"]),
+    ("x = dict(__class__=1)['__class__']\n", 1),
+]
+
+
+@pytest.mark.parametrize("src,want", DUNDER_PROGRAMS, ids=[f"d{i}" for i in range(len(DUNDER_PROGRAMS))])
+def test_python_significant_names_are_plain_variables(sl, src, want):
+    """Binding `__builtins__`, `__import__`, `__class__`, ... changes nothing but that variable."""
+    assert sl.exec_file(src, "names.star")["x"] == want

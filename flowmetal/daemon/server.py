@@ -1,0 +1,589 @@
+"""`flowmetal daemon`: the single-host service that owns the runtime.
+
+Start-up, in this order: take the home's lock file (one daemon per home; a second
+one exits non-zero), open the store and the `Runtime` (its workers), reload the live
+batches, recover every live run from its checkpoints, and only then bind
+``HOME/daemon.sock`` — a socket left by a killed daemon is replaced, which is safe
+because we hold the lock. Clients whose uid differs from ours are refused.
+
+Each connection gets a thread that reads request frames and answers them in order
+(see `protocol`). A bad frame earns an error reply — or, when the stream cannot be
+resynchronised, a closed connection — and never harms the daemon or other clients.
+
+SIGTERM/SIGINT: stop accepting, stop the batch supervisor, close the runtime (flows
+finish the step they are in and commit their checkpoint; workers stop), close the
+store, exit 0 — within a bounded time, since anything unfinished resumes from its
+checkpoint at the next start anyway.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import os
+import select
+import signal
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from . import protocol as P
+from .batches import BatchSupervisor
+
+log = logging.getLogger("flowmetal.daemon")
+
+LIVE = ("pending", "running", "waiting")
+ENDED = ("ok", "err", "cancelled", "crashed")
+
+
+class DaemonError(Exception):
+    """The daemon cannot start (another one runs, the socket cannot be bound, ...)."""
+
+
+class _Refused(Exception):
+    def __init__(self, message: str, kind: str = "usage"):
+        super().__init__(message)
+        self.kind = kind
+
+
+def _setup_logging(home: Path, verbose: bool) -> None:
+    path = home / P.LOG_NAME
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.close(fd)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
+    fh = logging.FileHandler(path, encoding="utf-8")
+    fh.setFormatter(fmt)
+    sh = logging.StreamHandler(sys.stderr)
+    sh.setFormatter(fmt)
+    log.handlers[:] = [fh, sh]
+    log.setLevel(logging.DEBUG if verbose else logging.INFO)
+    log.propagate = False
+
+
+class Daemon:
+    """One daemon serving one home directory."""
+
+    def __init__(self, home: Path, *, workers: int = 2, sync: bool = True,
+                 verbose: bool = False, shutdown_timeout: float = 10.0):
+        self.home = Path(home)
+        self.workers = workers
+        self.sync = sync
+        self.verbose = verbose
+        self.shutdown_timeout = shutdown_timeout
+        self.sock_path = self.home / P.SOCKET_NAME
+        self.lock_path = self.home / P.LOCK_NAME
+        self.uid = os.geteuid()
+        self.lock_fd: int | None = None
+        self.listener: socket.socket | None = None
+        self.store: Any = None
+        self.rt: Any = None
+        self.batches: BatchSupervisor | None = None
+        self.stopping = threading.Event()
+        self._wake_r, self._wake_w = os.pipe()
+        self._waiting: dict[str, threading.Event] = {}
+        self._wlock = threading.Lock()
+        self.conns: set[socket.socket] = set()
+        self.started = time.time()
+        self.ops: dict[str, Callable[[socket.socket, dict], Any]] = {
+            "ping": self.op_ping, "submit": self.op_submit, "wait": self.op_wait,
+            "cancel": self.op_cancel, "resume": self.op_resume,
+            "batch_create": self.op_batch_create, "batch_retry": self.op_batch_retry,
+            "shutdown": self.op_shutdown,
+        }
+
+    # ================================================================ start-up
+    def _take_lock(self) -> None:
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            other = ""
+            try:
+                other = os.pread(fd, 32, 0).decode().strip()
+            except OSError:
+                pass
+            os.close(fd)
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                who = f" (pid {other})" if other else ""
+                raise DaemonError(f"another daemon is already running on {self.home}{who}")
+            raise DaemonError(f"cannot lock {self.lock_path}: {e.strerror}") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self.lock_fd = fd
+
+    def _bind(self) -> None:
+        path = str(self.sock_path)
+        if len(path.encode()) >= 104:
+            raise DaemonError(f"socket path too long for a Unix socket: {path}")
+        # We hold the lock, so a socket file here is a stale one of a dead daemon.
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o177)   # born 0600: no window where others could connect
+        try:
+            s.bind(path)
+        except OSError as e:
+            s.close()
+            raise DaemonError(f"cannot bind {path}: {e.strerror}") from None
+        finally:
+            os.umask(old)
+        os.chmod(path, 0o600)
+        s.listen(128)
+        self.listener = s
+
+    def start(self) -> None:
+        """Lock, open, recover, bind. Raises DaemonError."""
+        self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            os.chmod(self.home, 0o700)
+        except OSError:
+            pass
+        self._take_lock()
+        _setup_logging(self.home, self.verbose)
+        from actors import Runtime
+        from store import Store, StoreError
+        try:
+            self.store = Store.open(self.home, sync=self.sync)
+        except StoreError as e:
+            raise DaemonError(f"cannot open the store: {e}") from None
+        t0 = time.monotonic()
+        self.rt = Runtime(self.store, workers=self.workers)
+        self.batches = BatchSupervisor(self.store, self.rt)
+        self.rt.add_run_listener(self._run_ended)
+        nb = self.batches.load()
+        nr = self._recover_runs()
+        self.batches.start()
+        log.info("daemon pid %d on %s: %d workers, recovered %d runs and %d batches "
+                 "in %.2f s", os.getpid(), self.home, self.workers, nr, nb,
+                 time.monotonic() - t0)
+        self._bind()
+
+    def _recover_runs(self) -> int:
+        ids = []
+        for state in LIVE:
+            ids += [r.id for r in self.store.list_runs(state, limit=1 << 30)]
+        for rid in ids:
+            try:
+                self.rt.resume_run(rid)
+            except Exception as e:  # noqa: BLE001 - one bad run must not stop the rest
+                log.error("cannot recover run %s: %s", rid, e)
+        return len(ids)
+
+    def _run_ended(self, w: Any) -> None:
+        # Runtime listener: called with the runtime lock held, so only hand off.
+        with self._wlock:
+            ev = self._waiting.pop(w.run_id, None)
+        if ev is not None:
+            ev.set()
+        if self.batches is not None:
+            self.batches.run_done(w.run_id)
+        self.rt.forget_run(w.run_id)
+
+    # ================================================================ serving
+    def serve_forever(self) -> None:
+        assert self.listener is not None
+        self.listener.setblocking(False)
+        while not self.stopping.is_set():
+            try:
+                ready, _, _ = select.select([self.listener, self._wake_r], [], [])
+            except InterruptedError:
+                continue
+            if self._wake_r in ready:
+                break
+            try:
+                conn, _ = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError as e:
+                log.warning("accept failed: %s", e)
+                time.sleep(0.05)
+                continue
+            conn.setblocking(True)
+            threading.Thread(target=self._serve_conn, args=(conn,), daemon=True,
+                             name="conn").start()
+
+    def request_stop(self) -> None:
+        self.stopping.set()
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:
+            pass
+
+    def _serve_conn(self, conn: socket.socket) -> None:
+        with self._wlock:
+            self.conns.add(conn)
+        try:
+            if not self._check_peer(conn):
+                return
+            while not self.stopping.is_set():
+                try:
+                    req = P.recv_frame(conn)
+                except P.PeerClosed:
+                    return
+                except P.ProtocolError as e:
+                    self._reply(conn, P.error_reply(str(e), "protocol"))
+                    if e.fatal:
+                        return
+                    continue
+                if not self.handle(conn, req):
+                    return
+        except OSError:
+            return  # the client went away mid-reply
+        finally:
+            with self._wlock:
+                self.conns.discard(conn)
+            try:
+                conn.close()
+            except OSError:
+                pass
+
+    def _check_peer(self, conn: socket.socket) -> bool:
+        try:
+            uid = P.peer_uid(conn)
+        except OSError:
+            uid = None
+        if P.peer_allowed(uid, self.uid):
+            return True
+        log.warning("refused a client with uid %s (daemon uid %d)", uid, self.uid)
+        self._reply(conn, P.error_reply(
+            f"permission denied: this daemon serves uid {self.uid} only", "denied"))
+        return False
+
+    def _reply(self, conn: socket.socket, obj: dict) -> None:
+        try:
+            P.send_frame(conn, obj)
+        except P.ProtocolError as e:
+            P.send_frame(conn, P.error_reply(f"reply too large: {e}"))
+
+    def handle(self, conn: socket.socket, req: Any) -> bool:
+        """Answer one request; False to close the connection."""
+        if not isinstance(req, dict) or not isinstance(req.get("op"), str):
+            self._reply(conn, P.error_reply("a request must be an object with an \"op\"",
+                                            "protocol"))
+            return True
+        op = self.ops.get(req["op"])
+        if op is None:
+            self._reply(conn, P.error_reply(f"unknown op {req['op'][:100]!r}", "protocol"))
+            return True
+        try:
+            reply = op(conn, req)
+        except _Refused as e:
+            reply = P.error_reply(str(e), e.kind)
+        except OSError:
+            raise
+        except Exception as e:  # noqa: BLE001 - the daemon stays up; the log has details
+            log.exception("op %s failed", req["op"])
+            reply = P.error_reply(f"internal error: {type(e).__name__}: {e}")
+        if reply is not None:
+            self._reply(conn, reply)
+        return True
+
+    # ================================================================ ops
+    def _str(self, req: dict, key: str, required: bool = True) -> str | None:
+        v = req.get(key)
+        if v is None and not required:
+            return None
+        if not isinstance(v, str) or not v:
+            raise _Refused(f"{req['op']}: {key!r} must be a non-empty string", "protocol")
+        return v
+
+    def _run(self, req: dict) -> Any:
+        rid = self._str(req, "run")
+        run = self.store.get_run(rid)
+        if run is None:
+            raise _Refused(f"no run {rid!r}")
+        return run
+
+    def op_ping(self, conn: socket.socket, req: dict) -> dict:
+        return {"ok": True, "pid": os.getpid(), "home": str(self.home),
+                "workers": self.workers, "uptime": time.time() - self.started}
+
+    def op_shutdown(self, conn: socket.socket, req: dict) -> dict:
+        log.info("shutdown requested by a client")
+        self.request_stop()
+        return {"ok": True}
+
+    def _args(self, req: dict) -> dict[str, str]:
+        args = req.get("args") or {}
+        if not isinstance(args, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                 for k, v in args.items()):
+            raise _Refused(f"{req['op']}: 'args' must map names to strings", "protocol")
+        return args
+
+    def _create(self, file: str, source: str, flow: str | None, args: dict,
+                run_id: str | None = None) -> str:
+        from actors import RunError
+        from flowmetal.starlark import StarlarkError, StarlarkSyntaxError
+        try:
+            return self.rt.create_run(file, source, flow=flow, args=args, run_id=run_id)
+        except StarlarkSyntaxError as e:
+            raise _Refused(str(e), "syntax") from None
+        except StarlarkError as e:
+            raise _Refused(str(e), "err") from None
+        except RunError as e:
+            raise _Refused(str(e), "usage") from None
+
+    def op_submit(self, conn: socket.socket, req: dict) -> dict | None:
+        if self.stopping.is_set():
+            raise _Refused("the daemon is shutting down", "unavailable")
+        file = self._str(req, "file")
+        source = req.get("source")
+        if not isinstance(source, str):
+            raise _Refused("submit: 'source' must be a string", "protocol")
+        flow = self._str(req, "flow", required=False)
+        args = self._args(req)
+        if args and flow is None:
+            raise _Refused("--arg needs --flow (the main block takes no arguments)")
+        run_id = self._create(file, source, flow, args)
+        log.debug("run %s submitted (%s)", run_id, file)
+        if not req.get("wait"):
+            return {"ok": True, "run_id": run_id}
+        self._reply(conn, {"ok": True, "event": "started", "run_id": run_id})
+        self._stream(conn, run_id, output=bool(req.get("output", True)), offset=0)
+        return None
+
+    def op_wait(self, conn: socket.socket, req: dict) -> None:
+        run = self._run(req)
+        offset = req.get("offset", 0)
+        if not isinstance(offset, int) or offset < 0:
+            raise _Refused("wait: 'offset' must be a non-negative integer", "protocol")
+        self._stream(conn, run.id, output=bool(req.get("output", True)), offset=offset)
+        return None
+
+    def _stream(self, conn: socket.socket, run_id: str, *, output: bool, offset: int) -> None:
+        """Send the run's output as it is committed, then an "end" frame."""
+        store = self.store
+        while True:
+            with self._wlock:
+                ev = self._waiting.get(run_id)
+                if ev is None or ev.is_set():
+                    ev = self._waiting[run_id] = threading.Event()
+            # The end is committed before the listener fires: reading the store after
+            # registering cannot miss it.
+            run = store.get_run(run_id)
+            if output:
+                offset = self._send_output(conn, run_id, offset)
+            if run is None:
+                self._reply(conn, P.error_reply(f"run {run_id!r} disappeared (pruned?)"))
+                return
+            if run.state in ENDED:
+                if output:
+                    offset = self._send_output(conn, run_id, offset)
+                self._reply(conn, self._end_frame(run, offset))
+                return
+            if self.stopping.is_set():
+                self._reply(conn, P.error_reply("the daemon is shutting down; the run "
+                                                "goes on at its next start", "unavailable"))
+                return
+            ev.wait(0.05 if output else 1.0)
+            if self._peer_gone(conn):
+                return
+
+    @staticmethod
+    def _peer_gone(conn: socket.socket) -> bool:
+        try:
+            r, _, _ = select.select([conn], [], [], 0)
+            return bool(r) and conn.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
+
+    def _send_output(self, conn: socket.socket, run_id: str, offset: int) -> int:
+        while True:
+            chunks = [c for c in self.store.read_output(run_id, offset, limit=500)
+                      if c.offset >= offset]
+            if not chunks:
+                return offset
+            # One frame per stream switch keeps stdout/stderr ordering and few frames.
+            cur, buf = chunks[0].stream, []
+            for c in chunks:
+                if c.stream != cur:
+                    self._reply(conn, {"ok": True, "event": "out", "stream": cur,
+                                       "text": "".join(buf)})
+                    cur, buf = c.stream, []
+                buf.append(c.text)
+                offset = c.end
+            self._reply(conn, {"ok": True, "event": "out", "stream": cur,
+                               "text": "".join(buf), "offset": offset})
+
+    def _end_frame(self, run: Any, offset: int) -> dict:
+        from flowmetal.starlark.values import to_repr
+        from flowmetal.prelude import Err
+        text, ok = None, False
+        if run.state == "crashed":
+            cf = run.meta.get("crashed_flow", run.root_flow)
+            text = to_repr(Err(f"flow {cf} crashed: {run.meta.get('error', '')}"))
+        else:
+            root = self.store.get_flow(run.root_flow) if run.root_flow else None
+            rec = root.result if root is not None else None
+            if isinstance(rec, dict):
+                ok = bool(rec.get("ok"))
+                err = rec.get("json")
+                if not ok and isinstance(err, str) and "\n" in err:
+                    # A Starlark traceback reads better as text (as `flowmetal run`).
+                    text = "Err:\n" + err.rstrip("\n")
+                else:
+                    text = rec.get("repr")
+            else:
+                text = to_repr(Err("the flow left no result"))
+        return {"ok": True, "event": "end", "run_id": run.id, "state": run.state,
+                "result_ok": ok, "result": text, "offset": offset,
+                "exit": 0 if ok else 1}
+
+    def op_cancel(self, conn: socket.socket, req: dict) -> dict:
+        run = self._run(req)
+        ids = self.rt.cancel_run(run.id)
+        log.info("run %s: cancelled %d flows", run.id, len(ids))
+        return {"ok": True, "run_id": run.id, "cancelled": ids,
+                "state": self.store.get_run(run.id).state}
+
+    def op_resume(self, conn: socket.socket, req: dict) -> dict | None:
+        run = self._run(req)
+        if run.state in ("ok", "err", "cancelled"):
+            raise _Refused(f"run {run.id} already ended ({run.state})")
+        if run.state != "crashed":
+            # Every live run was recovered at start-up and is being run right now.
+            resumed = False
+        else:
+            from actors import RunError
+            from store import StoreError
+            try:
+                self.rt.resume_run(run.id)
+            except (RunError, StoreError) as e:
+                raise _Refused(str(e), "err") from None
+            log.info("run %s resumed", run.id)
+            resumed = True
+        if not req.get("wait"):
+            return {"ok": True, "run_id": run.id, "resumed": resumed}
+        self._reply(conn, {"ok": True, "event": "started", "run_id": run.id,
+                           "resumed": resumed})
+        self._stream(conn, run.id, output=bool(req.get("output", True)),
+                     offset=0 if req.get("output", True) else 0)
+        return None
+
+    def op_batch_create(self, conn: socket.socket, req: dict) -> dict:
+        from store import Batch
+        if self.stopping.is_set():
+            raise _Refused("the daemon is shutting down", "unavailable")
+        file = self._str(req, "file")
+        source = req.get("source")
+        if not isinstance(source, str):
+            raise _Refused("batch: 'source' must be a string", "protocol")
+        flow = self._str(req, "flow", required=False)
+        args = self._args(req)
+        items = req.get("items")
+        if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+            raise _Refused("batch: 'items' must be a list of objects", "protocol")
+        conc = req.get("concurrency", 4)
+        if not isinstance(conc, int) or conc < 1:
+            raise _Refused("batch: 'concurrency' must be a positive integer", "protocol")
+        if flow is None:
+            raise _Refused("batch needs --flow (items are a flow's arguments)")
+        # Check the file and the flow once, up front, rather than per item.
+        from flowmetal.starlark import StarlarkError, StarlarkSyntaxError
+        from actors import RunError
+        try:
+            self.rt._flow_def(file, source, flow)
+        except StarlarkSyntaxError as e:
+            raise _Refused(str(e), "syntax") from None
+        except StarlarkError as e:
+            raise _Refused(str(e), "err") from None
+        except RunError as e:
+            raise _Refused(str(e), "usage") from None
+        from actors import new_run_id
+        bid = "b" + new_run_id()[1:]
+        code = self.store.put_code(source)
+        meta = {"file": os.path.abspath(file), "code": code, "flow": flow, "args": args,
+                "concurrency": conc,
+                "counts": {"ok": 0, "failed": 0, "running": 0, "pending": len(items)}}
+        self.store.commit(Batch().create_batch(bid, items, meta=meta))
+        self.batches.add(bid)
+        log.info("batch %s: %d items of %s, concurrency %d", bid, len(items), flow, conc)
+        return {"ok": True, "batch_id": bid, "size": len(items)}
+
+    def op_batch_retry(self, conn: socket.socket, req: dict) -> dict:
+        bid = self._str(req, "batch")
+        try:
+            n = self.batches.retry(bid)
+        except LookupError as e:
+            raise _Refused(str(e).strip("'\"")) from None
+        return {"ok": True, "batch_id": bid, "retried": n}
+
+    # ================================================================ shutdown
+    def shutdown(self) -> None:
+        """Stop accepting, let flows reach their checkpoints, stop workers, close."""
+        self.stopping.set()
+        deadline = time.monotonic() + self.shutdown_timeout
+        if self.listener is not None:
+            try:
+                self.listener.close()
+            except OSError:
+                pass
+            try:
+                os.unlink(self.sock_path)
+            except OSError:
+                pass
+        if self.batches is not None:
+            self.batches.stop()
+        with self._wlock:
+            for ev in self._waiting.values():
+                ev.set()
+            conns = list(self.conns)
+        for c in conns:
+            try:
+                c.shutdown(socket.SHUT_RD)
+            except OSError:
+                pass
+        if self.rt is not None:
+            self.rt.close()
+            # In-process flow actors finish the step they are in (its commit) first.
+            import pykka
+            left = max(0.5, deadline - time.monotonic())
+            try:
+                pykka.ActorRegistry.stop_all(block=True, timeout=left)
+            except Exception:  # noqa: BLE001 - past the bound: their checkpoints rule
+                pass
+        if self.store is not None:
+            try:
+                self.store.close()
+            except Exception as e:  # noqa: BLE001
+                log.warning("closing the store: %s", e)
+        log.info("daemon stopped")
+        if self.lock_fd is not None:
+            try:
+                os.ftruncate(self.lock_fd, 0)
+                os.close(self.lock_fd)
+            except OSError:
+                pass
+
+
+def run_daemon(home: Path, *, workers: int, sync: bool, verbose: bool = False) -> int:
+    """Run a daemon in the foreground until SIGTERM/SIGINT; the exit status."""
+    d = Daemon(home, workers=workers, sync=sync, verbose=verbose)
+    try:
+        d.start()
+    except DaemonError as e:
+        print(f"flowmetal daemon: {e}", file=sys.stderr)
+        if d.lock_fd is not None:
+            d.shutdown()
+        return 1
+
+    def on_signal(signum: int, frame: Any) -> None:
+        log.info("%s received: shutting down", signal.Signals(signum).name)
+        d.request_stop()
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    # A watchdog bounds the whole shutdown even if something hangs.
+    try:
+        d.serve_forever()
+    finally:
+        t = threading.Timer(d.shutdown_timeout + 5, os._exit, (0,))
+        t.daemon = True
+        t.start()
+        d.shutdown()
+    return 0
