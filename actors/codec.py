@@ -46,7 +46,16 @@ def loads_image(data: bytes) -> FlowImage:
 
 
 def dumps_value(value: Any) -> bytes:
-    """Pickle a Starlark value (functions included) for the journal or a flow result."""
+    """Pickle a Starlark value (functions included) for the journal or a flow result.
+
+    Plain pickle first: it is ~20x cheaper than the language's (cloudpickle-based)
+    pickler and gives the same bytes for plain data and our own classes; it refuses
+    what it cannot name (a Starlark function is no importable global), and only then
+    does the language's pickler do the work."""
+    try:
+        return pickle.dumps(value, protocol=5)
+    except Exception:  # noqa: BLE001 - not plain: the general path decides
+        pass
     buf = io.BytesIO()
     _StarlarkPickler(buf, protocol=5).dump(value)
     return buf.getvalue()
@@ -56,9 +65,11 @@ def loads_value(data: bytes) -> Any:
     return pickle.loads(data)
 
 
-def result_record(result: Result) -> dict:
-    """A flow's Result as stored in its flow record: JSON-able summary + exact bytes."""
-    d: dict[str, Any] = {"ok": result.ok, "repr": to_repr(result), "v": dumps_value(result)}
+def result_record(result: Result, pickled: bytes | None = None) -> dict:
+    """A flow's Result as stored in its flow record: JSON-able summary + exact bytes
+    (``pickled``: `dumps_value(result)` when the caller has it already)."""
+    d: dict[str, Any] = {"ok": result.ok, "repr": to_repr(result),
+                         "v": dumps_value(result) if pickled is None else pickled}
     inner = result.value if result.ok else result.error
     if inner is None or isinstance(inner, (bool, int, float, str)):
         d["json"] = inner

@@ -18,7 +18,15 @@ FlowActor, starting again from its start checkpoint (its first run had no effect
 Nothing is lost either way: child ids are deterministic, (caller id, action seq), and
 a re-executed call finds the child's record and takes its Result.
 
-`FlowActor` wraps a runner in a pykka ThreadingActor whose mailbox takes
+Commits do not block the actor: a runner hands each batch to its `committer`, and
+when that is asynchronous (the store's group commit, `Store.submit`) the runner parks
+with a continuation and the actor gets ``("durable", pending)`` once the batch is on
+disk — only then does the runner go on (send the request, resume after an inline
+call, report its end). So step 3 of the protocol still follows step 2, and many
+flows' checkpoints share one fsync instead of queueing behind each other.
+
+`FlowActor` wraps a runner in a pykka actor (`PooledActor`: its mailbox runs on a
+small shared thread pool, see `actors.pool`) whose mailbox takes
 ``("go", outcome, journal)`` (start or resume) and ``("cancel",)``. An exception in a
 `tell` stops the actor; `on_failure` reports the crash to the hub, whose supervisor
 restarts the flow from its last checkpoint — the store, not the mailbox, is the truth.
@@ -27,6 +35,7 @@ restarts the flow from its last checkpoint — the store, not the mailbox, is th
 from __future__ import annotations
 
 import hashlib
+import threading
 import traceback
 from typing import Any, Protocol
 
@@ -41,6 +50,7 @@ from store import NOTSET, Batch
 
 from .codec import (FlowImage, dumps_image, dumps_value, loads_image, outcome_record,
                     result_from_record, result_record)
+from .pool import PooledActor
 
 MAX_ID = 150
 
@@ -63,6 +73,7 @@ class Hub(Protocol):
     """What a FlowRunner needs from the runtime around it."""
 
     store: Any
+    commits: "CommitGate"   # how this process's FlowActors commit
     max_steps: int | None
     inline_calls: bool
 
@@ -92,11 +103,13 @@ def error_text(err: Any) -> str:
 class _Host:
     """The FlowHost the prelude sees while this runner's Thread runs."""
 
-    __slots__ = ("runner", "fctx")
+    __slots__ = ("runner", "fctx", "inline_start")
 
-    def __init__(self, runner: "FlowRunner"):
+    def __init__(self, runner: "FlowRunner", inline_start: bool = False):
         self.runner = runner
         self.fctx = runner.fctx
+        # A child run inline has no durable start point to stop at (see `_inline`).
+        self.inline_start = inline_start
 
     def spawn(self, fdef: FlowDef, args: tuple, kwargs: dict) -> Handle:
         r = self.runner
@@ -109,11 +122,31 @@ class _Host:
         self.runner.out.append(text)
 
 
+class BlockingCommitter:
+    """Commits on the caller's thread (a runner outside any actor: tests, tools)."""
+
+    __slots__ = ("store",)
+
+    def __init__(self, store: Any):
+        self.store = store
+
+    def commit(self, batch: Batch) -> bool:
+        self.store.commit(batch)
+        return True
+
+
 class FlowRunner:
-    """One flow's live state and its protocol steps (not thread-safe: one actor owns it)."""
+    """One flow's live state and its protocol steps (not thread-safe: one actor owns it).
+
+    Every store write goes through ``self.committer.commit(batch)``: True means the
+    batch is durable now; False means it was queued and the owner will call
+    `durable` when it is, and until then the runner is parked (``self.cont`` holds
+    what to do next; nothing of the flow is visible to the world before that)."""
 
     def __init__(self, hub: Hub, flow_id: str, *, parent: str | None, name: str,
-                 image: FlowImage):
+                 image: FlowImage, fresh: bool = False):
+        """`fresh`: the flow was created just now and never ran (no earlier incarnation
+        can have started children); a runner loaded from the store is not."""
         self.hub = hub
         self.flow_id = flow_id
         self.run_id = run_of(flow_id)
@@ -129,15 +162,22 @@ class FlowRunner:
         self.pending: int | None = None   # seq of the action it waits on
         self.journal: Any = NOTSET        # (seq, record) of a consumed, unjournaled result
         self.done = False
+        self.committer: Any = BlockingCommitter(hub.store)
+        self.cont: Any = None             # parked: what to do once the commit is durable
+        # Whether a child this flow starts from now on can exist already (from an
+        # earlier incarnation that got further than the checkpoint we resumed from).
+        # A flow's actions commit in seq order, so once one child id is found free,
+        # every later one is too: after that, no store read per call.
+        self.replaying = not fresh
 
     # -------------------------------------------------------------- running the Thread
     def _print(self, line: str) -> None:
         self.out.append(line + "\n")
 
-    def _run(self, outcome: tuple) -> Any:
+    def _run(self, outcome: tuple, inline_start: bool = False) -> Any:
         t = self.thread
         t.print = self._print
-        host = _Host(self)
+        host = _Host(self, inline_start)
         push_host(host)
         try:
             if outcome[0] == "new":
@@ -159,32 +199,47 @@ class FlowRunner:
         """Run from `outcome` (("new",), ("ok", v), ("err", msg)) to the next durable
         point, committing as the protocol says. `journal` = (seq, record) of the
         action whose outcome this is, when it still has to be journaled."""
+        if self.cont is not None:
+            raise RuntimeError(f"flow {self.flow_id}: stepped while a commit is in flight")
         self.pending = None
         self.journal = journal
         if self.is_module and outcome[0] == "ok" and isinstance(outcome[1], Result):
             self.last_result = outcome[1]  # the main block's last flow call
-        r = self._run(outcome)
-        while True:
-            if isinstance(r, Suspended):
-                req = r.request
-                if isinstance(req, StartRequest):
-                    r = self._run(("ok", None))
-                    continue
-                if isinstance(req, CallRequest):
-                    res = self._call(req)
-                    if res is not None:
-                        if self.is_module:
-                            self.last_result = res
-                        r = self._run(("ok", res))
-                        continue
-                    return
-                self._suspend(req)
-                return
-            self._finish(r)
-            return
+        self._drive(self._run(outcome))
 
-    def _begin_batch(self) -> Batch:
-        return Batch()
+    def durable(self, error: BaseException | None = None) -> None:
+        """The batch the runner is parked on is durable (or failed: then raise, so
+        that the actor crashes and the flow restarts from its last checkpoint)."""
+        then, self.cont = self.cont, None
+        if then is None:
+            raise RuntimeError(f"flow {self.flow_id}: no commit was in flight")
+        if error is not None:
+            raise error
+        self._drive(then())
+
+    def _drive(self, r: Any) -> None:
+        # A loop, not recursion: a flow may make millions of inline calls in one step.
+        while r is not None:
+            r = self._handle(r)
+
+    def _handle(self, r: Any) -> Any:
+        """Act on one result of the Thread: the next result to act on, or None when the
+        runner is parked on a commit, waits for an action, or has ended."""
+        if isinstance(r, Suspended):
+            req = r.request
+            if isinstance(req, StartRequest):
+                return self._run(("ok", None))
+            if isinstance(req, CallRequest):
+                return self._call(req)
+            return self._suspend(req)
+        return self._finish(r)
+
+    def _commit(self, b: Batch, then: Any) -> Any:
+        """Make `b` durable, then `then()` (returns its result, or None if parked)."""
+        if self.committer.commit(b):
+            return then()
+        self.cont = then
+        return None
 
     def _consume(self, b: Batch, checkpoint: bytes | None = None,
                  next_intent: tuple | None = None, **kw: Any) -> None:
@@ -209,39 +264,52 @@ class FlowRunner:
 
     # -------------------------------------------------------------- child calls
     def _call(self, req: CallRequest) -> Any:
-        """A called flow: its Result if it ended inline, else None (now waiting)."""
+        """A called flow: the Thread's next result once the child's Result is in hand
+        (or None: parked on the commit of an inline child, or waiting for the child)."""
         store = self.hub.store
         self.seq += 1
         k = self.seq
         cid = child_id(self.flow_id, k)
-        rec = store.get_flow(cid)
-        if rec is not None:
+        rec = store.get_flow(cid) if self.replaying else None
+        if rec is None:
+            self.replaying = False
+        else:
             # Re-executed after a restart: the child exists already.
             if rec.terminal:
-                return result_from_record(rec.result)
-            self._suspend_on(k, "wait", {"kind": "wait", "children": [cid], "single": True},
-                             ([cid], True))
-            return None
+                return self._called(result_from_record(rec.result))
+            return self._suspend_on(k, "wait", {"kind": "wait", "children": [cid],
+                                                "single": True}, ([cid], True))
         if self.hub.inline_calls and not self.children:
-            res = self._inline(req, k, cid)
-            if res is not None:
-                return res
+            r = self._inline(req, k, cid)
+            if r is not NOTSET:
+                return r
         thread = new_flow_thread(req.flow, req.args, req.kwargs, self.hub.max_steps)
         self.children.append((cid, req.flow.name, thread))
-        self._suspend_on(k, "wait", {"kind": "wait", "children": [cid], "single": True},
-                         ([cid], True))
-        return None
+        return self._suspend_on(k, "wait", {"kind": "wait", "children": [cid], "single": True},
+                                ([cid], True))
+
+    def _called(self, result: Result) -> Any:
+        if self.is_module:
+            self.last_result = result
+        return self._run(("ok", result))
 
     def _inline(self, req: CallRequest, k: int, cid: str) -> Any:
-        img = FlowImage(new_flow_thread(req.flow, req.args, req.kwargs, self.hub.max_steps),
-                        None, 0, None, False)
-        child = FlowRunner(self.hub, cid, parent=self.flow_id, name=req.flow.name, image=img)
-        r = child._run(("ok", None))
+        """Run the called child here. NOTSET if it acts on the world (it then gets its
+        own actor, re-run from its start: this first run had no effects); else commit
+        its whole life and go on with its Result."""
+        t = start_call(flow_main(), req.flow, tuple(req.args), dict(req.kwargs),
+                       max_steps=self.hub.max_steps)
+        child = FlowRunner(self.hub, cid, parent=self.flow_id, name=req.flow.name,
+                           image=FlowImage(t, None, 0, None, False), fresh=True)
+        r = child._run(("new",), inline_start=True)
         if isinstance(r, Suspended) or child.children:
-            return None  # it acts on the world: give it its own actor (re-run from start)
+            return NOTSET
         result = child._result(r)
-        rrec = result_record(result)
+        v = dumps_value(result)
+        rrec = result_record(result, v)
         b = Batch()
+        # Journal the action this step resumed from too: it costs nothing here, and a
+        # restart then resumes with its result rather than performing it again.
         if self.out:
             # Our own output precedes the child's; committing it requires the
             # checkpoint that stops it from being printed again.
@@ -250,45 +318,48 @@ class FlowRunner:
             for text in self.out:
                 b.append_output(self.run_id, text, flow_id=self.flow_id)
             self.out = []
+        else:
+            self._consume(b)
         b.create_flow(cid, run_id=self.run_id, name=req.flow.name, parent=self.flow_id,
                       state="running")
         b.flow_finished(cid, "ok" if result.ok else "err", result=rrec,
                         error=None if result.ok else rrec["repr"], output=child.out)
-        b.journal_result(self.flow_id, k, outcome_record(("ok", result)),
+        b.journal_result(self.flow_id, k, {"ok": True, "v": v},
                          request={"kind": "call", "children": [cid]})
-        self.hub.store.commit(b)
-        return result
+        return self._commit(b, lambda: self._called(result))
 
     # -------------------------------------------------------------- suspension
-    def _suspend(self, req: Any) -> None:
+    def _suspend(self, req: Any) -> Any:
         if isinstance(req, WaitRequest):
             self.seq += 1
-            self._suspend_on(self.seq, "wait", {"kind": "wait", "children": req.flow_ids,
-                                                "single": req.single},
-                             (req.flow_ids, req.single))
-        elif isinstance(req, SleepRequest):
+            return self._suspend_on(self.seq, "wait", {"kind": "wait", "children": req.flow_ids,
+                                                       "single": req.single},
+                                    (req.flow_ids, req.single))
+        if isinstance(req, SleepRequest):
             self.seq += 1
             due = self.hub.now() + req.seconds
-            self._suspend_on(self.seq, "sleep", {"kind": "sleep", "seconds": req.seconds,
-                                                 "due": due}, due, timer=due)
-        elif isinstance(req, ExecRequest):
+            return self._suspend_on(self.seq, "sleep", {"kind": "sleep", "seconds": req.seconds,
+                                                        "due": due}, due, timer=due)
+        if isinstance(req, ExecRequest):
             self.seq += 1
-            self._suspend_on(self.seq, "exec", req.to_json(), req)
-        else:
-            # A host builtin suspended with something that is not an action.
-            self.step(("err", f"unknown action request {req!r}"))
+            return self._suspend_on(self.seq, "exec", req.to_json(), req)
+        # A host builtin suspended with something that is not an action.
+        return self._run(("err", f"unknown action request {req!r}"))
 
     def _suspend_on(self, k: int, kind: str, intent: dict, info: Any,
-                    timer: float | None = None) -> None:
+                    timer: float | None = None) -> Any:
         b = Batch()
         ckpt = dumps_image(self.image())
         self._consume(b, ckpt, (k, intent), state="waiting", timer=timer,
                       output=self.out)
         self.out = []
         made = self._child_ops(b)
-        self.hub.store.commit(b)
-        self.pending = k
-        self.hub.suspended(self.flow_id, k, kind, info, made, self)
+
+        def then() -> None:
+            # Protocol step 3: the request leaves only now that it is durable.
+            self.pending = k
+            self.hub.suspended(self.flow_id, k, kind, info, made, self)
+        return self._commit(b, then)
 
     # -------------------------------------------------------------- the end
     def _result(self, r: Any) -> Any:
@@ -301,7 +372,7 @@ class FlowRunner:
             return Err(err.value)
         return Err(error_text(err))
 
-    def _finish(self, r: Any) -> None:
+    def _finish(self, r: Any) -> Any:
         result = self._result(r)
         rrec = result_record(result)
         b = Batch()
@@ -315,10 +386,12 @@ class FlowRunner:
         b.flow_finished(self.flow_id, state, result=rrec,
                         error=None if result.ok else rrec["repr"], output=self.out)
         self.out = []
-        self.hub.store.commit(b)
         self.done = True
         self.thread = None
-        self.hub.finished(self.flow_id, self.parent, state, rrec, made)
+
+        def then() -> None:
+            self.hub.finished(self.flow_id, self.parent, state, rrec, made)
+        return self._commit(b, then)
 
 
 def module_root_thread(hub: Hub, run: Any) -> Thread:
@@ -369,19 +442,78 @@ def load_runner(hub: Hub, flow_id: str) -> tuple[FlowRunner, tuple | None]:
     return runner, ("reissue", k, intent.request)
 
 
-class FlowActor(pykka.ThreadingActor):
-    """The actor of one live flow. Messages: ("go", outcome, journal), ("reissue", seq,
-    intent), ("cancel",). Everything else arrives through the hub."""
+class CommitGate:
+    """How the FlowActors of one process commit: alone, on their own thread (no
+    handoff: the fastest path for one busy flow); with company, through the store's
+    group commit, so that their batches share fsyncs and no pool thread waits on one.
+    "Company" is any other commit of this process still in flight."""
 
-    use_daemon_thread = True
+    def __init__(self, store: Any):
+        self.store = store
+        self.inflight = 0
+        self.lock = threading.Lock()
+
+    def commit(self, batch: Batch, ref: Any) -> bool:
+        """True: `batch` is durable now. False: ``ref`` gets ("durable", pending)."""
+        with self.lock:
+            alone = self.inflight == 0
+            self.inflight += 1
+        if alone:
+            try:
+                self.store.commit(batch)
+            finally:
+                with self.lock:
+                    self.inflight -= 1
+            return True
+        try:
+            p = self.store.submit(batch)
+        except BaseException:
+            with self.lock:
+                self.inflight -= 1
+            raise
+        p.add_done_callback(lambda p: self._done(p, ref))
+        return False
+
+    def _done(self, p: Any, ref: Any) -> None:
+        # On the store's committer thread: only hand the news over.
+        with self.lock:
+            self.inflight -= 1
+        try:
+            ref.tell(("durable", p))
+        except pykka.ActorDeadError:
+            pass  # stopped meanwhile (runtime closing): the store has the truth
+
+
+class _ActorCommitter:
+    __slots__ = ("gate", "ref")
+
+    def __init__(self, gate: CommitGate, ref: Any):
+        self.gate = gate
+        self.ref = ref
+
+    def commit(self, batch: Batch) -> bool:
+        return self.gate.commit(batch, self.ref)
+
+
+class FlowActor(PooledActor):
+    """The actor of one live flow. Messages: ("go", outcome, journal), ("reissue", seq,
+    intent), ("durable", pending) from its commits, ("cancel",). Everything else
+    arrives through the hub. Its mailbox runs on the process's actor pool."""
 
     def __init__(self, hub: Any, flow_id: str, runner: FlowRunner | None = None,
                  first: tuple | None = None):
         super().__init__()
         self.hub = hub
         self.flow_id = flow_id
-        self.runner = runner
+        self.runner = None
+        self._committer = _ActorCommitter(hub.commits, self.actor_ref)
+        if runner is not None:
+            self._adopt(runner)
         self.first = first
+
+    def _adopt(self, runner: FlowRunner) -> None:
+        runner.committer = self._committer
+        self.runner = runner
 
     def on_start(self) -> None:
         if self.first is not None:
@@ -392,7 +524,7 @@ class FlowActor(pykka.ThreadingActor):
         kind = message[0]
         if kind in ("load", "load_then"):
             runner, what = load_runner(self.hub, self.flow_id)
-            self.runner = runner
+            self._adopt(runner)
             if kind == "load_then":
                 then = message[1]
                 # A reply for the action it waits on wins over re-issuing it.
@@ -413,6 +545,8 @@ class FlowActor(pykka.ThreadingActor):
             if r.done or r.pending != seq:
                 return None  # stale: an earlier incarnation's reply
             r.step(outcome, (seq, outcome_record(outcome)))
+        elif kind == "durable":
+            self.runner.durable(message[1].exception())
         elif kind == "reissue":
             _, seq, intent = message
             self.hub.reissue(self.flow_id, seq, intent, self)

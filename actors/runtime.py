@@ -26,7 +26,7 @@ from flowmetal.starlark import Done, Failed, StarlarkError, Suspended, start
 from store import NOTSET, LIVE_STATES, Batch, Store
 
 from .codec import FlowImage, dumps_image, result_from_record
-from .flow import FlowActor, FlowRunner, load_runner, new_flow_thread, run_of
+from .flow import CommitGate, FlowActor, FlowRunner, load_runner, new_flow_thread, run_of
 from .resources import ExecActor, TimerActor
 from .supervisor import Supervisor
 
@@ -69,6 +69,7 @@ class Runtime:
                  max_restarts: int = 3, restart_window: float = 10.0,
                  backoff: float = 0.05, backoff_max: float = 2.0):
         self.store = store
+        self.commits = CommitGate(store)
         self.max_steps = max_steps
         self.inline_calls = inline_calls
         self.virtual = virtual_time
@@ -157,7 +158,7 @@ class Runtime:
             first = ("go", ("ok", None), NOTSET)
             name = fdef.name
         self.watch(run_id)
-        runner = FlowRunner(self, run_id, parent=None, name=name, image=image)
+        runner = FlowRunner(self, run_id, parent=None, name=name, image=image, fresh=True)
         with self.lock:
             self.busy.add(run_id)
             self._host(run_id, runner, first)
@@ -235,7 +236,7 @@ class Runtime:
         if self.pool is not None:
             if runner is not None and not (runner.is_module and runner.thread.status == "new"):
                 self.pool.host(flow_id, first, dumps_image(runner.image()), runner.parent,
-                               runner.name)
+                               runner.name, fresh=not runner.replaying)
             else:
                 self.pool.host(flow_id, first)
             return
@@ -286,7 +287,7 @@ class Runtime:
             self._host(cid, None, ("load",))
         else:
             runner = FlowRunner(self, cid, parent=parent, name=name,
-                                image=FlowImage(thread, None, 0, None, False))
+                                image=FlowImage(thread, None, 0, None, False), fresh=True)
             self._host(cid, runner, ("go", ("ok", None), NOTSET))
 
     def reissue(self, flow_id: str, seq: int, intent: dict, actor: Any = None) -> None:

@@ -111,7 +111,7 @@ class WorkerPool:
 
     # ---------------------------------------------------------------- routing
     def host(self, flow_id: str, first: tuple, image: bytes | None = None,
-             parent: str | None = None, name: str = "") -> None:
+             parent: str | None = None, name: str = "", fresh: bool = False) -> None:
         with self.lock:
             if self.closed:
                 return
@@ -122,7 +122,7 @@ class WorkerPool:
             w = self._pick()
             self.placement[flow_id] = w
             w.flows.add(flow_id)
-        if not w.send(("host", flow_id, _enc(first), image, parent, name)):
+        if not w.send(("host", flow_id, _enc(first), image, parent, name, fresh)):
             self._died(w)
 
     def send(self, flow_id: str, message: tuple) -> None:
@@ -228,8 +228,10 @@ class WorkerHub:
     the parent."""
 
     def __init__(self, store: Any, conn: Any, options: dict):
+        from .flow import CommitGate
         from .resources import ExecActor
         self.store = store
+        self.commits = CommitGate(store)
         self.conn = conn
         self.send_lock = threading.Lock()
         self.max_steps = options.get("max_steps")
@@ -290,13 +292,13 @@ class WorkerHub:
             self.actors[flow_id] = FlowActor.start(self, flow_id, None, ("load_then", message))
 
     def host(self, flow_id: str, first: tuple, image: bytes | None, parent: str | None,
-             name: str) -> None:
+             name: str, fresh: bool = False) -> None:
         from .codec import loads_image
         from .flow import FlowActor, FlowRunner
         runner = None
         if image is not None:
             runner = FlowRunner(self, flow_id, parent=parent, name=name,
-                                image=loads_image(image))
+                                image=loads_image(image), fresh=fresh)
         with self.lock:
             old = self.actors.pop(flow_id, None)
             if old is not None:
@@ -331,8 +333,8 @@ def worker_main(home: str, sync: bool, conn: Any, parent_pid: int, options: dict
                 break
             kind = msg[0]
             if kind == "host":
-                _, flow_id, first, image, parent, name = msg
-                hub.host(flow_id, _dec(first), image, parent, name)
+                _, flow_id, first, image, parent, name, fresh = msg
+                hub.host(flow_id, _dec(first), image, parent, name, fresh)
             elif kind == "msg":
                 hub.tell(msg[1], _dec(msg[2]))
             elif kind == "unhost":

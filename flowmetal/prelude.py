@@ -656,6 +656,16 @@ ACTIONS = struct(run=action_run, wait=action_wait, sleep=action_sleep, exec=acti
 
 
 def _flow_start() -> None:
+    # A child the runtime runs inline, inside its caller's step, needs no durable
+    # start point of its own (if it acts on the world, the runtime discards this run
+    # and starts it properly): skipping the suspension saves a capture and a resume
+    # per call. Every other flow stops here.
+    # The flag is spent here, so that a flow the child starts in turn (`run`, whose
+    # Thread is made while the child's host is current) still gets its start point.
+    stack = getattr(_local, "stack", None)
+    if stack and getattr(stack[-1], "inline_start", False):
+        stack[-1].inline_start = False
+        return
     raise Suspend(StartRequest())
 
 

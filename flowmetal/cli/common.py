@@ -6,7 +6,10 @@ import sys
 
 import click
 
-from ..starlark import StarlarkError, StarlarkSyntaxError
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the language loads lazily: read-only commands start faster
+    from ..starlark import StarlarkError
 
 EXIT_OK, EXIT_ERR, EXIT_USAGE = 0, 1, 2
 
@@ -24,6 +27,7 @@ def read_source(path: str) -> str:
 
 def report_error(err: StarlarkError) -> int:
     """Print a Starlark error to stderr; the exit status it deserves."""
+    from ..starlark import StarlarkSyntaxError
     click.echo(str(err), err=True)
     return EXIT_USAGE if isinstance(err, StarlarkSyntaxError) else EXIT_ERR
 

@@ -6,8 +6,6 @@ import sys
 
 import click
 
-from ..loading import FileLoader, LoadError
-from ..starlark import StarlarkError, exec_file
 from .common import EXIT_ERR, EXIT_OK, read_source, report_error
 
 
@@ -20,6 +18,8 @@ def eval_command(file: str, max_steps: int | None) -> None:
 
     Exits 0 on success, 1 on a runtime error, 2 on a syntax error or misuse.
     """
+    from ..loading import FileLoader, LoadError   # lazily: see common.py
+    from ..starlark import StarlarkError, exec_file
     source = read_source(file)
     try:
         exec_file(source, file, loader=FileLoader(file), max_steps=max_steps)

@@ -18,7 +18,6 @@ from typing import Any
 
 import click
 
-from ..starlark import StarlarkError, StarlarkSyntaxError
 from .common import EXIT_ERR, EXIT_OK, EXIT_USAGE, read_source, report_error
 
 _HOME_HELP = "State directory (default: $FLOWMETAL_HOME, $XDG_STATE_HOME/flowmetal, " \
@@ -140,6 +139,7 @@ def run_command(file: str, flow_name: str | None, arg_pairs: tuple[str, ...],
     Exits 0 for Ok, 1 for Err, 2 for usage or syntax errors.
     """
     from actors import RunError, Runtime, new_run_id
+    from ..starlark import StarlarkError, StarlarkSyntaxError
     source = read_source(file)
     args = _parse_args(arg_pairs)
     if args and flow_name is None:
@@ -175,6 +175,12 @@ def resume_command(run_id: str, home: str | None, virtual_time: bool, workers: i
     """
     from actors import RunError, Runtime
     from store import StoreError
+    from ..starlark import StarlarkError
+    # A daemon serving this home owns its runs: it resumes them, this only watches.
+    from .daemon_cmds import resume_via_daemon
+    code = resume_via_daemon(home, run_id)
+    if code is not None:
+        sys.exit(code)
     store = _open_store(home)
     if store.get_run(run_id) is None:
         raise click.UsageError(f"no run {run_id!r} in {store.home}")
@@ -207,17 +213,48 @@ def _ts(t: float | None) -> str:
     return _dt.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S")
 
 
+_LIST_STATES = ("running", "waiting", "live", "ok", "err", "cancelled", "crashed")
+
+
+def _runs_in_states(store: Any, states: tuple[str, ...], limit: int) -> list:
+    """Up to ``limit`` (run, shown state) pairs, newest first, in one of ``states``.
+    Stored states are read from the store's state index; `running` and `waiting` are
+    told apart by the run's flows, so they are read from the live states."""
+    wanted = set(states)
+    if "live" in wanted:
+        wanted |= {"running", "waiting"}
+    if not wanted:
+        return [(r, _run_state(store, r)) for r in store.list_runs(limit=limit)]
+    stored = {s for s in wanted if s not in ("running", "waiting", "live")}
+    if wanted & {"running", "waiting"}:
+        stored |= {"pending", "running", "waiting"}
+    runs = []
+    for s in stored:
+        runs += store.list_runs(s, limit=limit if s in wanted else 1 << 30)
+    runs.sort(key=lambda r: r.created, reverse=True)
+    out = []
+    for r in runs:
+        shown = _run_state(store, r)
+        if shown in wanted:
+            out.append((r, shown))
+            if len(out) >= limit:
+                break
+    return out
+
+
 @click.command("list")
 @click.option("--home", default=None, help=_HOME_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
 @click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
-def list_command(home: str | None, as_json: bool, limit: int) -> None:
+@click.option("--state", "states", multiple=True, metavar="STATE",
+              type=click.Choice(_LIST_STATES),
+              help="Only runs in this state (repeatable; `live` = running or waiting).")
+def list_command(home: str | None, as_json: bool, limit: int, states: tuple[str, ...]) -> None:
     """List runs, newest first: id, state, root flow, started, ended, result."""
     store = _open_store(home)
     rows = []
-    for run in store.list_runs(limit=limit):
+    for run, state in _runs_in_states(store, states, limit):
         root = store.get_flow(run.root_flow) if run.root_flow else None
-        state = _run_state(store, run)
         result = None
         if state == "crashed":
             result = f"crashed: {run.meta.get('error', '')}"

@@ -59,7 +59,10 @@ def send_frame(sock: socket.socket, obj: Any) -> None:
 def _recv_exact(sock: socket.socket, n: int) -> bytes:
     buf = bytearray()
     while len(buf) < n:
-        chunk = sock.recv(min(n - len(buf), 1 << 20))
+        try:
+            chunk = sock.recv(min(n - len(buf), 1 << 20))
+        except ConnectionResetError:
+            chunk = b""
         if not chunk:
             raise PeerClosed("connection closed mid-frame" if buf else "connection closed")
         buf += chunk

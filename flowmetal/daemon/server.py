@@ -229,6 +229,7 @@ class Daemon:
                 except P.ProtocolError as e:
                     self._reply(conn, P.error_reply(str(e), "protocol"))
                     if e.fatal:
+                        self._linger(conn)
                         return
                     continue
                 if not self.handle(conn, req):
@@ -253,7 +254,21 @@ class Daemon:
         log.warning("refused a client with uid %s (daemon uid %d)", uid, self.uid)
         self._reply(conn, P.error_reply(
             f"permission denied: this daemon serves uid {self.uid} only", "denied"))
+        self._linger(conn)
         return False
+
+    @staticmethod
+    def _linger(conn: socket.socket) -> None:
+        # Closing with unread input makes the peer see a reset instead of our reply:
+        # end our side, then swallow (a bounded amount of) what it already sent.
+        try:
+            conn.shutdown(socket.SHUT_WR)
+            conn.settimeout(0.2)
+            for _ in range(64):
+                if not conn.recv(65536):
+                    break
+        except OSError:
+            pass
 
     def _reply(self, conn: socket.socket, obj: dict) -> None:
         try:

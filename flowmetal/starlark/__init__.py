@@ -98,13 +98,21 @@ class Function:
         return STARLARK_FUNCTIONS[self.__wrapped__.__code__].name
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from . import context
+        from .thread import _conv, _release_locks
+        ctx = context.Context()
+        prev = context.install(ctx)
         try:
             return self.__wrapped__(*args, **kwargs)
         except StarlarkError:
             raise
-        except (TypeError, RecursionError) as e:
-            from .thread import convert_message
-            raise EvalError(convert_message(e)) from None
+        except Exception as e:
+            # The Starlark traceback is read lazily from the exception's Python
+            # traceback, which gains the caller's frames as it propagates.
+            raise _conv(e) from None
+        finally:
+            _release_locks(ctx)
+            context.install(prev)
 
     def __repr__(self) -> str:
         return f"<function {self.__name__}>"

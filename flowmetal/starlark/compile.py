@@ -53,12 +53,14 @@ def pyname(name: str) -> str:
     """The Python identifier for a Starlark identifier (dunder names are renamed)."""
     if name.startswith("__") and name.endswith("__"):
         return P + "d" + name
+    if "ϟ" in name:  # a Unicode Starlark identifier that could meet our names
+        return P + "u" + name
     return name
 
 
 def starname(py: str) -> str:
     """Inverse of `pyname` for display."""
-    if py.startswith(P + "d__"):
+    if py.startswith(P + "d__") or py.startswith(P + "u"):
         return py[len(P) + 1:]
     return py
 
@@ -242,6 +244,7 @@ class _Compiler:
         self.all_bound = self._all_bound_names()
         self.ncomps = 0
         self.cur_scope: Scope | None = None
+        self.loop_seqs: list[str] = []   # sequences of the for loops enclosing the code being lowered
 
     # ------------------------------------------------------------ resolution
 
@@ -1041,12 +1044,21 @@ class _Compiler:
         elif t is ast.For:
             seq_text = self.lower(s.iter, out, scope)
             loop = self.make_for(s.target, seq_text, pos, out, scope, s.iter)
-            loop.body.extend(self.lower_block(s.body, scope))
+            self.loop_seqs.append(loop.seq)
+            try:
+                loop.body.extend(self.lower_block(s.body, scope))
+            finally:
+                self.loop_seqs.pop()
         elif t is ast.Return:
-            if s.value is None:
-                out.append(S("return None", pos))
-            else:
-                out.append(S(f"return {self.lower(s.value, out, scope)}", pos))
+            value = "None" if s.value is None else self.lower(s.value, out, scope)
+            if self.loop_seqs:
+                if not (value == "None" or value.startswith(P + "t") or isinstance(s.value, (ast.Constant, ast.Name))):
+                    tmp = scope.temp()
+                    out.append(S(f"{tmp} = {value}", pos))
+                    value = tmp
+                for seq in reversed(self.loop_seqs):
+                    out.append(S(f"{P}unlock({seq})", pos))
+            out.append(S(f"return {value}", pos))
         elif t is ast.Pass:
             out.append(S("pass", pos))
         elif t is ast.Break:
@@ -1126,18 +1138,19 @@ class _Compiler:
                 self.tick(indent + 1, n.pos, f)
                 self.emit_ir(n.body, indent + 1, scope, False)
             elif isinstance(n, For):
+                # The iterated value is locked against mutation for the loop;
+                # `return` unlocks on its way out (see lower_stmt), and the
+                # Thread releases what an error or a suspension left locked.
                 self.emit(indent, f"{P}lock({n.seq})", n.pos, func=f)
-                self.emit(indent, "try:", n.pos, func=f)
                 if n.simple_target:
-                    self.emit(indent + 1, f"for {n.simple_target} in {n.it}:", n.pos, func=f)
-                    self.tick(indent + 2, n.pos, f)
+                    self.emit(indent, f"for {n.simple_target} in {n.it}:", n.pos, func=f)
+                    self.tick(indent + 1, n.pos, f)
                 else:
-                    self.emit(indent + 1, f"for {P}v in {n.it}:", n.pos, func=f)
-                    self.tick(indent + 2, n.pos, f)
-                    self.emit_ir(n.assign, indent + 2, scope, False)
-                self.emit_ir(n.body, indent + 2, scope, False)
-                self.emit(indent, "finally:", n.pos, func=f)
-                self.emit(indent + 1, f"{P}unlock({n.seq})", n.pos, func=f)
+                    self.emit(indent, f"for {P}v in {n.it}:", n.pos, func=f)
+                    self.tick(indent + 1, n.pos, f)
+                    self.emit_ir(n.assign, indent + 1, scope, False)
+                self.emit_ir(n.body, indent + 1, scope, False)
+                self.emit(indent, f"{P}unlock({n.seq})", n.pos, func=f)
             elif isinstance(n, Def):
                 self.emit_function(n.scope, indent, n.header, n.pos)
             else:
@@ -1179,29 +1192,27 @@ class _Compiler:
             elif isinstance(n, For):
                 self.emit(indent, f"if not {P}R or {P}R in {cs!r}:", n.pos, func=f)
                 self.emit(indent + 1, f"{P}lock({n.seq})", n.pos, func=f)
-                self.emit(indent + 1, "try:", n.pos, func=f)
-                self.emit(indent + 2, "while True:", n.pos, func=f)
-                self.emit(indent + 3, f"if not {P}R:", n.pos, func=f)
-                self.emit(indent + 4, f"{P}v = {P}next({n.it}, {P}STOP)", n.pos, func=f)
-                self.emit(indent + 4, f"if {P}v is {P}STOP: break", n.pos, func=f)
-                self.emit_ir(n.assign, indent + 4, scope, False)
-                self.tick(indent + 4, n.pos, f)
-                self.emit_ir(n.body, indent + 3, scope, True)
-                self.emit(indent + 1, "finally:", n.pos, func=f)
-                self.emit(indent + 2, f"{P}unlock({n.seq})", n.pos, func=f)
+                self.emit(indent + 1, "while True:", n.pos, func=f)
+                self.emit(indent + 2, f"if not {P}R:", n.pos, func=f)
+                self.emit(indent + 3, f"{P}v = {P}next({n.it}, {P}STOP)", n.pos, func=f)
+                self.emit(indent + 3, f"if {P}v is {P}STOP: break", n.pos, func=f)
+                self.emit_ir(n.assign, indent + 3, scope, False)
+                self.tick(indent + 3, n.pos, f)
+                self.emit_ir(n.body, indent + 2, scope, True)
+                self.emit(indent + 1, f"{P}unlock({n.seq})", n.pos, func=f)
             else:
                 raise AssertionError(n)
         flush()
 
     def function_ir(self, scope: Scope) -> list:
         if scope._ir is None:
-            saved = self.cur_scope
-            self.cur_scope = scope
+            saved = self.cur_scope, self.loop_seqs
+            self.cur_scope, self.loop_seqs = scope, []
             scope.nums = self.infer_numbers(scope)
             try:
                 self._function_ir(scope)
             finally:
-                self.cur_scope = saved
+                self.cur_scope, self.loop_seqs = saved
         return scope._ir
 
     def _function_ir(self, scope: Scope) -> None:
@@ -1223,12 +1234,12 @@ class _Compiler:
                 self.emit(indent, f"{P}cell_{py} = {P}Cell()", func=f)
 
     def emit_body(self, scope: Scope, indent: int, resume: bool):
+        # No try/except here: Python exceptions become StarlarkErrors where
+        # they leave Starlark (the Thread driver, `Function`), with the whole
+        # traceback; blocks are scarce (CPython allows 20 nested ones).
         f = scope.index
         self.emit(indent, f"{P}k = 0", func=f)
-        self.emit(indent, "try:", func=f)
-        self.emit_ir(self.function_ir(scope), indent + 1, scope, resume)
-        self.emit(indent, f"except {P}Exc as {P}e:", func=f)
-        self.emit(indent + 1, f"raise {P}conv({P}e) from None", func=f)
+        self.emit_ir(self.function_ir(scope), indent, scope, resume)
 
     def emit_function(self, scope: Scope, indent: int, header: str, pos):
         self.function_ir(scope)  # lowering allocates temps before the header is final

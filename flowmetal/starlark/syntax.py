@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 import io
 import tokenize
+import unicodedata
 import warnings
 
 from .errors import StarlarkSyntaxError
@@ -419,8 +420,9 @@ class _Checker:
     def name(self, n: ast.Name):
         if n.id == "load":
             self.fail(n, "load is a keyword")
-        if not n.id.isascii():
-            self.fail(n, f"invalid identifier {n.id!r}")
+        if not n.id.isascii() and unicodedata.normalize("NFKC", n.id) != n.id:
+            # Python folds such spellings together (NFKC); Starlark would not.
+            self.fail(n, f"identifier {n.id!r} is not in Unicode normal form NFKC")
 
     def attr_name(self, a: ast.Attribute):
         if a.attr.startswith("__") and a.attr.endswith("__"):

@@ -72,6 +72,12 @@ def get_compiled(source: str, filename: str, predeclared_names, eval_mode: bool 
             compiled.code = compile(compiled.pysource, codename, "exec")
     except (RecursionError, MemoryError):
         raise StarlarkSyntaxError("program is nested too deeply", filename, 1, 1) from None
+    except SyntaxError as e:
+        # CPython's own limits on the generated code (20 nested loops).
+        info = compiled.lines[e.lineno - 1] if e.lineno and e.lineno <= len(compiled.lines) else None
+        line = info.line if info else 1
+        text = source.splitlines()[line - 1] if 0 < line <= len(source.splitlines()) else ""
+        raise StarlarkSyntaxError(f"program too complex: {e.msg}", filename, line, 1, text) from None
     compiled.key = key
     compiled.canonical = {}
     compiled.resume_codes = {}
@@ -155,6 +161,29 @@ def _compiter(seq):
     return it
 
 
+def _lock(v) -> None:
+    values.lock(v)
+    context.current().held.append(v)
+
+
+def _unlock(v) -> None:
+    held = context.current().held
+    if held and held[-1] is v:
+        held.pop()
+    else:
+        try:
+            held.remove(v)
+        except ValueError:
+            return
+    values.unlock(v)
+
+
+def _release_locks(ctx: context.Context) -> None:
+    """Unlock what loops left locked when an error or a suspension unwound them."""
+    while ctx.held:
+        values.unlock(ctx.held.pop())
+
+
 def _resume(chain: "_Chain"):
     return chain.enter()
 
@@ -230,7 +259,7 @@ HELPERS: dict[str, Any] = {
     P + "getattr": values.getattr_, P + "setattr": values.setattr_,
     P + "setindex": values.setindex, P + "unpack": values.unpack,
     P + "iterate": values.iterate, P + "iterable": values.iterable, P + "compiter": _compiter,
-    P + "lock": values.lock, P + "unlock": values.unlock,
+    P + "lock": _lock, P + "unlock": _unlock,
     P + "next": next, P + "STOP": _STOP, P + "Exc": Exception, P + "draw": context.draw_steps,
     P + "conv": _conv, P + "resume": _resume, P + "Cell": values.Cell, P + "cellof": _cellof,
     P + "load": _load, P + "loaded": _loaded, P + "starargs": values.starargs,
@@ -535,6 +564,7 @@ class Thread:
             self.status = "failed"
             return Failed(err)
         finally:
+            _release_locks(ctx)
             self.steps_left = ctx.steps_left
             context.install(prev)
         self.status = "done"

@@ -520,10 +520,14 @@ def test_deeply_nested_loops_never_raise_python_errors(sl, kind):
 
 
 @pytest.mark.parametrize("kind", ["for", "while"])
-def test_twenty_one_nested_loops_are_valid_starlark(sl, kind):
-    # Python caps statically nested blocks at 20; Starlark has no such limit.
-    g = sl.exec_file(_nested_loops(21, kind), "nest.star")
+def test_twenty_nested_loops_run_and_deeper_nesting_is_a_clean_error(sl, kind):
+    # Dialect limit (README): loops nest at most 20 deep, because the compiled
+    # Python may not nest more blocks; deeper nesting is a syntax error, never a crash.
+    g = sl.exec_file(_nested_loops(20, kind), "nest.star")
     assert g["x"] == (1 if kind == "for" else 100)
+    with pytest.raises(sl.StarlarkSyntaxError) as info:
+        sl.exec_file(_nested_loops(21, kind), "nest.star")
+    assert info.value.filename == "nest.star" and info.value.line > 1
 
 
 def test_deep_if_nesting_never_raises_python_errors(sl):

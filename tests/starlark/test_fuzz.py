@@ -13,6 +13,7 @@ import inspect
 import io
 import signal
 import textwrap
+import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -91,29 +92,44 @@ def _boom(*args):
     raise ValueError("host failure")
 
 
-def run_guarded(src: str) -> None:
-    """exec_file(src); only StarlarkError may escape, and it must finish within WALL_LIMIT_S."""
+@contextlib.contextmanager
+def wall_clock_guard(seconds: float, what: str):
+    """Fail the test if the block runs longer than `seconds` (SIGALRM in the main thread).
+
+    Any timer already armed (pytest-timeout's, for one) is re-armed with its remaining time.
+    """
     fired = []
 
     def on_alarm(signum, frame):
         fired.append(True)
         raise _Hang()
 
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, WALL_LIMIT_S)
+    started = time.monotonic()
+    previous_handler = signal.signal(signal.SIGALRM, on_alarm)
+    previous_delay, previous_interval = signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
-        with contextlib.redirect_stdout(io.StringIO()), memory_cap():
-            sl.exec_file(src, "fuzz.star", predeclared=_predeclared(), loader=_loader, **_KW)
-    except sl.StarlarkError as err:
-        if isinstance(err.__cause__, MemoryError) or isinstance(err.__context__, MemoryError):
-            pytest.fail(f"stopped only by running out of memory on:\n{src!r}")
+        yield
     except _Hang:
-        pytest.fail(f"exec_file ran longer than {WALL_LIMIT_S}s on:\n{src!r}")
+        pytest.fail(f"ran longer than {seconds}s on:\n{what!r}")
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+        signal.signal(signal.SIGALRM, previous_handler)
+        if previous_delay:
+            remaining = previous_delay - (time.monotonic() - started)
+            signal.setitimer(signal.ITIMER_REAL, max(remaining, 0.001), previous_interval)
     if fired:  # the alarm was swallowed somewhere inside the interpreter
-        pytest.fail(f"exec_file ran longer than {WALL_LIMIT_S}s (alarm swallowed) on:\n{src!r}")
+        pytest.fail(f"ran longer than {seconds}s (alarm swallowed) on:\n{what!r}")
+
+
+def run_guarded(src: str) -> None:
+    """exec_file(src); only StarlarkError may escape, and it must finish within WALL_LIMIT_S."""
+    with wall_clock_guard(WALL_LIMIT_S, src):
+        try:
+            with contextlib.redirect_stdout(io.StringIO()), memory_cap():
+                sl.exec_file(src, "fuzz.star", predeclared=_predeclared(), loader=_loader, **_KW)
+        except sl.StarlarkError as err:
+            if isinstance(err.__cause__, MemoryError) or isinstance(err.__context__, MemoryError):
+                pytest.fail(f"stopped only by running out of memory on:\n{src!r}")
 
 
 # ---- corpus of valid programs ----------------------------------------------------------------
@@ -380,22 +396,9 @@ def test_arbitrary_text(src):
 @given(st.text(alphabet=st.sampled_from(list("()[]{}'\"\\ \n\t:,.=+-*%<>#xbr0123456789")), max_size=60))
 def test_expression_soup(src):
     """eval_expr on bracket/quote-heavy garbage."""
-    fired = []
-
-    def on_alarm(signum, frame):
-        fired.append(True)
-        raise _Hang()
-
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, WALL_LIMIT_S)
-    try:
-        with memory_cap():
-            sl.eval_expr(src, predeclared={"x": 1, "b": b"b", "r": [1]})
-    except sl.StarlarkError:
-        pass
-    except _Hang:
-        pytest.fail(f"eval_expr ran longer than {WALL_LIMIT_S}s on {src!r}")
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-    assert not fired
+    with wall_clock_guard(WALL_LIMIT_S, src):
+        try:
+            with memory_cap():
+                sl.eval_expr(src, predeclared={"x": 1, "b": b"b", "r": [1]})
+        except sl.StarlarkError:
+            pass

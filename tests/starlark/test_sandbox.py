@@ -95,6 +95,13 @@ PROBES = [
     "(lambda: 0).__name__",
     "(lambda: 0).__dict__",
     "getattr(lambda: 0, '__globals__')",
+    # in the module variant below, `f` is the enclosing Starlark def itself
+    "f.__globals__",
+    "f.__code__",
+    "f.__closure__",
+    "f.__defaults__",
+    "getattr(f, '__globals__')",
+    "'{0.__globals__}'.format(f)",
     # str.format / % field access
     "'{0.__class__}'.format(1)",
     "'{0.__class__.__mro__}'.format('')",

@@ -1,0 +1,87 @@
+"""Supervised batch jobs: progress, summary, exit status, retry, and durability
+across kill -9 of the daemon."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import HERE, fm
+
+MIXED = str(HERE / "mixed.flow")
+
+
+def _items(home: Path, values: list[int]) -> str:
+    p = home / "items.jsonl"
+    p.write_text("".join(json.dumps({"i": v}) + "\n" for v in values) + "\n")
+    return str(p)
+
+
+def test_batch_summary_exit_status_and_retry(home: Path, daemon) -> None:
+    inputs = _items(home, [1, 2, -1, 3, 4, 5])
+    p = fm(home, "batch", MIXED, "--inputs", inputs, "--flow", "main",
+           "--concurrency", "2", "--arg", "t=0")
+    assert p.returncode == 1, p.stderr
+    assert "progress: " in p.stderr          # plain lines without a terminal
+    assert "5 ok, 1 failed of 6" in p.stdout
+    assert 'item 2 (err): Err("negative")' in p.stdout
+    bid = p.stdout.split()[1].rstrip(":")
+    v = json.loads(fm(home, "batch", "status", bid, "--json").stdout)
+    assert [i["state"] for i in v["items"]] == ["ok", "ok", "err", "ok", "ok", "ok"]
+    assert [i["result"] for i in v["items"]][:2] == ["Ok(3)", "Ok(6)"]
+    before = {i["index"]: i["run_id"] for i in v["items"]}
+    p = fm(home, "batch", "retry", bid, "--failed")
+    assert p.returncode == 1 and "retrying 1 item" in p.stderr
+    v = json.loads(fm(home, "batch", "status", bid, "--json").stdout)
+    after = {i["index"]: i["run_id"] for i in v["items"]}
+    assert after[2] == f"{bid}-2-a1" and all(after[k] == before[k] for k in after if k != 2)
+    p = fm(home, "batch", "list", "--json")
+    assert [b["id"] for b in json.loads(p.stdout)] == [bid]
+    p = fm(home, "batch", "status", "nope")
+    assert p.returncode == 1 and "no batch" in p.stderr
+
+
+@pytest.mark.timeout(180)
+def test_batch_survives_kill9(home: Path, daemons) -> None:
+    d = daemons()
+    n = 40
+    inputs = _items(home, list(range(n)))
+    p = fm(home, "batch", MIXED, "--inputs", inputs, "--flow", "main",
+           "--concurrency", "4", "--arg", "t=0.15", "--detach", "--json")
+    assert p.returncode == 0, p.stderr
+    bid = json.loads(p.stdout)["batch_id"]
+    from store import Store
+    st = Store.open(home, sync=False)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            counts = st.get_batch(bid).meta.get("counts", {})
+            if counts.get("ok", 0) >= 8:
+                break
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        d.kill9()
+        done_before = {it.index: (it.run_id, st.get_run(it.run_id).finished)
+                       for it in st.batch_items(bid) if it.state == "ok"}
+        assert 8 <= len(done_before) < n
+        daemons()
+        deadline = time.monotonic() + 120
+        while st.get_batch(bid).state != "ok":
+            assert time.monotonic() < deadline, st.get_batch(bid)
+            time.sleep(0.1)
+        items = st.batch_items(bid)
+        assert all(it.state == "ok" for it in items)
+        for it in items:
+            assert it.run_id == f"{bid}-{it.index}"           # one run per item, ever
+            assert st.get_flow(it.run_id).result["repr"] == f"Ok({3 * it.index})"
+        for index, (rid, finished) in done_before.items():   # not redone
+            assert st.get_run(rid).finished == finished
+        runs = [r for r in st.list_runs(limit=1000) if r.id.startswith(bid)]
+        assert len(runs) == n
+    finally:
+        st.close()
+    p = fm(home, "batch", "status", bid)
+    assert "ok 40" in p.stdout
