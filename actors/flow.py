@@ -115,7 +115,7 @@ class _Host:
         r = self.runner
         r.seq += 1
         cid = child_id(r.flow_id, r.seq)
-        r.children.append((cid, fdef.name, new_flow_thread(fdef, args, kwargs, r.hub.max_steps)))
+        r.children.append((cid, fdef.name, (fdef, args, kwargs)))
         return Handle(cid, fdef.name)
 
     def write(self, text: str) -> None:
@@ -153,12 +153,15 @@ class FlowRunner:
         self.parent = parent
         self.name = name
         self.thread = image.thread
+        if self.thread is None and image.start is not None:
+            fdef, args, kwargs = image.start
+            self.thread = new_flow_thread(fdef, args, kwargs, hub.max_steps)
         self.fctx = image.fctx or FlowContext(flow_id, name, make_args({}))
         self.seq = image.seq
         self.last_result = image.last_result
         self.is_module = image.is_module
         self.out: list[str] = []
-        self.children: list[tuple[str, str, Thread]] = []
+        self.children: list[tuple[str, str, tuple]] = []  # (id, name, start spec)
         self.pending: int | None = None   # seq of the action it waits on
         self.journal: Any = NOTSET        # (seq, record) of a consumed, unjournaled result
         self.done = False
@@ -254,11 +257,11 @@ class FlowRunner:
 
     def _child_ops(self, b: Batch) -> list:
         made = []
-        for cid, name, t in self.children:
+        for cid, name, start in self.children:
             b.create_flow(cid, run_id=self.run_id, name=name, parent=self.flow_id,
                           state="pending")
-            b.put_checkpoint(cid, dumps_image(FlowImage(t, None, 0, None, False)))
-            made.append((cid, name, t))
+            b.put_checkpoint(cid, dumps_image(FlowImage(None, None, 0, None, False, start)))
+            made.append((cid, name, start))
         self.children = []
         return made
 
@@ -283,8 +286,7 @@ class FlowRunner:
             r = self._inline(req, k, cid)
             if r is not NOTSET:
                 return r
-        thread = new_flow_thread(req.flow, req.args, req.kwargs, self.hub.max_steps)
-        self.children.append((cid, req.flow.name, thread))
+        self.children.append((cid, req.flow.name, (req.flow, req.args, req.kwargs)))
         return self._suspend_on(k, "wait", {"kind": "wait", "children": [cid], "single": True},
                                 ([cid], True))
 

@@ -13,6 +13,7 @@ which only advances when nothing is busy — and which runs are being watched.
 
 from __future__ import annotations
 
+import collections
 import os
 import secrets
 import threading
@@ -29,6 +30,11 @@ from .codec import FlowImage, dumps_image, result_from_record
 from .flow import CommitGate, FlowActor, FlowRunner, load_runner, new_flow_thread, run_of
 from .resources import ExecActor, TimerActor
 from .supervisor import Supervisor
+
+
+# New flows running towards their first suspension at once (see `Runtime.starting`):
+# enough to keep group commit busy, few enough to bound memory.
+MAX_STARTING = 256
 
 
 class RunError(Exception):
@@ -79,6 +85,13 @@ class Runtime:
         self.waits: dict[str, list] = {}           # parent -> [seq, ids, single, remaining]
         self.waiters: dict[str, set[str]] = {}     # child -> parents waiting on it
         self.busy: set[str] = set()
+        # Admission of new flows: at most `max_starting` run towards their first
+        # suspension at once; later ones queue here (as ids: their start checkpoint is
+        # in the store). A flow that spawns 10,000 children thus never has 10,000
+        # Threads, runners and checkpoints in memory at the same moment.
+        self.max_starting = MAX_STARTING
+        self.starting: set[str] = set()
+        self.start_queue: collections.deque = collections.deque()
         self.watches: dict[str, RunWatch] = {}
         self.closed = False
         self.timer = TimerActor.start(self._fire_timer, self.now, virtual=virtual_time,
@@ -267,6 +280,7 @@ class Runtime:
                   runner: Any = None) -> None:
         """A flow committed its suspension on action `seq` (called after the commit)."""
         with self.lock:
+            self._started(flow_id)
             for cid, name, thread in children:
                 self._start_child(flow_id, cid, thread, name)
             if kind == "exec":
@@ -281,13 +295,32 @@ class Runtime:
                 ids, single = info
                 self._register_wait(flow_id, seq, ids, single)
 
-    def _start_child(self, parent: str, cid: str, thread: Any, name: str) -> None:
+    def _start_child(self, parent: str, cid: str, start: Any, name: str) -> None:
+        """Start a child the parent just committed; `start` is its (flow, args, kwargs)
+        or None (then it loads from its start checkpoint)."""
         self.busy.add(cid)
-        if self.pool is not None or thread is None:
+        if len(self.starting) >= self.max_starting:
+            self.start_queue.append((parent, cid, start, name))
+            return
+        self._admit(parent, cid, start, name)
+
+    def _started(self, flow_id: str) -> None:
+        """The flow left its start (suspended, ended, crashed): admit queued ones."""
+        self.starting.discard(flow_id)
+        q = self.start_queue
+        while q and len(self.starting) < self.max_starting:
+            self._admit(*q.popleft())
+
+    def _admit(self, parent: str, cid: str, start: Any, name: str) -> None:
+        if cid in self._cancelled:
+            self.busy.discard(cid)
+            return
+        self.starting.add(cid)
+        if self.pool is not None or start is None:
             self._host(cid, None, ("load",))
         else:
             runner = FlowRunner(self, cid, parent=parent, name=name,
-                                image=FlowImage(thread, None, 0, None, False), fresh=True)
+                                image=FlowImage(None, None, 0, None, False, start), fresh=True)
             self._host(cid, runner, ("go", ("ok", None), NOTSET))
 
     def reissue(self, flow_id: str, seq: int, intent: dict, actor: Any = None) -> None:
@@ -335,6 +368,7 @@ class Runtime:
                  children: list) -> None:
         """A flow committed its end."""
         with self.lock:
+            self._started(flow_id)
             for cid, name, thread in children:
                 self._start_child(flow_id, cid, thread, name)
             self.busy.discard(flow_id)
@@ -367,6 +401,7 @@ class Runtime:
             return  # its actor lost the race with cancel_run: not a crash
         with self.lock:
             self.actors.pop(flow_id, None)
+            self._started(flow_id)
         if not self.closed:
             self.supervisor.tell(("crashed", flow_id, error))
 

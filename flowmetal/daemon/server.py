@@ -477,8 +477,7 @@ class Daemon:
             return {"ok": True, "run_id": run.id, "resumed": resumed}
         self._reply(conn, {"ok": True, "event": "started", "run_id": run.id,
                            "resumed": resumed})
-        self._stream(conn, run.id, output=bool(req.get("output", True)),
-                     offset=0 if req.get("output", True) else 0)
+        self._stream(conn, run.id, output=bool(req.get("output", True)), offset=0)
         return None
 
     def op_batch_create(self, conn: socket.socket, req: dict) -> dict:

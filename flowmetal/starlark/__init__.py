@@ -98,21 +98,17 @@ class Function:
         return STARLARK_FUNCTIONS[self.__wrapped__.__code__].name
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        from . import context
-        from .thread import _conv, _release_locks
-        ctx = context.Context()
-        prev = context.install(ctx)
+        from .thread import _conv, release_locks
         try:
             return self.__wrapped__(*args, **kwargs)
-        except StarlarkError:
+        except StarlarkError as e:
+            release_locks(e.__traceback__)
             raise
         except Exception as e:
+            release_locks(e.__traceback__)
             # The Starlark traceback is read lazily from the exception's Python
             # traceback, which gains the caller's frames as it propagates.
             raise _conv(e) from None
-        finally:
-            _release_locks(ctx)
-            context.install(prev)
 
     def __repr__(self) -> str:
         return f"<function {self.__name__}>"

@@ -75,6 +75,7 @@ class LineInfo:
     func: int = -1         # function index whose body holds this line
     defines: int = -1      # function index defined by a `def` on this line
     form: str = ""         # "normal" or "resume" for def lines
+    locks: tuple = ()      # sequence variables of the for loops open on this line
 
 
 @dataclass
@@ -90,6 +91,7 @@ class Scope:
     cells: set[str] = field(default_factory=set)        # pynames captured by inner functions
     extra_locals: list[str] = field(default_factory=list)  # temps, loop and comprehension vars
     nums: set[str] = field(default_factory=set)          # locals that only ever hold int/float
+    floats: set[str] = field(default_factory=set)        # ... of those, the ones always float
     _ir: list | None = None                              # lowered body, once computed
     ncallsites: int = 0
     ntemps: int = 0
@@ -159,6 +161,7 @@ class For:
     assign: list                # IR assigning the loop variable(s) from `_ϟv`
     pos: tuple[int, int]
     body: list
+    lockable: bool = True       # False when the sequence is surely immutable (range())
 
 
 @dataclass
@@ -244,6 +247,11 @@ class _Compiler:
         self.all_bound = self._all_bound_names()
         self.ncomps = 0
         self.cur_scope: Scope | None = None
+        self.nwalrus = 0
+        # While emitting: per function being emitted, the locked loop sequences
+        # open at the current line (the Thread unlocks them if an error or a
+        # suspension unwinds the frame there).
+        self.open_locks: list[tuple] = []
         self.loop_seqs: list[str] = []   # sequences of the for loops enclosing the code being lowered
 
     # ------------------------------------------------------------ resolution
@@ -595,7 +603,37 @@ class _Compiler:
                 if not all(self.is_num(v, nums, scope) for v in assigns[py]):
                     nums.discard(py)
                     changed = True
+        # Among them, the ones that are always floats (their products cannot grow).
+        floats = set(nums)
+        changed = True
+        while changed:
+            changed = False
+            for py in list(floats):
+                if not all(self.is_float(v, floats, scope) for v in assigns[py]):
+                    floats.discard(py)
+                    changed = True
+        scope.floats = floats
         return nums
+
+    def is_float(self, e, floats, scope) -> bool:
+        t = type(e)
+        if t is ast.Constant:
+            return type(e.value) is float
+        if t is ast.Name:
+            r = self.res.get(id(e))
+            return bool(r) and r[0] == "local" and r[1] is scope and r[2] in floats
+        if t is ast.BinOp:
+            if isinstance(e.op, ast.Div):
+                return True
+            return isinstance(e.op, (ast.Add, ast.Sub, ast.Mult, ast.FloorDiv, ast.Mod)) and (
+                self.is_float(e.left, floats, scope) or self.is_float(e.right, floats, scope))
+        if t is ast.UnaryOp:
+            return isinstance(e.op, (ast.USub, ast.UAdd)) and self.is_float(e.operand, floats, scope)
+        if t is ast.Call:
+            return isinstance(e.func, ast.Name) and e.func.id == "float" and self.is_safe_call(e)
+        if t is ast.IfExp:
+            return self.is_float(e.body, floats, scope) and self.is_float(e.orelse, floats, scope)
+        return False
 
     def is_num(self, e, nums, scope) -> bool:
         t = type(e)
@@ -631,15 +669,19 @@ class _Compiler:
         """`left op right`: native for numbers known statically, native behind
         an `int` type guard for simple operands, else the value library."""
         op = type(e.op)
-        generic = f"{P}{_BINOPS[op]}({left}, {right})"
+        # `%` goes to fastpath.mod, which formats simple "%d"/"%s" strings natively.
+        generic = f"{P}{'fmod' if op is ast.Mod else _BINOPS[op]}({left}, {right})"
+        if isinstance(lnode, ast.Constant) and type(lnode.value) is str:
+            return generic
         if self.num_binop(e):
-            if op is ast.Mult and (self.is_pure(lnode) or left.startswith(P + "t")) \
-                    and (self.is_pure(rnode) or right.startswith(P + "t")):
-                # Products of big ints grow fast: those go to the library's size cap.
-                return (f"(({left} * {right}) if -{P}BIG < {left} < {P}BIG and -{P}BIG < {right} < {P}BIG "
-                        f"else {generic})")
-            if op is ast.Mult:
-                return generic
+            scope = self.cur_scope
+            if op is ast.Mult and not (self.is_float(lnode, scope.floats, scope)
+                                       or self.is_float(rnode, scope.floats, scope)):
+                # Products of big ints grow fast: those go to the library's size
+                # cap. The operands are named once (`:=`) and tested together.
+                a, b = self.walrus(), self.walrus()
+                return (f"(({a} * {b}) if ((-{P}BIG < ({a} := {left}) < {P}BIG) & "
+                        f"(-{P}BIG < ({b} := {right}) < {P}BIG)) else {P}mul({a}, {b}))")
             return f"({left} {_PYOPS[op]} {right})"
         if op in self._GUARDABLE:
             guards = []
@@ -657,9 +699,11 @@ class _Compiler:
                 guards.append(f"{right}")  # x % 0 goes to the library for its message
             cond = " and ".join(guards) if guards else "True"
             return f"(({left} {_PYOPS[op]} {right}) if {cond} else {generic})"
-        if op is ast.Mod:
-            return f"{P}fmod({left}, {right})"
         return generic
+
+    def walrus(self) -> str:
+        self.nwalrus += 1
+        return f"{P}w{self.nwalrus}"
 
     def num_binop(self, e) -> bool:
         scope = self.cur_scope
@@ -897,7 +941,7 @@ class _Compiler:
         cur = out
         for gen in e.generators:
             seq_text = self.lower(gen.iter, cur, scope)
-            loop = self.make_for(gen.target, seq_text, pos, cur, scope)
+            loop = self.make_for(gen.target, seq_text, pos, cur, scope, gen.iter)
             cur = loop.body
             for cond in gen.ifs:
                 c = self.lower(cond, cur, scope)
@@ -937,7 +981,10 @@ class _Compiler:
             simple = None
             assign = []
             self.assign_target(target, f"{P}v", assign, scope, pos)
-        loop = For(seq, it, simple, assign, pos, [])
+        lockable = not (iter_node is not None and isinstance(iter_node, ast.Call)
+                        and isinstance(iter_node.func, ast.Name) and iter_node.func.id == "range"
+                        and self.is_safe_call(iter_node))
+        loop = For(seq, it, simple, assign, pos, [], lockable)
         out.append(loop)
         return loop
 
@@ -1011,6 +1058,12 @@ class _Compiler:
                 rhs = self.lower(s.value, out, scope)
                 if self.num_binop(ast.BinOp(left=tgt, op=s.op, right=s.value)):
                     out.append(S(f"{self.name_store(tgt)} {_PYOPS[type(s.op)]}= {rhs}", pos))
+                elif op == "iadd":
+                    # ints first, natively; lists (in place), strings etc. in the library
+                    cur, w = self.name_load(tgt), self.walrus()
+                    out.append(S(f"{self.name_store(tgt)} = ({cur} + {w}) if "
+                                 f"({P}type({cur}) is {P}int) & ({P}type({w} := {rhs}) is {P}int) "
+                                 f"else {P}iadd({cur}, {w})", pos))
                 else:
                     out.append(S(f"{self.name_store(tgt)} = {P}{op}({self.name_load(tgt)}, {rhs})", pos))
             elif isinstance(tgt, ast.Subscript):
@@ -1044,11 +1097,13 @@ class _Compiler:
         elif t is ast.For:
             seq_text = self.lower(s.iter, out, scope)
             loop = self.make_for(s.target, seq_text, pos, out, scope, s.iter)
-            self.loop_seqs.append(loop.seq)
+            if loop.lockable:
+                self.loop_seqs.append(loop.seq)
             try:
                 loop.body.extend(self.lower_block(s.body, scope))
             finally:
-                self.loop_seqs.pop()
+                if loop.lockable:
+                    self.loop_seqs.pop()
         elif t is ast.Return:
             value = "None" if s.value is None else self.lower(s.value, out, scope)
             if self.loop_seqs:
@@ -1108,7 +1163,14 @@ class _Compiler:
     def emit(self, indent: int, text: str, pos=(0, 0), cs: int = 0, func: int = -1,
              defines: int = -1, form: str = ""):
         self.out.append("    " * indent + text)
-        self.info.append(LineInfo(pos[0], pos[1], cs, func, defines, form))
+        locks = self.open_locks[-1] if self.open_locks and defines < 0 else ()
+        self.info.append(LineInfo(pos[0], pos[1], cs, func, defines, form, locks))
+
+    def push_lock(self, seq: str) -> None:
+        self.open_locks[-1] = self.open_locks[-1] + (seq,)
+
+    def pop_lock(self) -> None:
+        self.open_locks[-1] = self.open_locks[-1][:-1]
 
     def tick(self, indent, pos, func):
         self.emit(indent, f"{P}k -= 1", pos, func=func)
@@ -1141,7 +1203,9 @@ class _Compiler:
                 # The iterated value is locked against mutation for the loop;
                 # `return` unlocks on its way out (see lower_stmt), and the
                 # Thread releases what an error or a suspension left locked.
-                self.emit(indent, f"{P}lock({n.seq})", n.pos, func=f)
+                if n.lockable:
+                    self.emit(indent, f"{P}lock({n.seq})", n.pos, func=f)
+                    self.push_lock(n.seq)
                 if n.simple_target:
                     self.emit(indent, f"for {n.simple_target} in {n.it}:", n.pos, func=f)
                     self.tick(indent + 1, n.pos, f)
@@ -1150,7 +1214,9 @@ class _Compiler:
                     self.tick(indent + 1, n.pos, f)
                     self.emit_ir(n.assign, indent + 1, scope, False)
                 self.emit_ir(n.body, indent + 1, scope, False)
-                self.emit(indent, f"{P}unlock({n.seq})", n.pos, func=f)
+                if n.lockable:
+                    self.pop_lock()
+                    self.emit(indent, f"{P}unlock({n.seq})", n.pos, func=f)
             elif isinstance(n, Def):
                 self.emit_function(n.scope, indent, n.header, n.pos)
             else:
@@ -1191,7 +1257,9 @@ class _Compiler:
                 self.emit_ir(n.body, indent + 1, scope, True)
             elif isinstance(n, For):
                 self.emit(indent, f"if not {P}R or {P}R in {cs!r}:", n.pos, func=f)
-                self.emit(indent + 1, f"{P}lock({n.seq})", n.pos, func=f)
+                if n.lockable:
+                    self.emit(indent + 1, f"{P}lock({n.seq})", n.pos, func=f)
+                    self.push_lock(n.seq)
                 self.emit(indent + 1, "while True:", n.pos, func=f)
                 self.emit(indent + 2, f"if not {P}R:", n.pos, func=f)
                 self.emit(indent + 3, f"{P}v = {P}next({n.it}, {P}STOP)", n.pos, func=f)
@@ -1199,7 +1267,9 @@ class _Compiler:
                 self.emit_ir(n.assign, indent + 3, scope, False)
                 self.tick(indent + 3, n.pos, f)
                 self.emit_ir(n.body, indent + 2, scope, True)
-                self.emit(indent + 1, f"{P}unlock({n.seq})", n.pos, func=f)
+                if n.lockable:
+                    self.pop_lock()
+                    self.emit(indent + 1, f"{P}unlock({n.seq})", n.pos, func=f)
             else:
                 raise AssertionError(n)
         flush()
@@ -1234,6 +1304,13 @@ class _Compiler:
                 self.emit(indent, f"{P}cell_{py} = {P}Cell()", func=f)
 
     def emit_body(self, scope: Scope, indent: int, resume: bool):
+        self.open_locks.append(())
+        try:
+            self._emit_body(scope, indent, resume)
+        finally:
+            self.open_locks.pop()
+
+    def _emit_body(self, scope: Scope, indent: int, resume: bool):
         # No try/except here: Python exceptions become StarlarkErrors where
         # they leave Starlark (the Thread driver, `Function`), with the whole
         # traceback; blocks are scarce (CPython allows 20 nested ones).

@@ -161,27 +161,19 @@ def _compiter(seq):
     return it
 
 
-def _lock(v) -> None:
-    values.lock(v)
-    context.current().held.append(v)
-
-
-def _unlock(v) -> None:
-    held = context.current().held
-    if held and held[-1] is v:
-        held.pop()
-    else:
-        try:
-            held.remove(v)
-        except ValueError:
-            return
-    values.unlock(v)
-
-
-def _release_locks(ctx: context.Context) -> None:
-    """Unlock what loops left locked when an error or a suspension unwound them."""
-    while ctx.held:
-        values.unlock(ctx.held.pop())
+def release_locks(tb) -> None:
+    """Unlock what the for loops of the frames on `tb` held when an error or a
+    suspension unwound them (each line knows the loops open on it)."""
+    while tb is not None:
+        compiled = _BY_CODENAME.get(tb.tb_frame.f_code.co_filename)
+        if compiled is not None:
+            locks = compiled.lines[tb.tb_lineno - 1].locks
+            if locks:
+                f_locals = tb.tb_frame.f_locals
+                for seq in locks:
+                    if seq in f_locals:
+                        values.unlock(f_locals[seq])
+        tb = tb.tb_next
 
 
 def _resume(chain: "_Chain"):
@@ -259,7 +251,7 @@ HELPERS: dict[str, Any] = {
     P + "getattr": values.getattr_, P + "setattr": values.setattr_,
     P + "setindex": values.setindex, P + "unpack": values.unpack,
     P + "iterate": values.iterate, P + "iterable": values.iterable, P + "compiter": _compiter,
-    P + "lock": _lock, P + "unlock": _unlock,
+    P + "lock": values.lock, P + "unlock": values.unlock,
     P + "next": next, P + "STOP": _STOP, P + "Exc": Exception, P + "draw": context.draw_steps,
     P + "conv": _conv, P + "resume": _resume, P + "Cell": values.Cell, P + "cellof": _cellof,
     P + "load": _load, P + "loaded": _loaded, P + "starargs": values.starargs,
@@ -432,6 +424,7 @@ def _resume_function(fr: FrameRecord):
 
 
 _TRANSPARENT = {_resume.__code__, _Chain.enter.__code__}
+_SCRATCH = P + "w"  # operands named inside one expression; dead between statements
 _EXCLUDE = {P + "k", P + "R", P + "L", P + "V", P + "e", P + "v", P + "lambda"}
 
 
@@ -452,7 +445,8 @@ def _capture(tb) -> list[FrameRecord] | StarlarkError:
                                  f"the host function {host_between}")
             if not info.callsite:
                 return EvalError("cannot suspend here: not at a call of an action")
-            locals_ = {k: v for k, v in frame.f_locals.items() if k not in _EXCLUDE}
+            locals_ = {k: v for k, v in frame.f_locals.items()
+                       if k not in _EXCLUDE and not k.startswith(_SCRATCH)}
             frames.append(FrameRecord(frame.f_globals[P + "module"], info.func, info.callsite, locals_))
         elif code in transparent:
             pass
@@ -541,6 +535,7 @@ class Thread:
         try:
             result = fn()
         except Suspend as s:
+            release_locks(s.__traceback__)
             captured = _capture(s.__traceback__)
             s.__traceback__ = None
             if isinstance(captured, StarlarkError):
@@ -550,21 +545,23 @@ class Thread:
             self.status = "suspended"
             return Suspended(s.request)
         except StarlarkError as e:
+            release_locks(e.__traceback__)
             e.stack  # resolve the Starlark traceback while the Python one is alive
             e.__traceback__ = None
             self.status = "failed"
             return Failed(e)
-        except RecursionError:
+        except RecursionError as e:
+            release_locks(e.__traceback__)
             self.status = "failed"
             return Failed(EvalError("maximum call depth exceeded"))
-        except Exception as e:  # a host function failing outside any Starlark frame
+        except Exception as e:  # any other Python exception: a Starlark error
+            release_locks(e.__traceback__)
             err = _conv(e)
             err.stack
             err.__traceback__ = None
             self.status = "failed"
             return Failed(err)
         finally:
-            _release_locks(ctx)
             self.steps_left = ctx.steps_left
             context.install(prev)
         self.status = "done"
