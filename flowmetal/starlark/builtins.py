@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from . import context, values
 from . import methods as _methods
-from .errors import EvalError
+from .errors import EvalError, Suspend
 from .values import (
     MAX_ALLOC,
     Set,
@@ -425,7 +425,11 @@ def sorted_(x, /, *, key=None, reverse=False):
     if key is None:
         sort_list(items, bool(reverse))
     else:
-        keys = [call_callback(key, e) for e in items]  # once each, in order
+        try:
+            keys = [key(e) for e in items]  # once each, in order
+        except Suspend:
+            # The builtin's own Python frame cannot be checkpointed.
+            raise EvalError("cannot suspend inside a callback of a builtin") from None
         sort_list(items, bool(reverse), keys)
     return items
 

@@ -171,6 +171,16 @@ class Def:
     pos: tuple[int, int]
 
 
+def _has_loops(ir) -> bool:
+    """Does this IR (not counting nested functions) hold a loop?"""
+    for n in ir:
+        if isinstance(n, (While, For)):
+            return True
+        if isinstance(n, If) and (_has_loops(n.then) or _has_loops(n.orelse)):
+            return True
+    return False
+
+
 def _callsites(ir) -> tuple[int, ...]:
     out: list[int] = []
 
@@ -1315,8 +1325,10 @@ class _Compiler:
         # they leave Starlark (the Thread driver, `Function`), with the whole
         # traceback; blocks are scarce (CPython allows 20 nested ones).
         f = scope.index
-        self.emit(indent, f"{P}k = 0", func=f)
-        self.emit_ir(self.function_ir(scope), indent, scope, resume)
+        ir = self.function_ir(scope)
+        if _has_loops(ir):
+            self.emit(indent, f"{P}k = 0", func=f)
+        self.emit_ir(ir, indent, scope, resume)
 
     def emit_function(self, scope: Scope, indent: int, header: str, pos):
         self.function_ir(scope)  # lowering allocates temps before the header is final
