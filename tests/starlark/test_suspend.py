@@ -303,3 +303,20 @@ def test_resume_in_fresh_processes(name, tmp_path):
         request = payload
     assert kind == "done", payload
     assert lines == direct_lines
+
+
+def test_suspended_stack_names_frames_positions_and_locals():
+    suspend_host.MODE["suspend"] = True
+    try:
+        t = sl.start("def outer(n):\n    items = [n, n + 1]\n    return inner(items)\n\n"
+                     "def inner(xs):\n    total = 0\n    for x in xs:\n        total += act(x)\n    return total\n\n"
+                     "r = outer(4)\n", "stk.star", predeclared={"act": act})
+        assert isinstance(t.run(), Suspended)
+    finally:
+        suspend_host.MODE["suspend"] = False
+    t = pickle.loads(pickle.dumps(t))
+    frames = t.stack()
+    assert [f.function_name() for f in frames] == ["<toplevel>", "outer", "inner"]
+    assert [f.position()[1:] for f in frames] == [(11, 5), (3, 12), (8, 18)]
+    assert frames[1].starlark_locals() == {"n": 4, "items": [4, 5]}
+    assert frames[2].starlark_locals() == {"xs": [4, 5], "total": 0, "x": 4}
