@@ -10,13 +10,21 @@
    resource that performs it.
 
 A flow value called from a flow (`check(x)`) runs the child *inline* in the caller's
-actor, from the child's durable start point to its first suspension. A child that
+actor, from its start (without stopping at its start point: the prelude's
+`_flow_start` lets an inline child through) to its first suspension. A child that
 ends without suspending did nothing to the world, so its whole life commits as one
-transaction (its flow record with its Result, the caller's journal entry, the output
-of both in order) before the caller goes on; one that suspends is handed to its own
-FlowActor, starting again from its start checkpoint (its first run had no effects).
-Nothing is lost either way: child ids are deterministic, (caller id, action seq), and
-a re-executed call finds the child's record and takes its Result.
+transaction (its flow record with its Result, the caller's journal entry — and the
+result of the action the caller last resumed from, so that a crash after this commit
+never performs that action again — the output of both in order) before the caller
+goes on; one that suspends is handed to its own FlowActor, starting again from its
+start checkpoint (its first run had no effects). Nothing is lost either way: child
+ids are deterministic, (caller id, action seq), and a re-executed call finds the
+child's record and takes its Result (a flow that never ran before skips that look-up).
+
+The step methods (`_handle`, `_call`, `_suspend`, `_suspend_on`, `_finish`) return
+the Thread's next result to act on, or None once the runner is parked on a commit,
+waits for an action or has ended: a new kind of action must ``return
+self._suspend_on(...)``.
 
 Commits do not block the actor: a runner hands each batch to its `committer`, and
 when that is asynchronous (the store's group commit, `Store.submit`) the runner parks
@@ -50,7 +58,7 @@ from store import NOTSET, Batch
 
 from .codec import (FlowImage, dumps_image, dumps_value, loads_image, outcome_record,
                     result_from_record, result_record)
-from .pool import PooledActor
+from .pool import PooledActor, default_dispatcher
 
 MAX_ID = 150
 
@@ -324,8 +332,14 @@ class FlowRunner:
             self._consume(b)
         b.create_flow(cid, run_id=self.run_id, name=req.flow.name, parent=self.flow_id,
                       state="running")
-        b.flow_finished(cid, "ok" if result.ok else "err", result=rrec,
-                        error=None if result.ok else rrec["repr"], output=child.out)
+        # `flow_finished` less what cannot exist for a flow born and ended in this
+        # batch (checkpoint, intents, timers) and the root-of-run check (it is a child):
+        # a third of the store's work per inline call.
+        for text in child.out:
+            b.append_output(self.run_id, text, flow_id=cid)
+        b.set_flow_state(cid, "ok" if result.ok else "err", result=rrec,
+                         error=None if result.ok else rrec["repr"])
+        b.inbox_close(cid)
         b.journal_result(self.flow_id, k, {"ok": True, "v": v},
                          request={"kind": "call", "children": [cid]})
         return self._commit(b, lambda: self._called(result))
@@ -448,17 +462,20 @@ class CommitGate:
     """How the FlowActors of one process commit: alone, on their own thread (no
     handoff: the fastest path for one busy flow); with company, through the store's
     group commit, so that their batches share fsyncs and no pool thread waits on one.
-    "Company" is any other commit of this process still in flight."""
+    "Company" is any other commit of this process still in flight, or any actor
+    waiting for a pool thread (it may be about to commit: blocking this thread on an
+    fsync would keep it from running and joining the group)."""
 
-    def __init__(self, store: Any):
+    def __init__(self, store: Any, dispatcher: Any = None):
         self.store = store
+        self.dispatcher = dispatcher or default_dispatcher()
         self.inflight = 0
         self.lock = threading.Lock()
 
     def commit(self, batch: Batch, ref: Any) -> bool:
         """True: `batch` is durable now. False: ``ref`` gets ("durable", pending)."""
         with self.lock:
-            alone = self.inflight == 0
+            alone = self.inflight == 0 and not self.dispatcher.backlog()
             self.inflight += 1
         if alone:
             try:
@@ -511,16 +528,14 @@ class FlowActor(PooledActor):
         self._committer = _ActorCommitter(hub.commits, self.actor_ref)
         if runner is not None:
             self._adopt(runner)
-        self.first = first
+        if first is not None:
+            # Queued before the ref is handed out, so that it is the first message
+            # whatever others send the moment `start` returns.
+            self.actor_ref.tell(first)
 
     def _adopt(self, runner: FlowRunner) -> None:
         runner.committer = self._committer
         self.runner = runner
-
-    def on_start(self) -> None:
-        if self.first is not None:
-            self.actor_ref.tell(self.first)
-            self.first = None
 
     def on_receive(self, message: Any) -> Any:
         kind = message[0]

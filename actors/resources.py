@@ -9,7 +9,9 @@ earliest timer as soon as nothing else can run, advancing the clock to its due t
 `ExecActor` runs commands for `fctx.actions.exec`, each in its own thread (a
 command may run for minutes; the actor's mailbox must not wait for it), with a
 timeout, capped output, and ``FLOWMETAL_ACTION_ID=<flow id>:<seq>`` in the
-environment so commands can deduplicate re-issued actions.
+environment so commands can deduplicate re-issued actions. Secret values in ``env``
+(by name in the request) are revealed only for the command, and redacted from its
+output.
 """
 
 from __future__ import annotations
@@ -130,10 +132,17 @@ def _read_capped(stream: Any, cap: int, sink: list) -> None:
 
 def run_command(request: dict, action_id: str, cap: int = DEFAULT_OUTPUT_CAP) -> tuple:
     """Run one exec request; the outcome ("ok", struct) or ("err", message)."""
+    from flowmetal.secrets import Redactor, SecretError, process_source, reveal
     argv = request["argv"]
     env = dict(os.environ)
+    used: list[str] = []
     if request.get("env"):
-        env.update(request["env"])
+        # Secrets travel by name ({"$secret": NAME}); their values exist only here.
+        try:
+            env.update(reveal(request["env"], process_source(), used))
+        except SecretError as e:
+            return ("err", f"exec: {e}")
+    redact = Redactor(used)
     env["FLOWMETAL_ACTION_ID"] = action_id
     timeout = request.get("timeout")
     data = request.get("input")
@@ -178,8 +187,10 @@ def run_command(request: dict, action_id: str, cap: int = DEFAULT_OUTPUT_CAP) ->
         return ("err", f"exec: {argv[0]} timed out after {timeout:g} s")
     for r in readers:
         r.join()
-    return ("ok", struct(exit_code=code, stdout=b"".join(out).decode("utf-8", "replace"),
-                         stderr=b"".join(err).decode("utf-8", "replace")))
+    # A command may print the secrets it was given; its result is journaled.
+    return ("ok", struct(exit_code=code,
+                         stdout=redact.text(b"".join(out).decode("utf-8", "replace")),
+                         stderr=redact.text(b"".join(err).decode("utf-8", "replace"))))
 
 
 class ExecActor(pykka.ThreadingActor):

@@ -1,0 +1,331 @@
+"""The durability protocol under the pooled, non-blocking runtime, and the bugs found
+reviewing it: one test each."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pykka
+import pytest
+
+from actors import Runtime, result_of
+from actors.codec import FlowImage
+from actors.flow import FlowActor, FlowRunner
+from actors.pool import Dispatcher, PooledActor
+from flowmetal.prelude import predeclared
+from flowmetal.starlark import exec_file
+from store import NOTSET, Store
+
+FLOWS = Path(__file__).parent / "flows"
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    st = Store.open(tmp_path / "home", sync=False)
+    yield st
+    st.close()
+
+
+def _run(rt: Runtime, path: Path, flow: str, args: dict | None = None, timeout: float = 60):
+    rid = rt.create_run(str(path), path.read_text(), flow=flow, args=args)
+    w = rt.wait_run(rid, timeout)
+    assert w.done.is_set(), "run did not finish in time"
+    return rid, w
+
+
+def _output(store: Store, rid: str) -> str:
+    return "".join(c.text for c in store.read_output(rid))
+
+
+# ---------------------------------------------------------------- pooled actors
+
+class _Echo(PooledActor):
+    dispatcher = Dispatcher(2, "test-echo")
+
+    def __init__(self, log: list):
+        super().__init__()
+        self.log = log
+
+    def on_receive(self, message):
+        if message == "boom":
+            raise RuntimeError("boom")
+        self.log.append((message, threading.current_thread().name))
+        return message
+
+    def on_failure(self, *exc):
+        self.log.append(("failed", str(exc[1])))
+
+
+def test_pooled_actors_keep_pykka_semantics_on_few_threads() -> None:
+    before = threading.active_count()
+    logs = [[] for _ in range(300)]
+    refs = [_Echo.start(log) for log in logs]
+    for i in range(20):
+        for ref in refs:
+            ref.tell(i)
+    assert refs[0].ask("ping", timeout=10) == "ping"
+    for ref, log in zip(refs, logs):
+        assert ref.ask("last", timeout=10) == "last"
+        assert [m for m, _ in log] == list(range(20)) + (["ping"] if ref is refs[0] else []) \
+            + ["last"]  # one message at a time, in order
+    assert threading.active_count() <= before + 2  # no thread per actor
+    # an exception answering an ask does not stop the actor; one in a tell does
+    with pytest.raises(RuntimeError):
+        refs[1].ask("boom", timeout=10)
+    assert refs[1].ask("still", timeout=10) == "still"
+    refs[2].tell("boom")
+    deadline = time.monotonic() + 10
+    while refs[2].is_alive() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not refs[2].is_alive()
+    assert ("failed", "boom") in logs[2]
+    with pytest.raises(pykka.ActorDeadError):
+        refs[2].tell("late")
+    for ref in refs:
+        if ref.is_alive():
+            ref.stop()
+
+
+class _Hub:
+    """Just enough of a hub for a FlowActor/FlowRunner unit test."""
+
+    max_steps = None
+    inline_calls = True
+
+    def __init__(self, store: Store):
+        from actors.flow import CommitGate
+        self.store = store
+        self.commits = CommitGate(store)
+        self.events: list = []
+
+    def now(self) -> float:
+        return time.time()
+
+    def suspended(self, flow_id, seq, kind, info, children, actor=None):
+        self.events.append(("suspended", flow_id, seq, kind))
+
+    def finished(self, flow_id, parent, state, result, children):
+        self.events.append(("finished", flow_id, state))
+
+    def crashed(self, flow_id, error):
+        self.events.append(("crashed", flow_id, error))
+
+
+def test_first_message_is_handled_before_any_other(store: Store, monkeypatch) -> None:
+    # Bug: the first message was told from on_start, i.e. after anything sent the
+    # moment `start` returned (a reply, a timer) — which then met an actor with no
+    # runner and crashed it.
+    seen = []
+
+    def fake_load(hub, flow_id):
+        seen.append("load")
+        return None, None
+
+    def fake_receive(self, message):
+        if message[0] == "load":
+            return fake_load(self.hub, self.flow_id)
+        seen.append(message[0])
+    monkeypatch.setattr(FlowActor, "on_receive", fake_receive)
+    gate = threading.Event()
+
+    class Slow(Dispatcher):
+        def schedule(self, actor):  # hold the actor until both messages are queued
+            threading.Thread(target=lambda: (gate.wait(5), super(Slow, self).schedule(actor)),
+                             daemon=True).start()
+    monkeypatch.setattr(FlowActor, "dispatcher", Slow(1))
+    ref = FlowActor.start(_Hub(store), "f", None, ("load",))
+    ref.tell(("resume", 1, ("ok", None)))
+    gate.set()
+    deadline = time.monotonic() + 10
+    while len(seen) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert seen == ["load", "resume"]
+    ref.stop()
+
+
+# ---------------------------------------------------------------- protocol steps
+
+SRC = '''
+def _noop_impl(fctx):
+    print("child ran")
+    return 1
+
+noop = flow(implementation = _noop_impl)
+
+def _main_impl(fctx):
+    t = unwrap(noop())
+    sleep(5)
+    return t + 1
+
+main = flow(implementation = _main_impl)
+
+def _ex_impl(fctx):
+    r = fctx.actions.exec(["sh", "-c", "echo x >> " + fctx.args.path])
+    t = unwrap(noop())
+    sleep(5)
+    return t
+
+ex = flow(implementation = _ex_impl, args = {"path": args.string()})
+
+def _apply_impl(fctx):
+    sleep(1)
+    return fctx.args.f(20)
+
+apply = flow(implementation = _apply_impl, args = {"f": args.any()})
+
+def _uses_fn_impl(fctx):
+    return unwrap(apply(lambda x: x + 1))
+
+uses_fn = flow(implementation = _uses_fn_impl)
+'''
+
+
+@pytest.fixture
+def flows(tmp_path: Path) -> Path:
+    p = tmp_path / "protocol.flow"
+    p.write_text(SRC)
+    return p
+
+
+def test_request_is_sent_only_once_its_commit_is_durable(store: Store, flows: Path) -> None:
+    """Protocol step 1 with asynchronous commits: checkpoint + intent are durable
+    before the hub hears of (and sends) the request."""
+    from flowmetal.loading import FileLoader
+    from flowmetal.prelude import packages
+    pre = predeclared("__main__")
+    g = exec_file(flows.read_text(), str(flows), predeclared=pre,
+                  loader=FileLoader(str(flows), pre, packages()))
+    from store import Batch
+    store.commit(Batch().create_run("r1", file=str(flows), root_flow="r1")
+                 .create_flow("r1", run_id="r1", name="main", state="running"))
+    hub = _Hub(store)
+    fdef = g["main"].__wrapped__ if hasattr(g["main"], "__wrapped__") else g["main"]
+    runner = FlowRunner(hub, "r1", parent=None, name="main",
+                        image=FlowImage(None, None, 0, None, False, (fdef, (), {})), fresh=True)
+    queued = []
+
+    class Parking:
+        def commit(self, batch):
+            queued.append(batch)
+            return False
+    runner.committer = Parking()
+    runner.step(("ok", None))
+    # The inline call's batch is queued: the flow is parked, nothing announced.
+    assert len(queued) == 1 and hub.events == [] and runner.pending is None
+    store.commit(queued[0])
+    runner.durable()
+    assert len(queued) == 2 and hub.events == []   # the sleep's checkpoint + intent
+    assert store.get_intent("r1", 2) is None       # not durable yet
+    store.commit(queued[1])
+    runner.durable()
+    assert hub.events == [("suspended", "r1", 2, "sleep")]
+    assert store.get_intent("r1", 2).request["kind"] == "sleep"
+    assert store.get_checkpoint("r1").seq == 2
+
+
+def test_failed_commit_crashes_the_flow_and_nothing_is_announced(store: Store, flows: Path,
+                                                                 monkeypatch) -> None:
+    calls = []
+    real = Store.submit
+
+    def failing(self, batch):
+        calls.append(batch)
+        if len(calls) == 1:
+            raise OSError("disk on fire")
+        return real(self, batch)
+    monkeypatch.setattr(Store, "submit", failing)
+    with Runtime(store, virtual_time=True, max_restarts=3, backoff=0.01) as rt:
+        # Force the asynchronous path: pretend another commit is always in flight.
+        rt.commits.inflight += 1
+        rid, w = _run(rt, flows, "main")
+    assert repr(result_of(w)) == "Ok(2)"
+    assert _output(store, rid) == "child ran\n"   # the failed batch left no trace
+
+
+def test_restarted_flow_finds_its_inline_children(store: Store, flows: Path,
+                                                  monkeypatch) -> None:
+    """A flow restarted from a checkpoint older than its last inline call re-executes
+    the call and must take the child's stored Result, not run it again (the runtime
+    skips that lookup only for flows that never ran before)."""
+    real = FlowRunner._suspend_on
+    crashed = []
+
+    def once(self, k, kind, *a, **kw):
+        if kind == "sleep" and not crashed:
+            crashed.append(self.flow_id)
+            raise RuntimeError("infrastructure hiccup")
+        return real(self, k, kind, *a, **kw)
+    monkeypatch.setattr(FlowRunner, "_suspend_on", once)
+    with Runtime(store, virtual_time=True, max_restarts=2, backoff=0.01) as rt:
+        rid, w = _run(rt, flows, "main")
+    assert crashed == [rid]
+    assert repr(result_of(w)) == "Ok(2)"
+    assert _output(store, rid) == "child ran\n"
+    assert len(store.children(rid)) == 1
+
+
+def test_inline_call_journals_the_action_it_resumed_from(store: Store, flows: Path,
+                                                         tmp_path: Path, monkeypatch) -> None:
+    """Bug: an inline call's commit did not journal the result of the action the
+    flow had just resumed from; a crash before the next checkpoint then performed
+    that action again, though a later commit had happened."""
+    marker = tmp_path / "ran.txt"
+    real = FlowRunner._suspend_on
+    crashed = []
+
+    def once(self, k, kind, *a, **kw):
+        if kind == "sleep" and not crashed:
+            crashed.append(self.flow_id)
+            raise RuntimeError("infrastructure hiccup")
+        return real(self, k, kind, *a, **kw)
+    monkeypatch.setattr(FlowRunner, "_suspend_on", once)
+    with Runtime(store, virtual_time=True, max_restarts=2, backoff=0.01) as rt:
+        rid, w = _run(rt, flows, "ex", {"path": str(marker)})
+    assert crashed
+    assert repr(result_of(w)) == "Ok(1)"
+    assert marker.read_text() == "x\n"   # the command ran once
+
+
+def test_flow_argument_holding_a_function_survives_a_checkpoint(store: Store,
+                                                                flows: Path) -> None:
+    """Bug: `fctx` (outside the Thread's own pickle) was pickled with plain pickle, so a
+    flow called with a Starlark function argument crashed at its first checkpoint."""
+    with Runtime(store, virtual_time=True, max_restarts=0) as rt:
+        rid, w = _run(rt, flows, "uses_fn")
+    assert repr(result_of(w)) == "Ok(21)", w.result
+
+
+def test_many_flows_run_on_a_few_threads_and_sleepers_leave_memory(store: Store) -> None:
+    text = '''
+def _nap_impl(fctx):
+    sleep(3600)
+    return 1
+
+nap = flow(implementation = _nap_impl)
+
+def _many_impl(fctx):
+    hs = [fctx.actions.run(nap) for i in range(fctx.args.n)]
+    return len(fctx.actions.wait(hs))
+
+many = flow(implementation = _many_impl, args = {"n": args.int()})
+'''
+    path = Path(store.home) / "many.flow"
+    path.write_text(text)
+    before = threading.active_count()
+    with Runtime(store) as rt:
+        rt.max_starting = 50
+        peak = [0]
+        rid = rt.create_run(str(path), text, flow="many", args={"n": "400"})
+        deadline = time.monotonic() + 60
+        while rt.timer.ask(("pending",)) < 400 and time.monotonic() < deadline:
+            peak[0] = max(peak[0], len(rt.starting))
+            time.sleep(0.005)
+        assert rt.timer.ask(("pending",)) == 400
+        assert peak[0] <= 50
+        assert threading.active_count() <= before + 12
+        with rt.lock:
+            assert list(rt.actors) == [rid]   # sleeping flows live in the store only
+        # Their due times are durable: a new runtime would find all 400.
+        assert len(store.due_timers(float("inf"), limit=1000)) == 400
