@@ -53,6 +53,7 @@ from flowmetal.prelude import (CallRequest, Err, ExecRequest, FlowContext, FlowD
                                FlowFailed, Handle, Ok, Result, SleepRequest, StartRequest,
                                WaitRequest, as_result, flow_main, make_args, pop_host,
                                push_host)
+from flowmetal.actor_prelude import ReceiveRequest
 from flowmetal.starlark import Done, Failed, Suspended, Thread, start_call
 from store import NOTSET, Batch
 
@@ -127,6 +128,7 @@ class _Host:
         return Handle(cid, fdef.name)
 
     def write(self, text: str) -> None:
+        self.runner._count_output(text)
         self.runner.out.append(text)
 
 
@@ -183,7 +185,15 @@ class FlowRunner:
 
     # -------------------------------------------------------------- running the Thread
     def _print(self, line: str) -> None:
+        self._count_output(line + "\n")
         self.out.append(line + "\n")
+
+    def _count_output(self, text: str) -> None:
+        # The run's output quota: past it, the print fails the flow (FlowFailed ends
+        # it with Err("quota exceeded: ...")) and the text is not kept.
+        count = getattr(self.hub, "count_output", None)
+        if count is not None:
+            count(self.run_id, text)
 
     def _run(self, outcome: tuple, inline_start: bool = False) -> Any:
         t = self.thread
@@ -359,6 +369,18 @@ class FlowRunner:
         if isinstance(req, ExecRequest):
             self.seq += 1
             return self._suspend_on(self.seq, "exec", req.to_json(), req)
+        if isinstance(req, ReceiveRequest):
+            self.seq += 1
+            intent = req.to_json()
+            due = intent["due"] = (self.hub.now() + req.timeout if req.timeout is not None
+                                   else None)
+            return self._suspend_on(self.seq, "receive", intent, intent, timer=due)
+        to_json = getattr(req, "to_json", None)
+        if to_json is not None:
+            # send, close, http, resources: the intent names its kind; the hub does it.
+            self.seq += 1
+            intent = to_json()
+            return self._suspend_on(self.seq, intent["kind"], intent, req)
         # A host builtin suspended with something that is not an action.
         return self._run(("err", f"unknown action request {req!r}"))
 
@@ -386,7 +408,9 @@ class FlowRunner:
         err = r.error
         if isinstance(err, FlowFailed):
             return Err(err.value)
-        return Err(error_text(err))
+        quota = getattr(self.hub, "quota_error", None)
+        msg = quota(err) if quota is not None else None
+        return Err(msg if msg is not None else error_text(err))
 
     def _finish(self, r: Any) -> Any:
         result = self._result(r)

@@ -29,6 +29,7 @@ from store import NOTSET, LIVE_STATES, Batch, Store
 from .codec import FlowImage, dumps_image, result_from_record
 from .flow import CommitGate, FlowActor, FlowRunner, load_runner, new_flow_thread, run_of
 from .resources import ExecActor, TimerActor
+from .services import SERVICE_KINDS, Services
 from .supervisor import Supervisor
 
 
@@ -100,6 +101,10 @@ class Runtime:
         self.supervisor = Supervisor.start(self.restart, self.give_up, self.escalate,
                                            max_restarts=max_restarts, window=restart_window,
                                            backoff=backoff, backoff_max=backoff_max)
+        # Inboxes, HTTP, user resources, secrets and quotas (actors.services).
+        self.services = Services(self)
+        self.inbox = self.services.inbox
+        self.max_steps = self.services.quota.steps_limit(self.max_steps)
         self.pool = None
         if workers:
             from .workers import WorkerPool
@@ -171,6 +176,8 @@ class Runtime:
             first = ("go", ("ok", None), NOTSET)
             name = fdef.name
         self.watch(run_id)
+        if self.services.refused(run_id, None):
+            return run_id
         runner = FlowRunner(self, run_id, parent=None, name=name, image=image, fresh=True)
         with self.lock:
             self.busy.add(run_id)
@@ -217,6 +224,7 @@ class Runtime:
 
     def _recover_flow(self, f: Any, run: Any) -> None:
         store = self.store
+        self.services.recovering(f.id)
         ck = store.get_checkpoint(f.id)
         if ck is None:
             # Only a main-block root before its first action: the actor rebuilds it.
@@ -236,6 +244,9 @@ class Runtime:
                 if req.get("kind") == "wait":
                     with self.lock:
                         self._register_wait(f.id, k, req["children"], req["single"])
+                    return
+                if req.get("kind") == "receive":
+                    self.services.receive(f.id, k, req)
                     return
         with self.lock:
             self.busy.add(f.id)
@@ -294,10 +305,20 @@ class Runtime:
             elif kind == "wait":
                 ids, single = info
                 self._register_wait(flow_id, seq, ids, single)
+            elif kind == "receive":
+                # Waits in the inbox router, not in memory (as a sleeping flow does).
+                self.busy.discard(flow_id)
+                self._unhost(flow_id)
+                self.services.receive(flow_id, seq, info)
+                self._maybe_idle()
+            elif kind in SERVICE_KINDS:
+                self.services.perform(flow_id, seq, kind, info.to_json())
 
     def _start_child(self, parent: str, cid: str, start: Any, name: str) -> None:
         """Start a child the parent just committed; `start` is its (flow, args, kwargs)
         or None (then it loads from its start checkpoint)."""
+        if self.services.refused(cid, parent):
+            return
         self.busy.add(cid)
         if len(self.starting) >= self.max_starting:
             self.start_queue.append((parent, cid, start, name))
@@ -337,6 +358,14 @@ class Runtime:
         elif kind == "wait":
             with self.lock:
                 self._register_wait(flow_id, seq, intent["children"], intent["single"])
+        elif kind == "receive":
+            with self.lock:
+                self.busy.discard(flow_id)
+                self._unhost(flow_id)
+                self.services.receive(flow_id, seq, intent)
+                self._maybe_idle()
+        elif kind in SERVICE_KINDS:
+            self.services.perform(flow_id, seq, kind, intent)
         else:
             self.crashed(flow_id, f"unknown pending action {intent!r}")
 
@@ -373,6 +402,7 @@ class Runtime:
                 self._start_child(flow_id, cid, thread, name)
             self.busy.discard(flow_id)
             self._unhost(flow_id)
+            self.services.ended(flow_id)
             for p in self.waiters.pop(flow_id, ()):
                 w = self.waits.get(p)
                 if w is not None:
@@ -392,7 +422,16 @@ class Runtime:
             self._send(flow_id, ("resume", seq, outcome))
 
     def _fire_timer(self, flow_id: str, seq: int) -> None:
+        if self.services.timer_fired(flow_id, seq):
+            return  # a receive's timeout: the inbox router decided (message or None)
         self.deliver(flow_id, seq, ("ok", None))
+
+    # Quota hooks the FlowRunners call (see actors.services.QuotaHooks).
+    def count_output(self, run_id: str, text: str) -> None:
+        self.services.quota.count_output(run_id, text)
+
+    def quota_error(self, err: Any) -> str | None:
+        return self.services.quota.quota_error(err)
 
     # ================================================================ supervision
     def crashed(self, flow_id: str, error: str) -> None:
@@ -475,6 +514,7 @@ class Runtime:
                 pass
         if self.pool is not None:
             self.pool.close()
+        self.services.close()
         for a in (self.timer, self.exec, self.supervisor):
             try:
                 a.stop(block=True, timeout=2)
@@ -553,6 +593,8 @@ class Runtime:
                     continue  # one of them ended meanwhile: read again
                 self._run_done(run_id, "cancelled", rec)
                 self._maybe_idle()
+            for fid in ids:
+                self.services.ended(fid)
             return ids
         raise RunError(f"run {run_id}: could not cancel (its flows kept changing)")
 

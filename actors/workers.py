@@ -240,6 +240,15 @@ class WorkerHub:
         self.actors: dict[str, Any] = {}
         self.lock = threading.Lock()
         self.exec = ExecActor.start(self.deliver)
+        # Secrets for exec, fctx.quota, output and step quotas (actors.services).
+        from .services import QuotaHooks, process_setup
+        self.quota = QuotaHooks(store, process_setup(store.home))
+
+    def count_output(self, run_id: str, text: str) -> None:
+        self.quota.count_output(run_id, text)
+
+    def quota_error(self, err: Any) -> str | None:
+        return self.quota.quota_error(err)
 
     def now(self) -> float:
         return time.time() + self.offset

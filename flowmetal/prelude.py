@@ -270,16 +270,20 @@ class FlowDef:
     """A flow value, `flow(implementation = f, args = {...})`. Calling it starts a
     child flow and blocks until it ends, returning its Result."""
 
-    __slots__ = ("name", "implementation", "params")
+    __slots__ = ("name", "implementation", "params", "resources", "secrets")
     starlark_type = "flow"
 
-    def __init__(self, name: str, implementation: Callable, params: tuple):
+    def __init__(self, name: str, implementation: Callable, params: tuple,
+                 resources: dict | None = None, secrets: tuple = ()):
         self.name = name
         self.implementation = implementation
         self.params = params  # ((name, ArgSpec), ...) in declaration order
+        self.resources = resources  # {name: factory function} or None
+        self.secrets = secrets      # declared secret names
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        raise Suspend(CallRequest(self, args, kwargs))
+        from .actor_prelude import inherit
+        raise Suspend(CallRequest(self, args, inherit(kwargs)))
 
     def bind(self, args: tuple, kwargs: dict) -> dict:
         """Bind call arguments to the declared ones; a mismatch fails the flow."""
@@ -319,7 +323,8 @@ class FlowDef:
         return f"<flow {self.name}>"
 
     def __reduce__(self):
-        return (FlowDef, (self.name, self.implementation, self.params))
+        return (FlowDef, (self.name, self.implementation, self.params, self.resources,
+                          self.secrets))
 
 
 def _flow_name(impl: Callable) -> str:
@@ -332,8 +337,10 @@ def _flow_name(impl: Callable) -> str:
     return name or "flow"
 
 
-def flow(implementation: Any = None, args: Any = None, *, name: Any = None) -> FlowDef:
-    """flow(implementation, args = {name: args.kind(...)}): declare a flow."""
+def flow(implementation: Any = None, args: Any = None, *, name: Any = None,
+         resources: Any = None, secrets: Any = None) -> FlowDef:
+    """flow(implementation, args = {name: args.kind(...)}, resources = {name: factory},
+    secrets = [NAME, ...]): declare a flow."""
     if not is_function(implementation):
         raise EvalError(f"flow: implementation must be a Starlark function, got "
                         f"{type_name(implementation)}")
@@ -349,7 +356,10 @@ def flow(implementation: Any = None, args: Any = None, *, name: Any = None) -> F
             params.append((k, v))
     if name is not None and not isinstance(name, str):
         raise EvalError("flow: name must be a string")
-    return FlowDef(name or _flow_name(implementation), implementation, tuple(params))
+    from .actor_prelude import check_flow_extras
+    res, sec = check_flow_extras(resources, secrets)
+    return FlowDef(name or _flow_name(implementation), implementation, tuple(params),
+                   res, sec)
 
 
 class Handle:
@@ -367,10 +377,13 @@ class Handle:
             return self.flow_id
         if name == "name":
             return self.name
+        if name == "inbox":
+            from .actor_prelude import Inbox
+            return Inbox(self.flow_id)
         raise AttributeError(name)
 
     def starlark_attrs(self) -> list[str]:
-        return ["id", "name"]
+        return ["id", "inbox", "name"]
 
     def starlark_repr(self) -> str:
         return f"<flow_handle {self.name} {self.flow_id}>"
@@ -430,13 +443,14 @@ _TYPE_NAMES = {"FlowContext": _TypeName("FlowContext"), "Result": _TypeName("Res
 class FlowContext:
     """`fctx`: the running flow's id, bound arguments and actions."""
 
-    __slots__ = ("flow_id", "name", "args")
+    __slots__ = ("flow_id", "name", "args", "ext")
     starlark_type = "FlowContext"
 
-    def __init__(self, flow_id: str, name: str, args: Struct):
+    def __init__(self, flow_id: str, name: str, args: Any, ext: dict | None = None):
         self.flow_id = flow_id
         self.name = name
         self.args = args
+        self.ext = ext  # resources, secrets, quota (see flowmetal.actor_prelude)
 
     def starlark_getattr(self, name: str) -> Any:
         if name == "args":
@@ -447,10 +461,12 @@ class FlowContext:
             return self.flow_id
         if name == "name":
             return self.name
-        raise AttributeError(name)
+        from .actor_prelude import context_attr
+        return context_attr(self, name)
 
     def starlark_attrs(self) -> list[str]:
-        return ["actions", "args", "id", "name"]
+        from .actor_prelude import CONTEXT_ATTRS
+        return ["actions", "args", "id", "name", *CONTEXT_ATTRS]
 
     def starlark_freeze(self) -> None:
         pass
@@ -459,7 +475,7 @@ class FlowContext:
         return f"<FlowContext {self.name} {self.flow_id}>"
 
     def __reduce__(self):
-        return (FlowContext, (self.flow_id, self.name, self.args))
+        return (FlowContext, (self.flow_id, self.name, self.args, self.ext))
 
 
 def make_args(bound: dict) -> Struct:
@@ -533,7 +549,8 @@ class ExecRequest:
         self.input = input
 
     def to_json(self) -> dict:
-        return {"kind": "exec", "argv": self.argv, "env": self.env, "cwd": self.cwd,
+        from .secrets import to_plain
+        return {"kind": "exec", "argv": self.argv, "env": to_plain(self.env), "cwd": self.cwd,
                 "timeout": self.timeout, "input": self.input}
 
     def __repr__(self) -> str:
@@ -588,7 +605,8 @@ def action_run(flow: Any, *args: Any, **kwargs: Any) -> Handle:
     """run(flow, *args, **kwargs): start a child flow; returns a handle at once."""
     if not isinstance(flow, FlowDef):
         raise EvalError(f"run: want a flow, got {type_name(flow)}")
-    return current_host().spawn(flow, freeze(args), freeze(kwargs))
+    from .actor_prelude import inherit
+    return current_host().spawn(flow, freeze(args), freeze(inherit(kwargs)))
 
 
 def action_wait(handles: Any, /) -> Any:
@@ -624,9 +642,10 @@ def action_exec(argv: Any, env: Any = None, cwd: Any = None, timeout: Any = None
     if not isinstance(argv, (list, tuple)) or not argv or \
             not all(isinstance(a, str) for a in argv):
         raise EvalError("exec: argv must be a non-empty list of strings")
+    from .secrets import Secret
     if env is not None and (not isinstance(env, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in env.items())):
-        raise EvalError("exec: env must be a dict of strings")
+            isinstance(k, str) and isinstance(v, (str, Secret)) for k, v in env.items())):
+        raise EvalError("exec: env must be a dict of strings (or secrets)")
     if cwd is not None and not isinstance(cwd, str):
         raise EvalError("exec: cwd must be a string")
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(
@@ -670,9 +689,9 @@ def _flow_start() -> None:
 
 
 def _flow_bind(f: Any, args: Any, kwargs: Any) -> tuple:
-    bound = f.bind(tuple(args), dict(kwargs))
+    from .actor_prelude import bind_context
     host = current_host()
-    fctx = FlowContext(host.fctx.flow_id, f.name, make_args(freeze(bound)))
+    fctx = bind_context(f, host.fctx, tuple(args), dict(kwargs))
     host.fctx = fctx
     return (f.implementation, fctx)
 
@@ -724,6 +743,9 @@ def retry(subflow,
 def _flow_main(f, args, kwargs):
     _flow_start()
     impl, fctx = _flow_bind(f, args, kwargs)
+    _flow_resources(fctx, _flow_factories(f))
+    if _flow_is_event(f):
+        return _flow_events(impl, fctx)
     return impl(fctx)
 '''
 
@@ -747,6 +769,7 @@ def prelude_module() -> dict:
                 pre = dict(_HOST_NAMES)
                 pre["_flow_start"] = _flow_start
                 pre["_flow_bind"] = _flow_bind
+                pre.update(actor_prelude.PRIVATE_HOST_NAMES)
                 # Plain Starlark functions (not exec_file's Python-facing wrappers):
                 # flows suspend inside `sleep`, `retry` and `_flow_main`.
                 r = start(PRELUDE_SOURCE, "pkg.flowmetal.io/v1/prelude",
@@ -781,3 +804,7 @@ def packages() -> dict[str, Callable[[], dict]]:
     def load() -> dict:
         return {k: v for k, v in prelude_module().items() if not k.startswith("_")}
     return {name: load for name in PRELUDE_MODULES}
+
+
+# The actor half of the prelude builds on everything above and extends it when loaded.
+from . import actor_prelude  # noqa: E402

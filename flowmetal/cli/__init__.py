@@ -19,6 +19,10 @@ from . import runtime_cmds  # noqa: E402
 
 runtime_cmds.register(main)
 
+from . import send_cmd  # noqa: E402
+
+send_cmd.register(main)
+
 try:  # the daemon's client commands register themselves once they exist
     from . import daemon_cmds
 except ImportError as _e:  # pragma: no cover - only while the daemon is absent

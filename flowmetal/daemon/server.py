@@ -90,7 +90,7 @@ class Daemon:
         self.started = time.time()
         self.ops: dict[str, Callable[[socket.socket, dict], Any]] = {
             "ping": self.op_ping, "submit": self.op_submit, "wait": self.op_wait,
-            "cancel": self.op_cancel, "resume": self.op_resume,
+            "cancel": self.op_cancel, "resume": self.op_resume, "send": self.op_send,
             "batch_create": self.op_batch_create, "batch_retry": self.op_batch_retry,
             "shutdown": self.op_shutdown,
         }
@@ -456,6 +456,27 @@ class Daemon:
         log.info("run %s: cancelled %d flows", run.id, len(ids))
         return {"ok": True, "run_id": run.id, "cancelled": ids,
                 "state": self.store.get_run(run.id).state}
+
+    def op_send(self, conn: socket.socket, req: dict) -> dict:
+        """Deliver an external message (plain JSON data) into a flow's inbox; `target`
+        is a flow id or a run id (its root flow)."""
+        from actors.inbox import InboxError
+        target = self._str(req, "target")
+        msg_id = req.get("msg_id")
+        if msg_id is not None and (not isinstance(msg_id, str) or not msg_id):
+            raise _Refused("send: 'msg_id' must be a non-empty string", "protocol")
+        flow_id = target
+        if self.store.get_flow(target) is None:
+            run = self.store.get_run(target)
+            if run is None or not run.root_flow:
+                raise _Refused(f"no run or flow {target!r}")
+            flow_id = run.root_flow
+        try:
+            seq = self.rt.inbox.deliver_external(flow_id, req.get("body"), msg_id)
+        except InboxError as e:
+            raise _Refused(str(e), "err") from None
+        log.debug("message %s delivered to flow %s", seq, flow_id)
+        return {"ok": True, "flow": flow_id, "seq": seq, "duplicate": seq is None}
 
     def op_resume(self, conn: socket.socket, req: dict) -> dict | None:
         run = self._run(req)

@@ -1,0 +1,145 @@
+"""`flowmetal send RUN_OR_FLOW_ID JSON`: deliver a message into a flow's inbox.
+
+The way outside systems signal a running flow. The target is a flow id
+(``r2026….3``) or a run id, which means the run's root flow. The message is JSON
+(an object, array, string, number, true/false/null) and arrives as the equivalent
+Starlark value — what `fctx.actions.receive()` returns, or an event flow's
+`fctx.args.event`.
+
+With a daemon serving the home, the daemon delivers it (and wakes the flow at once).
+Without one, the message is appended to the store directly; a `flowmetal run`
+hosting the flow in another process notices it within a fraction of a second.
+``--id`` makes delivery idempotent: a second send with the same id is a no-op, so a
+script may retry safely.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+EXIT_OK, EXIT_ERR, EXIT_USAGE = 0, 1, 2
+
+_HOME_HELP = "State directory (default: $FLOWMETAL_HOME, $XDG_STATE_HOME/flowmetal, " \
+             "~/.local/state/flowmetal)."
+
+
+class SendError(Exception):
+    """The message could not be delivered (one line; exit status 1)."""
+
+
+def _home(home: str | None) -> Path:
+    from actors.home import home_dir
+    return home_dir(home)
+
+
+def parse_message(text: str) -> Any:
+    """The JSON text as a message body (plain data), or a usage error."""
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        raise click.UsageError(f"the message is not valid JSON: {e}") from None
+    return value
+
+
+def resolve_target(store: Any, target: str) -> str:
+    """A flow id from a flow id or a run id (its root flow)."""
+    if store.get_flow(target) is not None:
+        return target
+    run = store.get_run(target)
+    if run is not None and run.root_flow:
+        return run.root_flow
+    raise SendError(f"no run or flow {target!r} in {store.home}")
+
+
+def deliver_to_store(home: Path, target: str, body: Any, msg_id: str | None) -> dict:
+    """Deliver without a daemon: append to the store (see the module docstring)."""
+    from actors.inbox import InboxError, check_size
+    from store import Batch, ConflictError, Store, StoreError
+    err = check_size(body)
+    if err is not None:
+        raise SendError(err)
+    sync = os.environ.get("FLOWMETAL_SYNC", "1") not in ("0", "false", "no")
+    try:
+        store = Store.open(home, sync=sync, create=False)
+    except StoreError as e:
+        raise SendError(f"cannot open the store: {e}") from None
+    try:
+        flow_id = resolve_target(store, target)
+        try:
+            r = store.commit(Batch().inbox_append(flow_id, body, msg_id=msg_id))
+        except ConflictError:
+            f = store.get_flow(flow_id)
+            raise SendError(f"the inbox of flow {flow_id} is closed (the flow is "
+                            f"{f.state if f else 'gone'})") from None
+        except (StoreError, InboxError) as e:
+            raise SendError(str(e)) from None
+        return {"flow": flow_id, "seq": r[0] if r else None, "duplicate": not r or r[0] is None}
+    finally:
+        store.close()
+
+
+def deliver(home: Path, target: str, body: Any, msg_id: str | None) -> dict:
+    """Deliver through the daemon if one serves the home, else into the store."""
+    from flowmetal.daemon.client import Client, DaemonError, DaemonNotRunning
+    try:
+        c = Client.connect(home)
+    except DaemonNotRunning:
+        return deliver_to_store(home, target, body, msg_id)
+    with c:
+        try:
+            r = c.call("send", target=target, body=body, msg_id=msg_id)
+        except DaemonError as e:
+            if e.kind == "protocol" and "unknown op" in str(e):
+                # An older daemon without the op: the store path is equally durable.
+                return deliver_to_store(home, target, body, msg_id)
+            raise SendError(str(e)) from None
+    return {"flow": r.get("flow"), "seq": r.get("seq"), "duplicate": bool(r.get("duplicate"))}
+
+
+@click.command("send")
+@click.argument("target", metavar="RUN_OR_FLOW_ID")
+@click.argument("message", metavar="JSON")
+@click.option("--id", "msg_id", default=None, metavar="ID",
+              help="Message id: sending the same id again delivers nothing twice.")
+@click.option("--home", default=None, help=_HOME_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
+def send_command(target: str, message: str, msg_id: str | None, home: str | None,
+                 as_json: bool) -> None:
+    """Deliver the JSON MESSAGE into the inbox of a flow (a run id means its root flow).
+
+    Exits 0 once the message is stored durably, 1 if it cannot be delivered (no
+    such flow, its inbox is closed), 2 for usage errors such as invalid JSON.
+    """
+    body = parse_message(message)
+    if msg_id is not None and not msg_id.strip():
+        raise click.UsageError("--id must not be empty")
+    try:
+        r = deliver(_home(home), target, body, msg_id)
+    except SendError as e:
+        click.echo(f"flowmetal send: {e}", err=True)
+        sys.exit(EXIT_ERR)
+    except (click.ClickException, SystemExit):
+        raise
+    except KeyboardInterrupt:
+        click.echo("flowmetal send: interrupted", err=True)
+        sys.exit(130)
+    except Exception as e:  # noqa: BLE001 - a traceback is never the answer
+        click.echo(f"flowmetal send: {type(e).__name__}: {e}", err=True)
+        sys.exit(EXIT_ERR)
+    if as_json:
+        click.echo(json.dumps(r))
+    elif r["duplicate"]:
+        click.echo(f"flow {r['flow']}: message {msg_id} was delivered before")
+    else:
+        click.echo(f"sent to flow {r['flow']} (message {r['seq']})")
+
+
+def register(main_group: click.Group) -> None:
+    """Add `flowmetal send` to the `flowmetal` group."""
+    main_group.add_command(send_command)

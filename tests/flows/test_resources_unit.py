@@ -1,0 +1,96 @@
+"""Unit tests of user resources: the manager, tempdir and process kinds."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+from actors.user_resources import ResourceManager, _find_by_token, _owned
+from flowmetal.actor_prelude import ProcessHandle, TempDirHandle, process, tempdir
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def server_spec(port: int) -> dict:
+    code = ("import socket,time\ns=socket.socket()\n"
+            "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+            f"s.bind(('127.0.0.1',{port}))\ns.listen()\ntime.sleep(600)\n")
+    return process([sys.executable, "-c", code], port=port).to_json()
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_open_reopen_close(tmp_path):
+    m = ResourceManager(tmp_path)
+    port = free_port()
+    handles, err = m.open_all("r1.2", {"work": tempdir().to_json(), "srv": server_spec(port)})
+    assert err is None
+    work, srv = handles["work"], handles["srv"]
+    assert isinstance(work, TempDirHandle) and isinstance(srv, ProcessHandle)
+    assert Path(work.path).is_dir() and oct(Path(work.path).stat().st_mode & 0o777) == "0o700"
+    man = m.read_manifest("r1.2")
+    pid = man["resources"]["srv"]["state"]["pid"]
+    assert alive(pid)
+    # A crash: the directory vanished and the server died. reopen brings both back.
+    os.killpg(pid, signal.SIGKILL)
+    os.rmdir(work.path)
+    time.sleep(0.1)
+    assert m.reopen_all("r1.2") is None
+    pid2 = m.read_manifest("r1.2")["resources"]["srv"]["state"]["pid"]
+    assert pid2 != pid and alive(pid2) and Path(work.path).is_dir()
+    # Reopen while all is well: reattaches, same pid.
+    assert m.reopen_all("r1.2") is None
+    assert m.read_manifest("r1.2")["resources"]["srv"]["state"]["pid"] == pid2
+    m.close_all("r1.2")
+    assert not Path(work.path).exists()
+    time.sleep(0.1)
+    assert not alive(pid2)
+    assert m.read_manifest("r1.2") is None
+    m.close_all("r1.2")   # idempotent
+
+
+def test_open_failure_names_resource_and_closes_others(tmp_path):
+    m = ResourceManager(tmp_path)
+    handles, err = m.open_all("r2", {"work": tempdir().to_json(),
+                                     "bad": process(["/nonexistent/server"]).to_json()})
+    assert handles is None
+    assert err == "resource bad: cannot open process: command not found: /nonexistent/server"
+    assert not list(Path("/tmp").glob("flowmetal-work-*")) or all(
+        "r2" not in str(p) for p in Path("/tmp").glob("flowmetal-work-*"))
+    assert m.read_manifest("r2") is None
+
+
+def test_process_that_never_listens(tmp_path):
+    m = ResourceManager(tmp_path)
+    spec = process([sys.executable, "-c", "import time; time.sleep(60)"], port=free_port(),
+                   ready_timeout=0.5).to_json()
+    handles, err = m.open_all("r3", {"srv": spec})
+    assert handles is None and "did not listen on port" in err
+
+
+def test_sweep_closes_ended_flows(tmp_path):
+    m = ResourceManager(tmp_path)
+    handles, _ = m.open_all("r4", {"work": tempdir().to_json()})
+    assert m.sweep(lambda fid: True) == []
+    assert m.sweep(lambda fid: False) == ["r4"]
+    assert not Path(handles["work"].path).exists()
+
+
+def test_owned_refuses_foreign_pids():
+    assert not _owned(os.getpid(), "no-such-token")
+    assert _find_by_token("no-such-token") == []
