@@ -47,17 +47,44 @@ class FlowFailed(EvalError):
 
 
 class Result:
-    """Base of `Ok` and `Err` (also the `Result` type name in annotations)."""
+    """Base of `Ok` and `Err` (also the `Result` type name in annotations).
+
+    Each holds one payload, exposed to Starlark under the name `_field`
+    (`Ok(v).value`, `Err(e).error`)."""
 
     __slots__ = ()
     starlark_type = "Result"
     ok: bool = False
+    _field = ""
+
+    def _payload(self) -> Any:
+        return getattr(self, self._field)
 
     def starlark_freeze(self) -> None:
-        self._inner_freeze()
+        setattr(self, self._field, freeze(self._payload()))
 
-    def _inner_freeze(self) -> None:  # pragma: no cover - overridden
-        pass
+    def starlark_getattr(self, name: str) -> Any:
+        if name == self._field:
+            return self._payload()
+        raise AttributeError(name)
+
+    def starlark_attrs(self) -> list[str]:
+        return [self._field]
+
+    def starlark_repr(self) -> str:
+        return f"{type(self).__name__}({to_repr(self._payload())})"
+
+    def __repr__(self) -> str:
+        return self.starlark_repr()
+
+    def __eq__(self, other: Any) -> bool:
+        return type(other) is type(self) and other._payload() == self._payload()
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, self._payload()))
+
+    def __reduce__(self):
+        return (type(self), (self._payload(),))
 
 
 class Ok(Result):
@@ -65,70 +92,20 @@ class Ok(Result):
 
     __slots__ = ("value",)
     ok = True
+    _field = "value"
 
     def __init__(self, value: Any = None):
         self.value = value
-
-    def _inner_freeze(self) -> None:
-        self.value = freeze(self.value)
-
-    def starlark_getattr(self, name: str) -> Any:
-        if name == "value":
-            return self.value
-        raise AttributeError(name)
-
-    def starlark_attrs(self) -> list[str]:
-        return ["value"]
-
-    def starlark_repr(self) -> str:
-        return f"Ok({to_repr(self.value)})"
-
-    def __repr__(self) -> str:
-        return self.starlark_repr()
-
-    def __eq__(self, other: Any) -> bool:
-        return type(other) is Ok and other.value == self.value
-
-    def __hash__(self) -> int:
-        return hash(("Ok", self.value))
-
-    def __reduce__(self):
-        return (Ok, (self.value,))
 
 
 class Err(Result):
     """A failed flow result; `.error` from Starlark."""
 
     __slots__ = ("error",)
+    _field = "error"
 
     def __init__(self, error: Any = None):
         self.error = error
-
-    def _inner_freeze(self) -> None:
-        self.error = freeze(self.error)
-
-    def starlark_getattr(self, name: str) -> Any:
-        if name == "error":
-            return self.error
-        raise AttributeError(name)
-
-    def starlark_attrs(self) -> list[str]:
-        return ["error"]
-
-    def starlark_repr(self) -> str:
-        return f"Err({to_repr(self.error)})"
-
-    def __repr__(self) -> str:
-        return self.starlark_repr()
-
-    def __eq__(self, other: Any) -> bool:
-        return type(other) is Err and other.error == self.error
-
-    def __hash__(self) -> int:
-        return hash(("Err", self.error))
-
-    def __reduce__(self):
-        return (Err, (self.error,))
 
 
 def as_result(value: Any) -> Result:

@@ -25,6 +25,18 @@ def read_source(path: str) -> str:
         raise click.UsageError(f"{path}: {e.strerror}") from None
 
 
+def parse_arg_pairs(pairs: tuple[str, ...]) -> dict[str, str]:
+    """`--arg name=value` options as a dict (values stay strings: the flow's
+    declared argument types convert them), or a one-line usage error."""
+    out = {}
+    for p in pairs:
+        name, eq, value = p.partition("=")
+        if not eq or not name.strip():
+            raise click.UsageError(f"--arg {p!r}: expected name=value")
+        out[name.strip()] = value
+    return out
+
+
 def report_error(err: StarlarkError) -> int:
     """Print a Starlark error to stderr; the exit status it deserves."""
     from ..starlark import StarlarkSyntaxError

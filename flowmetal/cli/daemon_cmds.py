@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 import click
 
-EXIT_OK, EXIT_ERR, EXIT_USAGE = 0, 1, 2
+from .common import EXIT_ERR, EXIT_OK, EXIT_USAGE, parse_arg_pairs, read_source
 
 _HOME_HELP = "State directory (default: $FLOWMETAL_HOME, $XDG_STATE_HOME/flowmetal, " \
              "~/.local/state/flowmetal)."
@@ -81,24 +81,8 @@ def _guard(name: str) -> Callable:
     return deco
 
 
-def _parse_args(pairs: tuple[str, ...]) -> dict[str, str]:
-    out = {}
-    for p in pairs:
-        name, eq, value = p.partition("=")
-        if not eq or not name.strip():
-            raise click.UsageError(f"--arg {p!r}: expected name=value")
-        out[name.strip()] = value
-    return out
 
 
-def _read_source(path: str) -> str:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
-    except UnicodeDecodeError:
-        raise click.UsageError(f"{path}: not UTF-8 text") from None
-    except OSError as e:
-        raise click.UsageError(f"{path}: {e.strerror}") from None
 
 
 def _ts(t: float | None) -> str:
@@ -206,8 +190,8 @@ def submit_command(file: str, flow_name: str | None, arg_pairs: tuple[str, ...],
     With --wait, print the run id on stderr (`run ID`), then the output and the root
     Result on stdout, exactly as `flowmetal run` does.
     """
-    source = _read_source(file)
-    args = _parse_args(arg_pairs)
+    source = read_source(file)
+    args = parse_arg_pairs(arg_pairs)
     if args and flow_name is None:
         raise click.UsageError("--arg needs --flow (the main block takes no arguments)")
     with _client(home) as c:
@@ -559,8 +543,8 @@ def batch_run_command(file: str, inputs: str, flow_name: str, concurrency: int,
     Shows progress until the batch ends (it goes on in the daemon if this command is
     interrupted); exits 1 if any item failed.
     """
-    source = _read_source(file)
-    args = _parse_args(arg_pairs)
+    source = read_source(file)
+    args = parse_arg_pairs(arg_pairs)
     items = _read_inputs(inputs)
     with _client(home) as c:
         r = c.call("batch_create", file=os.path.abspath(file), source=source,

@@ -18,7 +18,7 @@ from typing import Any
 
 import click
 
-from .common import EXIT_ERR, EXIT_OK, EXIT_USAGE, read_source, report_error
+from .common import EXIT_ERR, EXIT_OK, EXIT_USAGE, parse_arg_pairs, read_source, report_error
 
 _HOME_HELP = "State directory (default: $FLOWMETAL_HOME, $XDG_STATE_HOME/flowmetal, " \
              "~/.local/state/flowmetal)."
@@ -108,14 +108,6 @@ def _finish_run(rt: Any, store: Any, run_id: str) -> int:
     return EXIT_OK if result.ok else EXIT_ERR
 
 
-def _parse_args(pairs: tuple[str, ...]) -> dict[str, str]:
-    out = {}
-    for p in pairs:
-        name, eq, value = p.partition("=")
-        if not eq or not name.strip():
-            raise click.UsageError(f"--arg {p!r}: expected name=value")
-        out[name.strip()] = value
-    return out
 
 
 @click.command("run")
@@ -141,7 +133,7 @@ def run_command(file: str, flow_name: str | None, arg_pairs: tuple[str, ...],
     from actors import RunError, Runtime, new_run_id
     from ..starlark import StarlarkError, StarlarkSyntaxError
     source = read_source(file)
-    args = _parse_args(arg_pairs)
+    args = parse_arg_pairs(arg_pairs)
     if args and flow_name is None:
         raise click.UsageError("--arg needs --flow (the main block takes no arguments)")
     store = _open_store(home)
