@@ -26,6 +26,7 @@ from flowmetal.prelude import FlowDef, FlowFailed, packages, predeclared
 from flowmetal.starlark import Done, Failed, StarlarkError, Suspended, start
 from store import NOTSET, LIVE_STATES, Batch, Store
 
+from .memory import release_free_memory
 from .codec import FlowImage, dumps_image, result_from_record
 from .flow import CommitGate, FlowActor, FlowRunner, load_runner, new_flow_thread, run_of
 from .resources import ExecActor, TimerActor
@@ -124,8 +125,11 @@ class Runtime:
             return not self.busy
 
     def _maybe_idle(self) -> None:
-        if self.virtual and not self.busy:
-            self.timer.tell(("advance",))
+        if not self.busy:
+            if self.virtual:
+                self.timer.tell(("advance",))
+            # Flows just went to sleep in the store: hand their memory back.
+            release_free_memory()
 
     # ================================================================ creating runs
     def create_run(self, file: str, source: str, *, flow: str | None = None,
