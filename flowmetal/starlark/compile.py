@@ -92,6 +92,7 @@ class Scope:
     extra_locals: list[str] = field(default_factory=list)  # temps, loop and comprehension vars
     nums: set[str] = field(default_factory=set)          # locals that only ever hold int/float
     floats: set[str] = field(default_factory=set)        # ... of those, the ones always float
+    range_locals: set[str] = field(default_factory=set)  # ... bound only by range() loops
     _ir: list | None = None                              # lowered body, once computed
     ncallsites: int = 0
     ntemps: int = 0
@@ -111,6 +112,9 @@ class Scope:
         return self.ncallsites
 
 
+_RANGE_ITEM = ast.Constant(0)  # marks "bound by a range() loop" in numeric inference
+
+
 class _Comp:
     """A comprehension's own scope: its loop variables."""
 
@@ -118,6 +122,7 @@ class _Comp:
         self.owner = owner
         self.lowered = lowered
         self.names = names
+        self.range_vars: set[str] = set()  # bound only by `for v in range(...)`: ints
 
 
 # ---------------------------------------------------------------- IR
@@ -375,7 +380,7 @@ class _Compiler:
                             frame.owner.cells.add(py)
                         self.res[id(node)] = ("local", frame.owner, py)
                     else:
-                        self.res[id(node)] = ("comp", None, py)
+                        self.res[id(node)] = ("comp", frame, py)
                     return
             else:
                 scope = frame
@@ -405,6 +410,13 @@ class _Compiler:
             self.ncomps += 1
             names: dict[str, str] = {}
             comp = _Comp(cur, lowered, names)
+            bound_by: dict[str, list[bool]] = {}
+            for gen in e.generators:
+                for t in ast.walk(gen.target):
+                    if isinstance(t, ast.Name):
+                        bound_by.setdefault(t.id, []).append(
+                            t is gen.target and self.is_range_call(gen.iter))
+            comp.range_vars = {n for n, kinds in bound_by.items() if all(kinds)}
             # All loop variables belong to the comprehension's scope from its start.
             for gen in e.generators:
                 for t in ast.walk(gen.target):
@@ -593,7 +605,7 @@ class _Compiler:
                     if (isinstance(st.target, ast.Name) and isinstance(it, ast.Call)
                             and isinstance(it.func, ast.Name) and it.func.id == "range"
                             and self.is_safe_call(it) and local(st.target)):
-                        assigns.setdefault(local(st.target), []).append(ast.Constant(0))
+                        assigns.setdefault(local(st.target), []).append(_RANGE_ITEM)
                     else:
                         target(st.target, None)
                     walk(st.body)
@@ -613,6 +625,7 @@ class _Compiler:
                 if not all(self.is_num(v, nums, scope) for v in assigns[py]):
                     nums.discard(py)
                     changed = True
+        scope.range_locals = {py for py in nums if all(v is _RANGE_ITEM for v in assigns[py])}
         # Among them, the ones that are always floats (their products cannot grow).
         floats = set(nums)
         changed = True
@@ -645,12 +658,33 @@ class _Compiler:
             return self.is_float(e.body, floats, scope) and self.is_float(e.orelse, floats, scope)
         return False
 
+    def is_range_call(self, e) -> bool:
+        return (isinstance(e, ast.Call) and isinstance(e.func, ast.Name) and e.func.id == "range"
+                and self.is_safe_call(e))
+
+    def is_bounded(self, e, scope) -> bool:
+        """An int that cannot have grown by repeated multiplication: a constant,
+        or a variable bound only by `for v in range(...)` (a product of two such
+        has at most twice their bits, so it needs no size guard)."""
+        if isinstance(e, ast.Constant):
+            return type(e.value) in (int, float)
+        if isinstance(e, ast.Name):
+            r = self.res.get(id(e))
+            if not r:
+                return False
+            if r[0] == "comp":
+                return r[1] is not None and e.id in r[1].range_vars
+            return r[0] == "local" and r[1] is scope and r[2] in scope.range_locals
+        return False
+
     def is_num(self, e, nums, scope) -> bool:
         t = type(e)
         if t is ast.Constant:
             return type(e.value) in (int, float)
         if t is ast.Name:
             r = self.res.get(id(e))
+            if r and r[0] == "comp":
+                return r[1] is not None and e.id in r[1].range_vars
             return bool(r) and r[0] == "local" and r[1] is scope and r[2] in nums
         if t is ast.BinOp:
             return (isinstance(e.op, self._NUM_OPS) and self.is_num(e.left, nums, scope)
@@ -686,7 +720,8 @@ class _Compiler:
         if self.num_binop(e):
             scope = self.cur_scope
             if op is ast.Mult and not (self.is_float(lnode, scope.floats, scope)
-                                       or self.is_float(rnode, scope.floats, scope)):
+                                       or self.is_float(rnode, scope.floats, scope)
+                                       or (self.is_bounded(lnode, scope) and self.is_bounded(rnode, scope))):
                 # Products of big ints grow fast: those go to the library's size
                 # cap. The operands are named once (`:=`) and tested together.
                 a, b = self.walrus(), self.walrus()
@@ -717,7 +752,7 @@ class _Compiler:
 
     def num_binop(self, e) -> bool:
         scope = self.cur_scope
-        return (scope is not None and scope.nums and isinstance(e.op, self._NUM_OPS)
+        return (scope is not None and isinstance(e.op, self._NUM_OPS)
                 and self.is_num(e.left, scope.nums, scope) and self.is_num(e.right, scope.nums, scope))
 
     # ------------------------------------------------------------ expressions
