@@ -344,15 +344,18 @@ class Daemon:
         except RunError as e:
             raise _Refused(str(e), "usage") from None
 
-    def op_submit(self, conn: socket.socket, req: dict) -> dict | None:
+    def _program(self, req: dict, what: str) -> tuple[str, str, str | None, dict]:
+        """The file, source, flow name and arguments of a request that starts runs."""
         if self.stopping.is_set():
             raise _Refused("the daemon is shutting down", "unavailable")
         file = self._str(req, "file")
         source = req.get("source")
         if not isinstance(source, str):
-            raise _Refused("submit: 'source' must be a string", "protocol")
-        flow = self._str(req, "flow", required=False)
-        args = self._args(req)
+            raise _Refused(f"{what}: 'source' must be a string", "protocol")
+        return file, source, self._str(req, "flow", required=False), self._args(req)
+
+    def op_submit(self, conn: socket.socket, req: dict) -> dict | None:
+        file, source, flow, args = self._program(req, "submit")
         if args and flow is None:
             raise _Refused("--arg needs --flow (the main block takes no arguments)")
         run_id = self._create(file, source, flow, args)
@@ -503,14 +506,7 @@ class Daemon:
 
     def op_batch_create(self, conn: socket.socket, req: dict) -> dict:
         from store import Batch
-        if self.stopping.is_set():
-            raise _Refused("the daemon is shutting down", "unavailable")
-        file = self._str(req, "file")
-        source = req.get("source")
-        if not isinstance(source, str):
-            raise _Refused("batch: 'source' must be a string", "protocol")
-        flow = self._str(req, "flow", required=False)
-        args = self._args(req)
+        file, source, flow, args = self._program(req, "batch")
         items = req.get("items")
         if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
             raise _Refused("batch: 'items' must be a list of objects", "protocol")
