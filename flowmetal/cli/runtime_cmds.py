@@ -108,8 +108,6 @@ def _finish_run(rt: Any, store: Any, run_id: str) -> int:
     return EXIT_OK if result.ok else EXIT_ERR
 
 
-
-
 @click.command("run")
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--flow", "flow_name", default=None, help="Run this flow as the root "

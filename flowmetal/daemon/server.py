@@ -18,6 +18,7 @@ checkpoint at the next start anyway.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import logging
@@ -48,6 +49,22 @@ class _Refused(Exception):
     def __init__(self, message: str, kind: str = "usage"):
         super().__init__(message)
         self.kind = kind
+
+
+@contextlib.contextmanager
+def _refusing_bad_programs():
+    """Turn a program's syntax, Starlark and run-setup errors into error replies
+    whose kind picks the client's exit status."""
+    from actors import RunError
+    from flowmetal.starlark import StarlarkError, StarlarkSyntaxError
+    try:
+        yield
+    except StarlarkSyntaxError as e:
+        raise _Refused(str(e), "syntax") from None
+    except StarlarkError as e:
+        raise _Refused(str(e), "err") from None
+    except RunError as e:
+        raise _Refused(str(e), "usage") from None
 
 
 def _setup_logging(home: Path, verbose: bool) -> None:
@@ -333,16 +350,8 @@ class Daemon:
 
     def _create(self, file: str, source: str, flow: str | None, args: dict,
                 run_id: str | None = None) -> str:
-        from actors import RunError
-        from flowmetal.starlark import StarlarkError, StarlarkSyntaxError
-        try:
+        with _refusing_bad_programs():
             return self.rt.create_run(file, source, flow=flow, args=args, run_id=run_id)
-        except StarlarkSyntaxError as e:
-            raise _Refused(str(e), "syntax") from None
-        except StarlarkError as e:
-            raise _Refused(str(e), "err") from None
-        except RunError as e:
-            raise _Refused(str(e), "usage") from None
 
     def _program(self, req: dict, what: str) -> tuple[str, str, str | None, dict]:
         """The file, source, flow name and arguments of a request that starts runs."""
@@ -516,16 +525,8 @@ class Daemon:
         if flow is None:
             raise _Refused("batch needs --flow (items are a flow's arguments)")
         # Check the file and the flow once, up front, rather than per item.
-        from flowmetal.starlark import StarlarkError, StarlarkSyntaxError
-        from actors import RunError
-        try:
+        with _refusing_bad_programs():
             self.rt._flow_def(file, source, flow)
-        except StarlarkSyntaxError as e:
-            raise _Refused(str(e), "syntax") from None
-        except StarlarkError as e:
-            raise _Refused(str(e), "err") from None
-        except RunError as e:
-            raise _Refused(str(e), "usage") from None
         from actors import new_run_id
         bid = "b" + new_run_id()[1:]
         code = self.store.put_code(source)

@@ -115,6 +115,20 @@ class Scope:
 _RANGE_ITEM = ast.Constant(0)  # marks "bound by a range() loop" in numeric inference
 
 
+def _largest_consistent(candidates: set[str], assigns: dict, holds) -> set[str]:
+    """The largest subset of `candidates` whose every assigned expression
+    satisfies `holds(expr, subset)`: start optimistic, drop until stable."""
+    known = set(candidates)
+    changed = True
+    while changed:
+        changed = False
+        for py in list(known):
+            if not all(holds(v, known) for v in assigns[py]):
+                known.discard(py)
+                changed = True
+    return known
+
+
 class _Comp:
     """A comprehension's own scope: its loop variables."""
 
@@ -617,25 +631,12 @@ class _Compiler:
                 elif isinstance(st, ast.FunctionDef):
                     excluded.add(pyname(st.name))
         walk(scope.node.body)
-        nums = {py for py, vals in assigns.items() if py not in excluded and None not in vals}
-        changed = True
-        while changed:
-            changed = False
-            for py in list(nums):
-                if not all(self.is_num(v, nums, scope) for v in assigns[py]):
-                    nums.discard(py)
-                    changed = True
+        nums = _largest_consistent(
+            {py for py, vals in assigns.items() if py not in excluded and None not in vals},
+            assigns, lambda v, known: self.is_num(v, known, scope))
         scope.range_locals = {py for py in nums if all(v is _RANGE_ITEM for v in assigns[py])}
         # Among them, the ones that are always floats (their products cannot grow).
-        floats = set(nums)
-        changed = True
-        while changed:
-            changed = False
-            for py in list(floats):
-                if not all(self.is_float(v, floats, scope) for v in assigns[py]):
-                    floats.discard(py)
-                    changed = True
-        scope.floats = floats
+        scope.floats = _largest_consistent(nums, assigns, lambda v, known: self.is_float(v, known, scope))
         return nums
 
     def is_float(self, e, floats, scope) -> bool:
