@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import stat
 import threading
+import time
 from pathlib import Path
 
 import lmdb
@@ -338,9 +339,7 @@ def _open(home: Path, *, sync: bool, create: bool, map_size: int, max_map_size: 
             raise CorruptStoreError(f"store {home} is damaged: {problems[0]}{more}")
     old_umask = os.umask(0o077)
     try:
-        env = lmdb.open(str(path), map_size=max(map_size, 1 << 20), max_dbs=len(DB_NAMES) + 8,
-                        max_readers=MAX_READERS, sync=sync, metasync=sync, mode=0o600,
-                        create=create, readahead=False, lock=True, subdir=True)
+        env = _open_env(path, map_size=map_size, sync=sync, create=create)
     except lmdb.InvalidError:
         raise NotAStoreError(f"{home} is not a Flowmetal store (or it is damaged): "
                              f"{data.name} is not an LMDB file") from None
@@ -370,6 +369,23 @@ def _open(home: Path, *, sync: bool, create: bool, map_size: int, max_map_size: 
         env.close()
         raise
     return Env(home, path, env, dbs, sync, max_map_size)
+
+
+def _open_env(path: Path, *, map_size: int, sync: bool, create: bool) -> lmdb.Environment:
+    # py-lmdb begins a transaction inside open(); if another process grows the map
+    # between LMDB reading the size and that transaction, it fails MAP_RESIZED.
+    # Opening again adopts the new size.
+    for attempt in range(10):
+        try:
+            return lmdb.open(str(path), map_size=max(map_size, 1 << 20),
+                             max_dbs=len(DB_NAMES) + 8, max_readers=MAX_READERS,
+                             sync=sync, metasync=sync, mode=0o600, create=create,
+                             readahead=False, lock=True, subdir=True)
+        except lmdb.MapResizedError:
+            if attempt == 9:
+                raise
+            time.sleep(0.001 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def _check_size(env: lmdb.Environment, data: Path, home: Path) -> None:

@@ -266,3 +266,22 @@ def test_verify_finds_a_damaged_page(home):
         Store.open(home, verify=True)
     with pytest.raises(StoreNotFoundError):
         Store.verify(home / "nothing")
+
+
+def test_open_retries_when_another_process_grows_the_map_meanwhile(home, monkeypatch):
+    # py-lmdb starts a transaction inside open(); a concurrent resize by another
+    # process makes that one fail MAP_RESIZED. Seen in CI with four writers.
+    Store.open(home, sync=False).close()
+    real_open = lmdb.open
+    calls = []
+
+    def racing_open(*a, **kw):
+        calls.append(1)
+        if len(calls) == 1:
+            raise lmdb.MapResizedError("mdb_txn_begin: MDB_MAP_RESIZED")
+        return real_open(*a, **kw)
+
+    monkeypatch.setattr(lmdb, "open", racing_open)
+    with Store.open(home, sync=False) as st:
+        st.list_runs()
+    assert len(calls) == 2
