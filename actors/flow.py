@@ -26,16 +26,16 @@ the Thread's next result to act on, or None once the runner is parked on a commi
 waits for an action or has ended: a new kind of action must ``return
 self._suspend_on(...)``.
 
-Commits do not block the actor: a runner hands each batch to its `committer`, and
-when that is asynchronous (the store's group commit, `Store.submit`) the runner parks
-with a continuation and the actor gets ``("durable", pending)`` once the batch is on
-disk — only then does the runner go on (send the request, resume after an inline
-call, report its end). So step 3 of the protocol still follows step 2, and many
-flows' checkpoints share one fsync instead of queueing behind each other.
+Commits do not block the actor: a runner hands each batch to its `committer`; the
+FlowActor's (`CommitGate`) parks the actor until the end of its pool thread's turn,
+which commits every parked actor's batch in one transaction, and the runner's
+continuation (``self.cont``) runs once its batch is on disk — only then does it go
+on (send the request, resume after an inline call, report its end). So step 3 of
+the protocol still follows step 2, and many flows' checkpoints share one fsync.
 
 `FlowActor` wraps a runner in a pykka actor (`PooledActor`: its mailbox runs on a
 small shared thread pool, see `actors.pool`) whose mailbox takes
-``("go", outcome, journal)`` (start or resume) and ``("cancel",)``. An exception in a
+``("go", outcome, journal)`` (start) and ``("resume", seq, outcome)``. An exception in a
 `tell` stops the actor; `on_failure` reports the crash to the hub, whose supervisor
 restarts the flow from its last checkpoint — the store, not the mailbox, is the truth.
 """
@@ -43,23 +43,20 @@ restarts the flow from its last checkpoint — the store, not the mailbox, is th
 from __future__ import annotations
 
 import hashlib
-import threading
 import traceback
 from typing import Any, Protocol
-
-import pykka
 
 from flowmetal.prelude import (CallRequest, Err, ExecRequest, FlowContext, FlowDef,
                                FlowFailed, Handle, Ok, Result, SleepRequest, StartRequest,
                                WaitRequest, as_result, flow_main, make_args, pop_host,
                                push_host)
 from flowmetal.actor_prelude import ReceiveRequest
-from flowmetal.starlark import Done, Failed, Suspended, Thread, start_call
+from flowmetal.starlark import Done, Suspended, Thread, start_call
 from store import NOTSET, Batch
 
 from .codec import (FlowImage, dumps_image, dumps_value, loads_image, outcome_record,
                     result_from_record, result_record)
-from .pool import PooledActor, default_dispatcher
+from .pool import PooledActor, current_turn
 
 MAX_ID = 150
 
@@ -340,18 +337,15 @@ class FlowRunner:
             self.out = []
         else:
             self._consume(b)
-        b.create_flow(cid, run_id=self.run_id, name=req.flow.name, parent=self.flow_id,
-                      state="running")
-        # `flow_finished` less what cannot exist for a flow born and ended in this
-        # batch (checkpoint, intents, timers) and the root-of-run check (it is a child):
-        # a third of the store's work per inline call.
+        # Not `create_flow` + `flow_finished`: nothing of a flow born and ended in this
+        # batch can exist (checkpoint, intents, timers, a live index entry) and it is
+        # no run's root, so one op writes it, ended, with the caller's journal entry.
+        b.call_ended(self.flow_id, k, cid, run_id=self.run_id, name=req.flow.name,
+                     state="ok" if result.ok else "err", result=rrec,
+                     error=None if result.ok else rrec["repr"], value={"ok": True, "v": v},
+                     request={"kind": "call", "children": [cid]})
         for text in child.out:
             b.append_output(self.run_id, text, flow_id=cid)
-        b.set_flow_state(cid, "ok" if result.ok else "err", result=rrec,
-                         error=None if result.ok else rrec["repr"])
-        b.inbox_close(cid)
-        b.journal_result(self.flow_id, k, {"ok": True, "v": v},
-                         request={"kind": "call", "children": [cid]})
         return self._commit(b, lambda: self._called(result))
 
     # -------------------------------------------------------------- suspension
@@ -483,65 +477,53 @@ def load_runner(hub: Hub, flow_id: str) -> tuple[FlowRunner, tuple | None]:
 
 
 class CommitGate:
-    """How the FlowActors of one process commit: alone, on their own thread (no
-    handoff: the fastest path for one busy flow); with company, through the store's
-    group commit, so that their batches share fsyncs and no pool thread waits on one.
-    "Company" is any other commit of this process still in flight, or any actor
-    waiting for a pool thread (it may be about to commit: blocking this thread on an
-    fsync would keep it from running and joining the group)."""
+    """How the FlowActors of one process commit.
 
-    def __init__(self, store: Any, dispatcher: Any = None):
+    A FlowActor runs on a pool thread, and its batch waits for the end of that
+    thread's turn (`actors.pool.Turn`): the turn commits the batches of every actor
+    it parked in one transaction, on its own thread — one fsync for all, no handoff
+    to another thread — and each actor goes on at once (or crashes, if its batch
+    failed: it restarts from its last checkpoint). Off the pool (a handler called by
+    hand) the batch is committed at once."""
+
+    def __init__(self, store: Any):
         self.store = store
-        self.dispatcher = dispatcher or default_dispatcher()
-        self.inflight = 0
-        self.lock = threading.Lock()
 
-    def commit(self, batch: Batch, ref: Any) -> bool:
-        """True: `batch` is durable now. False: ``ref`` gets ("durable", pending)."""
-        with self.lock:
-            alone = self.inflight == 0 and not self.dispatcher.backlog()
-            self.inflight += 1
-        if alone:
-            try:
-                self.store.commit(batch)
-            finally:
-                with self.lock:
-                    self.inflight -= 1
+    def commit(self, batch: Batch, actor: Any) -> bool:
+        """True: `batch` is durable now. False: the actor is parked until it is."""
+        turn = current_turn()
+        if turn is None:
+            self.store.commit(batch)
             return True
-        try:
-            p = self.store.submit(batch)
-        except BaseException:
-            with self.lock:
-                self.inflight -= 1
-            raise
-        p.add_done_callback(lambda p: self._done(p, ref))
+        turn.park(actor, self, (batch, actor), self._flush)
         return False
 
-    def _done(self, p: Any, ref: Any) -> None:
-        # On the store's committer thread: only hand the news over.
-        with self.lock:
-            self.inflight -= 1
-        try:
-            ref.tell(("durable", p))
-        except pykka.ActorDeadError:
-            pass  # stopped meanwhile (runtime closing): the store has the truth
+    def _flush(self, items: list) -> list:
+        # The end of a pool thread's turn: every parked actor's batch in one commit.
+        pendings = self.store.commit_group([b for b, _ in items])
+        return [_durable_then(actor, p.exception()) for (_, actor), p in zip(items, pendings)]
+
+
+def _durable_then(actor: Any, error: BaseException | None) -> Any:
+    return lambda: actor.runner.durable(error)
 
 
 class _ActorCommitter:
-    __slots__ = ("gate", "ref")
+    __slots__ = ("gate", "actor")
 
-    def __init__(self, gate: CommitGate, ref: Any):
+    def __init__(self, gate: CommitGate, actor: Any):
         self.gate = gate
-        self.ref = ref
+        self.actor = actor
 
     def commit(self, batch: Batch) -> bool:
-        return self.gate.commit(batch, self.ref)
+        return self.gate.commit(batch, self.actor)
 
 
 class FlowActor(PooledActor):
-    """The actor of one live flow. Messages: ("go", outcome, journal), ("reissue", seq,
-    intent), ("durable", pending) from its commits, ("cancel",). Everything else
-    arrives through the hub. Its mailbox runs on the process's actor pool."""
+    """The actor of one live flow. Messages: ("load"), ("load_then", message),
+    ("go", outcome, journal), ("resume", seq, outcome), ("reissue", seq, intent).
+    Everything else arrives through the hub. Its mailbox runs on the process's actor
+    pool; its commits park it until its pool thread's turn ends."""
 
     def __init__(self, hub: Any, flow_id: str, runner: FlowRunner | None = None,
                  first: tuple | None = None):
@@ -549,7 +531,7 @@ class FlowActor(PooledActor):
         self.hub = hub
         self.flow_id = flow_id
         self.runner = None
-        self._committer = _ActorCommitter(hub.commits, self.actor_ref)
+        self._committer = _ActorCommitter(hub.commits, self)
         if runner is not None:
             self._adopt(runner)
         if first is not None:
@@ -586,8 +568,6 @@ class FlowActor(PooledActor):
             if r.done or r.pending != seq:
                 return None  # stale: an earlier incarnation's reply
             r.step(outcome, (seq, outcome_record(outcome)))
-        elif kind == "durable":
-            self.runner.durable(message[1].exception())
         elif kind == "reissue":
             _, seq, intent = message
             self.hub.reissue(self.flow_id, seq, intent, self)

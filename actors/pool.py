@@ -11,8 +11,16 @@ threads that takes whichever actor has mail, processes a slice of its messages a
 moves on (the dispatcher model of Akka/Erlang schedulers). An actor is never run by
 two pool threads at once: a mailbox is scheduled at most once at a time.
 
-A handler must not block for long (it would hold a pool thread): FlowActors hand
-their commits to the store's group committer and get a message back when durable.
+A handler must not block for long (it would hold a pool thread). Instead it may
+*park* its actor for the rest of the pool thread's current **turn**: `Turn.park`
+queues work to do at the end of the turn (for FlowActors, a store batch) and keeps
+the actor scheduled, so no other thread runs it and its later mail waits. A pool
+thread runs ready actors until none is ready or `TURN_MAX` are parked, then ends
+the turn: each parked kind of work is done once for all (one store transaction, one
+fsync, for every FlowActor parked on a commit) and every parked actor goes on from
+where it stopped, on this thread. While one pool thread waits on its turn's fsync,
+the other runs actors: commits and flow code overlap without a committer thread or
+a message per commit.
 """
 
 from __future__ import annotations
@@ -29,6 +37,58 @@ from pykka._threading import ThreadingFuture  # the Future type pykka's ask expe
 
 # Messages one actor may process before yielding its pool thread to others.
 SLICE = 16
+# Actors one pool thread may park before it ends its turn (does their work): enough
+# to spread one fsync over many commits, few enough to keep each one's latency low.
+TURN_MAX = 128
+
+
+class Turn:
+    """The work a pool thread owes the actors it parked during its current turn.
+
+    `park(actor, key, item, flush)` queues ``item`` under ``key``; at the end of the
+    turn ``flush(items)`` is called once per key with every item queued under it, and
+    must return one ``fn()`` per item (in order): the parked actor's continuation,
+    run as if it were a message (an exception in it is the actor's failure)."""
+
+    __slots__ = ("groups", "parked")
+
+    def __init__(self) -> None:
+        self.groups: dict[Any, tuple[Any, list]] = {}   # key -> (flush, [(actor, item)])
+        self.parked = 0
+
+    def park(self, actor: "PooledActor", key: Any, item: Any, flush: Any) -> None:
+        g = self.groups.get(key)
+        if g is None:
+            g = self.groups[key] = (flush, [])
+        g[1].append((actor, item))
+        self.parked += 1
+        actor._parked = True
+
+    def end(self) -> None:
+        """Do the parked work, then let each parked actor go on (it may park again:
+        into the next turn)."""
+        groups = self.groups
+        self.groups = {}
+        self.parked = 0
+        for flush, members in groups.values():
+            try:
+                conts = flush([item for _, item in members])
+            except BaseException as e:  # noqa: BLE001 - each actor hears of it
+                err = e
+
+                def fail() -> None:
+                    raise err
+                conts = [fail] * len(members)
+            for (actor, _), fn in zip(members, conts):
+                actor._unpark(fn)
+
+
+_local = threading.local()
+
+
+def current_turn() -> Turn | None:
+    """The turn of the pool thread running the calling actor (None off the pool)."""
+    return getattr(_local, "turn", None)
 
 
 class Dispatcher:
@@ -54,13 +114,19 @@ class Dispatcher:
 
     def _loop(self) -> None:
         ready, cond = self._ready, self._cond
+        turn = _local.turn = Turn()
         while True:
+            actor = None
             with cond:
-                while not ready:
+                while not ready and not turn.parked:
                     cond.wait()
-                actor = ready.popleft()
+                if ready:
+                    actor = ready.popleft()
             try:
-                actor._run_slice()
+                if actor is not None:
+                    actor._run_slice()
+                if turn.parked and (not ready or turn.parked >= TURN_MAX):
+                    turn.end()
             except BaseException:  # noqa: BLE001 - a pool thread must survive anything
                 import traceback
                 traceback.print_exc()
@@ -136,6 +202,7 @@ class PooledActor(pykka.Actor):
         self.actor_inbox.owner = self
         self._dispatcher = self.dispatcher or default_dispatcher()
         self._started = False
+        self._parked = False   # see `Turn.park`: its mail waits for the turn's end
 
     def _start_actor_loop(self) -> None:
         self._dispatcher.schedule(self)
@@ -154,6 +221,8 @@ class PooledActor(pykka.Actor):
                 envelope = box.q.popleft()
             n += 1
             self._handle(envelope)
+            if self._parked:
+                return  # still scheduled: the turn's end goes on with it
         if self.actor_stopped.is_set():
             self._teardown()
             return
@@ -173,14 +242,32 @@ class PooledActor(pykka.Actor):
             if envelope.reply_to is not None:
                 envelope.reply_to.set_exception()
             else:
-                self._handle_failure(*sys.exc_info())
-                try:
-                    self.on_failure(*sys.exc_info())
-                except Exception:  # noqa: BLE001
-                    self._handle_failure(*sys.exc_info())
+                self._fail()
         except BaseException:  # noqa: BLE001
             self._stop()
             ActorRegistry.stop_all()
+
+    def _fail(self) -> None:
+        # What pykka does when a `tell` raises: the actor stops, `on_failure` hears.
+        self._handle_failure(*sys.exc_info())
+        try:
+            self.on_failure(*sys.exc_info())
+        except Exception:  # noqa: BLE001
+            self._handle_failure(*sys.exc_info())
+
+    def _unpark(self, fn: Any) -> None:
+        """Go on after the turn's end: run `fn` as a told message would run, then the
+        rest of the mailbox (the actor is still scheduled, on this thread)."""
+        self._parked = False
+        try:
+            fn()
+        except Exception:  # noqa: BLE001
+            self._fail()
+        except BaseException:  # noqa: BLE001
+            self._stop()
+            ActorRegistry.stop_all()
+        if not self._parked:
+            self._run_slice()
 
     def _teardown(self) -> None:
         # Later mail is refused the way pykka refuses it: asks fail, tells are dropped.

@@ -11,13 +11,16 @@ command may run for minutes; the actor's mailbox must not wait for it), with a
 timeout, capped output, and ``FLOWMETAL_ACTION_ID=<flow id>:<seq>`` in the
 environment so commands can deduplicate re-issued actions. Secret values in ``env``
 (by name in the request) are revealed only for the command, and redacted from its
-output.
+output. A cancelled flow's running commands are stopped: SIGTERM to the command's
+process group (it runs in a session of its own), SIGKILL if it is still there
+`KILL_GRACE` seconds later.
 """
 
 from __future__ import annotations
 
 import heapq
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -28,6 +31,7 @@ import pykka
 from flowmetal.starlark import struct
 
 DEFAULT_OUTPUT_CAP = 1 << 20  # bytes kept of each of stdout and stderr
+KILL_GRACE = 5.0               # seconds between SIGTERM and SIGKILL on cancel
 
 
 class TimerActor(pykka.ThreadingActor):
@@ -130,8 +134,10 @@ def _read_capped(stream: Any, cap: int, sink: list) -> None:
         sink.append(b"\n[output truncated]\n")
 
 
-def run_command(request: dict, action_id: str, cap: int = DEFAULT_OUTPUT_CAP) -> tuple:
-    """Run one exec request; the outcome ("ok", struct) or ("err", message)."""
+def run_command(request: dict, action_id: str, cap: int = DEFAULT_OUTPUT_CAP,
+                started: Callable[[subprocess.Popen], None] | None = None) -> tuple:
+    """Run one exec request; the outcome ("ok", struct) or ("err", message).
+    `started(proc)` is called once the process exists (to be able to stop it)."""
     from flowmetal.secrets import Redactor, SecretError, process_source, reveal
     argv = request["argv"]
     env = dict(os.environ)
@@ -158,6 +164,8 @@ def run_command(request: dict, action_id: str, cap: int = DEFAULT_OUTPUT_CAP) ->
         return ("err", f"exec: permission denied: {argv[0]}")
     except OSError as e:
         return ("err", f"exec: cannot run {argv[0]}: {e.strerror or e}")
+    if started is not None:
+        started(proc)
     out: list[bytes] = []
     err: list[bytes] = []
     readers = [threading.Thread(target=_read_capped, args=(proc.stdout, cap, out), daemon=True),
@@ -196,29 +204,82 @@ def run_command(request: dict, action_id: str, cap: int = DEFAULT_OUTPUT_CAP) ->
 class ExecActor(pykka.ThreadingActor):
     """Runs exec requests; replies by calling ``reply(flow_id, seq, outcome)``.
 
-    Message: ("exec", flow_id, seq, request_dict).
+    Messages: ("exec", flow_id, seq, request_dict); ("cancel", flow_id) stops the
+    flow's running commands (their outcome is still replied; a cancelled flow's
+    runtime ignores it).
     """
 
     use_daemon_thread = True
 
-    def __init__(self, reply: Callable[[str, int, tuple], None], cap: int = DEFAULT_OUTPUT_CAP):
+    def __init__(self, reply: Callable[[str, int, tuple], None], cap: int = DEFAULT_OUTPUT_CAP,
+                 kill_grace: float = KILL_GRACE):
         super().__init__()
         self.reply = reply
         self.cap = cap
+        self.kill_grace = kill_grace
+        # flow id -> its running commands. Shared with the command threads.
+        self.running: dict[str, set[subprocess.Popen]] = {}
+        self.lock = threading.Lock()
+        self.cancelled: dict[str, None] = {}   # recently cancelled flows, oldest first
 
     def on_receive(self, message: Any) -> Any:
         if message[0] == "exec":
             _, flow_id, seq, request = message
             threading.Thread(target=self._run, args=(flow_id, seq, request),
                              name=f"exec-{flow_id}:{seq}", daemon=True).start()
+        elif message[0] == "cancel":
+            self.cancel(message[1])
         return None
 
+    def cancel(self, flow_id: str) -> None:
+        """Stop the flow's running commands (and any it starts from now on)."""
+        with self.lock:
+            self.cancelled[flow_id] = None
+            if len(self.cancelled) > 10_000:  # only a command starting late needs it
+                del self.cancelled[next(iter(self.cancelled))]
+            procs = list(self.running.get(flow_id, ()))
+        for proc in procs:
+            _stop_process(proc, self.kill_grace)
+
     def _run(self, flow_id: str, seq: int, request: dict) -> None:
+        def started(proc: subprocess.Popen) -> None:
+            with self.lock:
+                self.running.setdefault(flow_id, set()).add(proc)
+                late = flow_id in self.cancelled
+            if late:  # cancelled while it was being started
+                _stop_process(proc, self.kill_grace)
         try:
-            outcome = run_command(request, f"{flow_id}:{seq}", self.cap)
+            outcome = run_command(request, f"{flow_id}:{seq}", self.cap, started)
         except Exception as e:  # noqa: BLE001 - an exec failure is the flow's error
             outcome = ("err", f"exec: {type(e).__name__}: {e}")
+        finally:
+            with self.lock:
+                procs = self.running.get(flow_id)
+                if procs is not None:
+                    procs.difference_update([p for p in procs if p.poll() is not None])
+                    if not procs:
+                        del self.running[flow_id]
         self.reply(flow_id, seq, outcome)
+
+
+def _stop_process(proc: subprocess.Popen, grace: float) -> None:
+    """SIGTERM the command's process group now, SIGKILL it after `grace` seconds."""
+    def signal_group(sig: int) -> None:
+        try:
+            os.killpg(proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    if proc.poll() is not None:
+        return
+    signal_group(signal.SIGTERM)
+
+    def finish() -> None:
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            signal_group(signal.SIGKILL)
+    threading.Thread(target=finish, name=f"stop-{proc.pid}", daemon=True).start()
 
 
 def wall_clock() -> float:

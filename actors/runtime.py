@@ -23,12 +23,12 @@ from typing import Any
 
 from flowmetal.loading import FileLoader
 from flowmetal.prelude import FlowDef, FlowFailed, packages, predeclared
-from flowmetal.starlark import Done, Failed, StarlarkError, Suspended, start
+from flowmetal.starlark import Done, Failed, Suspended, start
 from store import NOTSET, LIVE_STATES, Batch, Store
 
 from .memory import release_free_memory
 from .codec import FlowImage, dumps_image, result_from_record
-from .flow import CommitGate, FlowActor, FlowRunner, load_runner, new_flow_thread, run_of
+from .flow import CommitGate, FlowActor, FlowRunner, new_flow_thread, run_of
 from .resources import ExecActor, TimerActor
 from .services import SERVICE_KINDS, Services
 from .supervisor import Supervisor
@@ -599,6 +599,11 @@ class Runtime:
                 self._maybe_idle()
             for fid in ids:
                 self.services.ended(fid)
+                # A command it is waiting on is stopped, not left to run to its end.
+                if self.pool is not None:
+                    self.pool.cancel_actions(fid)
+                else:
+                    self.exec.tell(("cancel", fid))
             return ids
         raise RunError(f"run {run_id}: could not cancel (its flows kept changing)")
 

@@ -142,13 +142,17 @@ class WorkerPool:
         if w is not None:
             w.send(("unhost", flow_id))
 
+    def cancel_actions(self, flow_id: str) -> None:
+        """Stop the commands the (cancelled) flow runs, on whichever worker runs them."""
+        for w in list(self.workers):
+            w.send(("cancel", flow_id))
+
     def set_offset(self, offset: float) -> None:
         for w in list(self.workers):
             w.send(("offset", offset))
 
     # ---------------------------------------------------------------- events
     def _reader(self, w: _Worker) -> None:
-        rt = self.rt
         while True:
             ready = mp_wait([w.conn, w.proc.sentinel])
             if w.conn in ready:
@@ -348,6 +352,8 @@ def worker_main(home: str, sync: bool, conn: Any, parent_pid: int, options: dict
                 hub.tell(msg[1], _dec(msg[2]))
             elif kind == "unhost":
                 hub._stop(msg[1])
+            elif kind == "cancel":
+                hub.exec.tell(("cancel", msg[1]))
             elif kind == "offset":
                 hub.offset = msg[1]
             elif kind == "stop":

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import statistics
 import sys
@@ -91,8 +90,9 @@ def bench_sequential(home: Path, file: Path, n: int) -> float:
     return n / dt
 
 
-def bench_concurrent(home: Path, file: Path, flows: int, steps: int, workers: int) -> float:
-    st = Store.open(home, sync=True)
+def bench_concurrent(home: Path, file: Path, flows: int, steps: int, workers: int,
+                     sync: bool = True) -> float:
+    st = Store.open(home, sync=sync)
     with Runtime(st, workers=workers) as rt:
         t0 = time.perf_counter()
         _, w = _run(rt, file, "fan", {"flows": flows, "steps": steps})
@@ -142,7 +142,7 @@ def bench_sleepers(home: Path, file: Path, count: int) -> tuple[float, float]:
     st = Store.open(home, sync=False)
     before = _rss_mb()
     with Runtime(st) as rt:
-        rid = rt.create_run(str(file), file.read_text(), flow="sleepers",
+        rt.create_run(str(file), file.read_text(), flow="sleepers",
                             args={"count": str(count)})
         t0 = time.perf_counter()
         while True:

@@ -145,6 +145,23 @@ class Batch:
                          _check_state(state), created, meta or {}))
         return self
 
+    def call_ended(self, parent: str, seq: int, flow_id: str, *, run_id: str, name: str,
+                   state: str, result: Value, error: Value, value: Value,
+                   request: Value) -> "Batch":
+        """A child flow born and ended within its parent's step (it acted on nothing):
+        its record, created ended (``state`` terminal, with ``result``/``error``) and
+        its inbox closed, and the parent's journal entry for action ``seq`` (``value``,
+        ``request``) — what `create_flow` + `set_flow_state` + `inbox_close` +
+        `journal_result` would write, in one op. A child of that id existing already is
+        a ConflictError."""
+        K.enc_id(flow_id, "flow id")
+        K.enc_id(run_id, "run id")
+        if state not in TERMINAL_STATES:
+            raise StoreError(f"call_ended needs a terminal state, not {state!r}")
+        self.ops.append((_call_ended, parent, K.id_seq(parent, seq), flow_id, run_id, name,
+                         state, result, error, value, request))
+        return self
+
     def set_flow_state(self, flow_id: str, state: str, *, result: Value = NOTSET,
                        error: Value = NOTSET, meta: dict | None = None) -> "Batch":
         """Change a flow's state (``started`` is set on first ``running``, ``finished`` on a
@@ -537,18 +554,38 @@ def _create_flow(w: Writer, flow_id, run_id, name, parent, args, state, created,
         raise NotFoundError(f"no run {run_id!r} for flow {flow_id!r}")
     if parent is not None and w.get("flows", K.enc_id(parent)) is None:
         raise NotFoundError(f"no parent flow {parent!r} for flow {flow_id!r}")
+    _put_new_flow(w, fk, flow_id, run_id, name, parent, args, state, created, meta)
+    return True
+
+
+def _put_new_flow(w: Writer, fk, flow_id, run_id, name, parent, args, state, created, meta,
+                  result=None, error=None) -> None:
     now = w.now
     rec = {"id": flow_id, "run": run_id, "parent": parent, "name": name, "args": args,
            "state": state, "created": now if created is None else created, "updated": now,
-           "started": now if state == "running" else None,
+           "started": now if state == "running" or state in TERMINAL_STATES else None,
            "finished": now if state in TERMINAL_STATES else None,
-           "result": None, "error": None, "meta": meta}
+           "result": result, "error": error, "meta": meta}
     w.put("flows", fk, encode(rec))
     w.put("run_flows", K.pair(run_id, flow_id), b"")
     if parent is not None:
         w.put("flow_children", K.pair(parent, flow_id), b"")
     if state in LIVE_STATES:
         w.put("flows_live", fk, K.enc_id(run_id))
+
+
+def _call_ended(w: Writer, parent, pkey, flow_id, run_id, name, state, result, error,
+                value, request):
+    fk = K.enc_id(flow_id)
+    if w.get("flows", fk) is not None:
+        raise ConflictError(f"flow {flow_id!r} exists already")
+    # The parent exists (and so does its run, which the parent's record names).
+    w.require_flow(K.enc_id(parent), parent)
+    _put_new_flow(w, fk, flow_id, run_id, name, parent, None, state, None, {},
+                  result=result, error=error)
+    w.put("inbox_meta", fk, _INBOX_META.pack(0, 0, 1))   # ended: its inbox is closed
+    if w.get("journal", pkey) is None:
+        w.put("journal", pkey, encode({"q": request, "r": value, "s": w.now, "f": w.now}))
     return True
 
 

@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 from . import keys as K
 from .batch import _INBOX_META, Batch, Writer
-from .committer import Pending
+from .committer import Pending, apply_group
 from .env import (DEFAULT_MAP_SIZE, DEFAULT_MAX_MAP_SIZE, SCHEMA_VERSION, Env, acquire_env,
                   release_env, verify_files)
 from .errors import CheckpointError
@@ -148,6 +148,22 @@ class Store:
             finally:
                 env.write_lock.release()
         return c.submit(batch).result(timeout)
+
+    def commit_group(self, batches: list[Batch]) -> list[Pending]:
+        """Apply several callers' batches in one write transaction on this thread (one
+        fsync for all) and return once they are durable, with one done `Pending` per
+        batch: a batch that fails is rolled back alone (its Pending holds the error),
+        as in group commit. For a thread that gathers its callers' batches itself."""
+        env = self._env
+        env.check()
+        group = [Pending(b) for b in batches]
+        with env.write_lock:
+            apply_group(env, [p for p in group if p.batch.ops])
+        for p in group:
+            if not p.batch.ops:
+                p._result = []
+            p._finish()
+        return group
 
     def submit(self, batch: Batch) -> Pending:
         """Queue ``batch`` for group commit and return at once; the `Pending` tells when

@@ -18,7 +18,7 @@ from typing import Any
 
 import click
 
-from .common import EXIT_ERR, EXIT_OK, EXIT_USAGE, parse_arg_pairs, read_source, report_error
+from .common import EXIT_ERR, EXIT_OK, parse_arg_pairs, read_source, report_error
 
 _HOME_HELP = "State directory (default: $FLOWMETAL_HOME, $XDG_STATE_HOME/flowmetal, " \
              "~/.local/state/flowmetal)."

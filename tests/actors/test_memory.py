@@ -1,6 +1,5 @@
 """Idle memory release: malloc_trim runs when the runtime goes idle, rate-limited."""
 
-import ctypes.util
 
 import pytest
 

@@ -13,10 +13,10 @@ import pytest
 from actors import Runtime, result_of
 from actors.codec import FlowImage
 from actors.flow import FlowActor, FlowRunner
-from actors.pool import Dispatcher, PooledActor
+from actors.pool import Dispatcher, PooledActor, current_turn
 from flowmetal.prelude import predeclared
 from flowmetal.starlark import exec_file
-from store import NOTSET, Store
+from store import Store
 
 FLOWS = Path(__file__).parent / "flows"
 
@@ -86,6 +86,66 @@ def test_pooled_actors_keep_pykka_semantics_on_few_threads() -> None:
     for ref in refs:
         if ref.is_alive():
             ref.stop()
+
+
+class _Parker(PooledActor):
+    """Parks on every "park:<x>" message; the turn's flush records each group."""
+    dispatcher = Dispatcher(1, "test-park")
+    flushed: list = []
+
+    def __init__(self, log: list, fail: bool = False):
+        super().__init__()
+        self.log = log
+        self.fail = fail
+
+    def on_receive(self, message):
+        if message.startswith("park:"):
+            current_turn().park(self, "k", (self, message), _Parker.flush)
+        else:
+            self.log.append(message)
+
+    @staticmethod
+    def flush(items):
+        _Parker.flushed.append([m for _, m in items])
+
+        def cont(actor, m):
+            def go():
+                if actor.fail:
+                    raise RuntimeError("batch failed")
+                actor.log.append("after " + m)
+            return go
+        return [cont(a, m) for a, m in items]
+
+    def on_failure(self, *exc):
+        self.log.append(("failed", str(exc[1])))
+
+
+def test_a_parked_actor_goes_on_at_the_end_of_its_threads_turn() -> None:
+    assert current_turn() is None   # not on a pool thread
+    _Parker.flushed.clear()
+    logs = [[] for _ in range(3)]
+    refs = [_Parker.start(log) for log in logs]
+    bad_log: list = []
+    bad = _Parker.start(bad_log, fail=True)
+    for i, ref in enumerate(refs):
+        ref.tell(f"park:{i}")
+        ref.tell(f"next:{i}")    # waits until the parked work is done
+    bad.tell("park:bad")
+    bad.tell("never")
+    for ref, log in zip(refs, logs):
+        ref.ask("sync", timeout=10)
+    deadline = time.monotonic() + 10
+    while bad.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    for i, log in enumerate(logs):
+        assert log == [f"after park:{i}", f"next:{i}", "sync"]
+    # Each parked item was flushed once, with the others parked in the same turn.
+    assert sorted(m for g in _Parker.flushed for m in g) == \
+        ["park:0", "park:1", "park:2", "park:bad"]
+    # A continuation that raises is the actor's failure, as a told message's is.
+    assert not bad.is_alive() and bad_log == [("failed", "batch failed")]
+    for ref in refs:
+        ref.stop()
 
 
 class _Hub:
@@ -228,18 +288,17 @@ def test_request_is_sent_only_once_its_commit_is_durable(store: Store, flows: Pa
 def test_failed_commit_crashes_the_flow_and_nothing_is_announced(store: Store, flows: Path,
                                                                  monkeypatch) -> None:
     calls = []
-    real = Store.submit
+    real = Store.commit_group
 
-    def failing(self, batch):
-        calls.append(batch)
+    def failing(self, batches):
+        calls.append(batches)
         if len(calls) == 1:
-            raise OSError("disk on fire")
-        return real(self, batch)
-    monkeypatch.setattr(Store, "submit", failing)
+            raise OSError("disk on fire")   # the whole turn's transaction fails
+        return real(self, batches)
+    monkeypatch.setattr(Store, "commit_group", failing)
     with Runtime(store, virtual_time=True, max_restarts=3, backoff=0.01) as rt:
-        # Force the asynchronous path: pretend another commit is always in flight.
-        rt.commits.inflight += 1
         rid, w = _run(rt, flows, "main")
+    assert len(calls) > 1
     assert repr(result_of(w)) == "Ok(2)"
     assert _output(store, rid) == "child ran\n"   # the failed batch left no trace
 

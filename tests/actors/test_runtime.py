@@ -183,3 +183,71 @@ def test_workers_exit_when_parent_is_killed(tmp_path: Path) -> None:
     while time.monotonic() < deadline and any(_alive(w) for w in workers):
         time.sleep(0.05)
     assert not any(_alive(w) for w in workers), "orphaned worker processes"
+
+
+# ---------------------------------------------------------------- cancelling a command
+
+LONG_EXEC = '''
+def _impl(fctx):
+    r = fctx.actions.exec(["sh", "-c", TRAP + "echo $$ > " + fctx.args.pidfile + "; sleep 300"])
+    return r.exit_code
+
+main = flow(implementation = _impl, args = {"pidfile": args.string()})
+'''
+
+
+def _alive(pid: int) -> bool:
+    # A zombie (exited, not yet reaped) is dead as far as the command goes.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def _wait_for_pid(path: Path) -> int:
+    deadline = time.monotonic() + 30
+    while not (path.exists() and path.read_text().strip()):
+        assert time.monotonic() < deadline, "the command did not start"
+        time.sleep(0.05)
+    return int(path.read_text())
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_cancel_stops_the_running_command(store: Store, tmp_path: Path, workers: int) -> None:
+    src = tmp_path / "long.flow"
+    src.write_text("TRAP = ''\n" + LONG_EXEC)
+    pidfile = tmp_path / "pid"
+    with Runtime(store, workers=workers) as rt:
+        rid = rt.create_run(str(src), src.read_text(), flow="main",
+                            args={"pidfile": str(pidfile)})
+        pid = _wait_for_pid(pidfile)
+        assert _alive(pid)
+        assert rt.cancel_run(rid) == [rid]
+        deadline = time.monotonic() + 10
+        while _alive(pid):
+            assert time.monotonic() < deadline, "the command outlived its cancelled flow"
+            time.sleep(0.05)
+        w = rt.wait_run(rid, 10)
+    assert w.state == "cancelled"
+
+
+def test_a_command_that_ignores_sigterm_is_killed_after_the_grace(tmp_path: Path) -> None:
+    from actors.resources import ExecActor
+    pidfile = tmp_path / "pid"
+    replies = []
+    ref = ExecActor.start(lambda *a: replies.append(a), kill_grace=0.3)
+    try:
+        ref.tell(("exec", "f1", 1, {"argv": ["sh", "-c", f"trap '' TERM; echo $$ > {pidfile}; "
+                                             "sleep 300"]}))
+        pid = _wait_for_pid(pidfile)
+        ref.tell(("cancel", "f1"))
+        time.sleep(0.15)
+        assert _alive(pid)          # SIGTERM is ignored...
+        deadline = time.monotonic() + 10
+        while _alive(pid) or not replies:
+            assert time.monotonic() < deadline, "not killed after the grace period"
+            time.sleep(0.05)
+        assert replies[0][:2] == ("f1", 1)   # ...SIGKILL ends it; the reply still comes
+    finally:
+        ref.stop()

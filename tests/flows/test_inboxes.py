@@ -3,7 +3,6 @@ driven by `flowmetal send`, receive timeouts, and the bad-input cases."""
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 

@@ -145,3 +145,17 @@ def test_one_oversized_batch_fails_alone(home):
     assert all(p.result() == [None] for p in small)
     assert len(st.intents("f1")) == 5
     st.close()
+
+
+def test_commit_group_on_the_callers_thread(st):
+    make_flow(st)
+    groups = st.stats()["groups"]
+    ps = st.commit_group([Batch().inbox_append("f1", "a"), Batch(),
+                          Batch().add_intent("f1", 2, "b").add_intent("ghost", 1, "x"),
+                          Batch().inbox_append("f1", "c")])
+    assert all(p.done() for p in ps)
+    assert ps[0].result() == [0] and ps[1].result() == [] and ps[3].result() == [1]
+    assert isinstance(ps[2].exception(), NotFoundError)   # rolled back alone
+    assert [i.seq for i in st.intents("f1")] == []
+    assert [m.body for m in st.inbox_messages("f1")] == ["a", "c"]
+    assert st.stats()["groups"] == groups   # no committer thread was involved

@@ -355,3 +355,30 @@ def test_recover_snapshot(st):
     [(intent, done)] = rec["b"].pending
     assert intent.seq == 4 and done.result == "slept"       # resume with the result
     assert rec["c"].checkpoint is None and "'c'" in str(rec["c"].error)
+
+
+def test_call_ended_writes_an_ended_child_and_the_callers_journal(st):
+    make_flow(st, "r1")
+    res = {"ok": True, "repr": "Ok(1)"}
+    st.commit(Batch().call_ended("r1", 1, "r1.1", run_id="r1", name="noop", state="ok",
+                                 result=res, error=None, value={"v": 1},
+                                 request={"kind": "call"}))
+    child = st.get_flow("r1.1")
+    assert (child.state, child.parent, child.name, child.result) == ("ok", "r1", "noop", res)
+    assert child.started is not None and child.finished is not None
+    assert [f.id for f in st.children("r1")] == ["r1.1"]
+    assert "r1.1" in [f.id for f in st.run_flows("r1")]
+    assert "r1.1" not in [f.id for f in st.live_flows()]
+    assert st.inbox_closed("r1.1")
+    j = st.get_journal("r1", 1)
+    assert (j.request, j.result) == ({"kind": "call"}, {"v": 1})
+    with pytest.raises(ConflictError):   # the same child twice
+        st.commit(Batch().call_ended("r1", 2, "r1.1", run_id="r1", name="noop", state="ok",
+                                     result=res, error=None, value=1, request=None))
+    with pytest.raises(NotFoundError):   # no such caller
+        st.commit(Batch().call_ended("ghost", 1, "ghost.1", run_id="r1", name="noop",
+                                     state="err", result=res, error="x", value=1,
+                                     request=None))
+    with pytest.raises(StoreError, match="terminal"):
+        Batch().call_ended("r1", 3, "r1.3", run_id="r1", name="noop", state="running",
+                           result=None, error=None, value=1, request=None)
