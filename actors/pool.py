@@ -50,11 +50,12 @@ class Turn:
     must return one ``fn()`` per item (in order): the parked actor's continuation,
     run as if it were a message (an exception in it is the actor's failure)."""
 
-    __slots__ = ("groups", "parked")
+    __slots__ = ("groups", "parked", "slices")
 
     def __init__(self) -> None:
         self.groups: dict[Any, tuple[Any, list]] = {}   # key -> (flush, [(actor, item)])
         self.parked = 0
+        self.slices = 0   # actors run since the first park of this turn
 
     def park(self, actor: "PooledActor", key: Any, item: Any, flush: Any) -> None:
         g = self.groups.get(key)
@@ -69,7 +70,7 @@ class Turn:
         into the next turn)."""
         groups = self.groups
         self.groups = {}
-        self.parked = 0
+        self.parked = self.slices = 0
         for flush, members in groups.values():
             try:
                 conts = flush([item for _, item in members])
@@ -125,8 +126,12 @@ class Dispatcher:
             try:
                 if actor is not None:
                     actor._run_slice()
-                if turn.parked and (not ready or turn.parked >= TURN_MAX):
-                    turn.end()
+                if turn.parked:
+                    # Also bounded by the slices run since the first park, so that
+                    # actors that never park cannot keep the parked ones waiting.
+                    turn.slices += 1
+                    if not ready or turn.parked >= TURN_MAX or turn.slices >= 2 * TURN_MAX:
+                        turn.end()
             except BaseException:  # noqa: BLE001 - a pool thread must survive anything
                 import traceback
                 traceback.print_exc()

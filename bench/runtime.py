@@ -94,6 +94,9 @@ def bench_concurrent(home: Path, file: Path, flows: int, steps: int, workers: in
                      sync: bool = True) -> float:
     st = Store.open(home, sync=sync)
     with Runtime(st, workers=workers) as rt:
+        # Warm up first, as a daemon is: worker processes started (they spawn on first
+        # use, importing everything) and the flow file compiled.
+        _run(rt, file, "fan", {"flows": max(workers, 1) * 4, "steps": 1})
         t0 = time.perf_counter()
         _, w = _run(rt, file, "fan", {"flows": flows, "steps": steps})
         dt = time.perf_counter() - t0

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from .prelude import ArgSpec, FlowFailed, Handle
-from .secrets import Secret
+from .prelude import ArgSpec, Err, FlowContext, FlowFailed, Handle, current_host, make_args
+from .secrets import Secret, SecretError, process_source, secrets_struct, to_plain
 from .starlark import EvalError, Struct, Suspend, freeze, is_function, struct
 from .starlark.values import FrozenDict, FrozenList, Set, to_repr, type_name
 
@@ -269,7 +269,6 @@ class HttpRequest:
         self.timeout = timeout
 
     def to_json(self) -> dict:
-        from .secrets import to_plain
         return {"kind": "http", "method": self.method, "url": self.url,
                 "headers": to_plain(dict(self.headers)), "body": self.body,
                 "timeout": self.timeout}
@@ -308,7 +307,6 @@ class ResourceSpec:
         self.params = params
 
     def to_json(self) -> dict:
-        from .secrets import to_plain
         return {"kind": self.kind, "params": to_plain(self.params)}
 
     def starlark_freeze(self) -> None:
@@ -706,7 +704,6 @@ def flow_set_event(fctx: Any, event: Any) -> None:
 
 
 def flow_is_err(x: Any) -> bool:
-    from .prelude import Err
     return type(x) is Err
 
 
@@ -832,7 +829,6 @@ INHERIT_KEY = "\0inherit"
 def inherit(kwargs: dict) -> dict:
     """`kwargs` plus what a child inherits from the running flow: the secrets it may
     use (the root's declaration, passed down) and the quota of the submitting user."""
-    from .prelude import current_host
     if INHERIT_KEY in kwargs:
         raise EvalError("invalid keyword argument")
     try:
@@ -853,8 +849,6 @@ def bind_context(f: Any, host_fctx: Any, args: tuple, kwargs: dict) -> Any:
     """The `fctx` of flow `f` started with (args, kwargs): bound arguments (mutable
     state for event flows), inherited and declared secrets — a missing secret fails
     the flow here, before any of its code runs — and the user's quota."""
-    from .prelude import FlowContext, make_args
-    from .secrets import SecretError, process_source, secrets_struct
     inherited = kwargs.pop(INHERIT_KEY, None)
     bound = f.bind(args, kwargs)
     prev = getattr(host_fctx, "ext", None) or {}

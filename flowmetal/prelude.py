@@ -22,6 +22,7 @@ from typing import Any, Callable, Protocol
 
 from .starlark import Done, EvalError, Struct, Suspend, freeze, is_function, start, struct
 from .starlark.values import to_repr, type_name
+from .secrets import Secret, to_plain
 
 __all__ = [
     "PRELUDE_MODULES", "PRELUDE_SOURCE", "FlowFailed", "Result", "Ok", "Err", "ArgSpec",
@@ -259,8 +260,7 @@ class FlowDef:
         self.secrets = secrets      # declared secret names
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        from .actor_prelude import inherit
-        raise Suspend(CallRequest(self, args, inherit(kwargs)))
+        raise Suspend(CallRequest(self, args, actor_prelude.inherit(kwargs)))
 
     def bind(self, args: tuple, kwargs: dict) -> dict:
         """Bind call arguments to the declared ones; a mismatch fails the flow."""
@@ -438,12 +438,10 @@ class FlowContext:
             return self.flow_id
         if name == "name":
             return self.name
-        from .actor_prelude import context_attr
-        return context_attr(self, name)
+        return actor_prelude.context_attr(self, name)
 
     def starlark_attrs(self) -> list[str]:
-        from .actor_prelude import CONTEXT_ATTRS
-        return ["actions", "args", "id", "name", *CONTEXT_ATTRS]
+        return ["actions", "args", "id", "name", *actor_prelude.CONTEXT_ATTRS]
 
     def starlark_freeze(self) -> None:
         pass
@@ -526,7 +524,6 @@ class ExecRequest:
         self.input = input
 
     def to_json(self) -> dict:
-        from .secrets import to_plain
         return {"kind": "exec", "argv": self.argv, "env": to_plain(self.env), "cwd": self.cwd,
                 "timeout": self.timeout, "input": self.input}
 
@@ -582,8 +579,7 @@ def action_run(flow: Any, *args: Any, **kwargs: Any) -> Handle:
     """run(flow, *args, **kwargs): start a child flow; returns a handle at once."""
     if not isinstance(flow, FlowDef):
         raise EvalError(f"run: want a flow, got {type_name(flow)}")
-    from .actor_prelude import inherit
-    return current_host().spawn(flow, freeze(args), freeze(inherit(kwargs)))
+    return current_host().spawn(flow, freeze(args), freeze(actor_prelude.inherit(kwargs)))
 
 
 def action_wait(handles: Any, /) -> Any:
@@ -619,7 +615,6 @@ def action_exec(argv: Any, env: Any = None, cwd: Any = None, timeout: Any = None
     if not isinstance(argv, (list, tuple)) or not argv or \
             not all(isinstance(a, str) for a in argv):
         raise EvalError("exec: argv must be a non-empty list of strings")
-    from .secrets import Secret
     if env is not None and (not isinstance(env, dict) or not all(
             isinstance(k, str) and isinstance(v, (str, Secret)) for k, v in env.items())):
         raise EvalError("exec: env must be a dict of strings (or secrets)")
@@ -666,9 +661,8 @@ def _flow_start() -> None:
 
 
 def _flow_bind(f: Any, args: Any, kwargs: Any) -> tuple:
-    from .actor_prelude import bind_context
     host = current_host()
-    fctx = bind_context(f, host.fctx, tuple(args), dict(kwargs))
+    fctx = actor_prelude.bind_context(f, host.fctx, tuple(args), dict(kwargs))
     host.fctx = fctx
     return (f.implementation, fctx)
 
@@ -784,4 +778,6 @@ def packages() -> dict[str, Callable[[], dict]]:
 
 
 # The actor half of the prelude builds on everything above and extends it when loaded.
+# Functions above call into it through this module global (not a function-level
+# import: those cost microseconds per call, and some run on every flow call).
 from . import actor_prelude  # noqa: E402

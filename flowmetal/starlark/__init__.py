@@ -26,7 +26,7 @@ from . import builtins as _builtins  # noqa: F401  (fills the method tables)
 from . import methods as _methods  # noqa: F401
 from .errors import EvalError, Frame, ResolveError, StarlarkError, StarlarkSyntaxError, Suspend
 from .thread import Done, Failed, FrameRecord, Pickler, Suspended, Thread, dumps, new_module
-from .values import Struct, freeze, struct
+from .values import STARLARK_FUNCTIONS, Struct, freeze, struct
 
 __all__ = [
     "exec_file", "eval_expr", "start", "start_call", "Thread", "Done", "Failed", "Suspended",
@@ -51,7 +51,6 @@ def start(source: str, filename: str = "<file>", *, predeclared: dict | None = N
 def start_call(fn: Callable, *args: Any, max_steps: int | None = None,
                print: Callable[[str], None] | None = None, **kwargs: Any) -> Thread:
     """A Thread that runs one call `fn(*args, **kwargs)` of a Starlark function."""
-    from .values import STARLARK_FUNCTIONS
     fn = getattr(fn, "__wrapped__", fn)
     code = getattr(fn, "__code__", None)
     if code not in STARLARK_FUNCTIONS:
@@ -94,7 +93,6 @@ class Function:
 
     @property
     def __name__(self) -> str:
-        from .values import STARLARK_FUNCTIONS
         return STARLARK_FUNCTIONS[self.__wrapped__.__code__].name
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -132,6 +130,5 @@ def eval_expr(source: str, *, predeclared: dict | None = None, max_steps: int | 
 
 def is_function(value: Any) -> bool:
     """Is `value` a Starlark function (as opposed to a builtin or other value)?"""
-    from .values import STARLARK_FUNCTIONS
     value = getattr(value, "__wrapped__", value)
     return getattr(value, "__code__", None) in STARLARK_FUNCTIONS

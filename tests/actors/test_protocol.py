@@ -148,6 +148,29 @@ def test_a_parked_actor_goes_on_at_the_end_of_its_threads_turn() -> None:
         ref.stop()
 
 
+def test_busy_actors_cannot_keep_a_parked_one_waiting() -> None:
+    # One pool thread; a spinner that always has mail keeps the ready queue full.
+    class Spinner(PooledActor):
+        dispatcher = _Parker.dispatcher
+
+        def on_receive(self, message):
+            if message == "spin":
+                self.actor_ref.tell("spin")
+    log: list = []
+    parker = _Parker.start(log)
+    spinner = Spinner.start()
+    try:
+        spinner.tell("spin")
+        parker.tell("park:x")
+        deadline = time.monotonic() + 10
+        while not log and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert log == ["after park:x"]
+    finally:
+        spinner.stop()
+        parker.stop()
+
+
 class _Hub:
     """Just enough of a hub for a FlowActor/FlowRunner unit test."""
 
