@@ -15,8 +15,8 @@ A handler must not block for long (it would hold a pool thread). Instead it may
 *park* its actor for the rest of the pool thread's current **turn**: `Turn.park`
 queues work to do at the end of the turn (for FlowActors, a store batch) and keeps
 the actor scheduled, so no other thread runs it and its later mail waits. A pool
-thread runs ready actors until none is ready or `TURN_MAX` are parked, then ends
-the turn: each parked kind of work is done once for all (one store transaction, one
+thread runs ready actors until none is ready, `TURN_MAX` are parked or the first
+parked one has waited `TURN_SECONDS`, then ends the turn: each parked kind of work is done once for all (one store transaction, one
 fsync, for every FlowActor parked on a commit) and every parked actor goes on from
 where it stopped, on this thread. While one pool thread waits on its turn's fsync,
 the other runs actors: commits and flow code overlap without a committer thread or
@@ -29,6 +29,7 @@ import collections
 import os
 import sys
 import threading
+import time
 from typing import Any
 
 import pykka
@@ -37,9 +38,11 @@ from pykka._threading import ThreadingFuture  # the Future type pykka's ask expe
 
 # Messages one actor may process before yielding its pool thread to others.
 SLICE = 16
-# Actors one pool thread may park before it ends its turn (does their work): enough
-# to spread one fsync over many commits, few enough to keep each one's latency low.
+# Actors one pool thread may park before it ends its turn (does their work), and the
+# longest a parked actor waits for that: enough to spread one fsync over many
+# commits, little enough to keep each one's latency low.
 TURN_MAX = 128
+TURN_SECONDS = 0.010
 
 
 class Turn:
@@ -50,18 +53,20 @@ class Turn:
     must return one ``fn()`` per item (in order): the parked actor's continuation,
     run as if it were a message (an exception in it is the actor's failure)."""
 
-    __slots__ = ("groups", "parked", "slices")
+    __slots__ = ("groups", "parked", "since")
 
     def __init__(self) -> None:
         self.groups: dict[Any, tuple[Any, list]] = {}   # key -> (flush, [(actor, item)])
         self.parked = 0
-        self.slices = 0   # actors run since the first park of this turn
+        self.since = 0.0   # time.monotonic() of the turn's first park
 
     def park(self, actor: "PooledActor", key: Any, item: Any, flush: Any) -> None:
         g = self.groups.get(key)
         if g is None:
             g = self.groups[key] = (flush, [])
         g[1].append((actor, item))
+        if not self.parked:
+            self.since = time.monotonic()
         self.parked += 1
         actor._parked = True
 
@@ -70,7 +75,7 @@ class Turn:
         into the next turn)."""
         groups = self.groups
         self.groups = {}
-        self.parked = self.slices = 0
+        self.parked = 0
         for flush, members in groups.values():
             try:
                 conts = flush([item for _, item in members])
@@ -81,7 +86,11 @@ class Turn:
                     raise err
                 conts = [fail] * len(members)
             for (actor, _), fn in zip(members, conts):
-                actor._unpark(fn)
+                try:
+                    actor._unpark(fn)
+                except BaseException:  # noqa: BLE001 - the others must still go on
+                    import traceback
+                    traceback.print_exc()
 
 
 _local = threading.local()
@@ -126,12 +135,11 @@ class Dispatcher:
             try:
                 if actor is not None:
                     actor._run_slice()
-                if turn.parked:
-                    # Also bounded by the slices run since the first park, so that
-                    # actors that never park cannot keep the parked ones waiting.
-                    turn.slices += 1
-                    if not ready or turn.parked >= TURN_MAX or turn.slices >= 2 * TURN_MAX:
-                        turn.end()
+                # Also bounded in time, so that actors that never park (or run long
+                # steps) cannot keep the parked ones waiting.
+                if turn.parked and (not ready or turn.parked >= TURN_MAX or
+                                    time.monotonic() - turn.since > TURN_SECONDS):
+                    turn.end()
             except BaseException:  # noqa: BLE001 - a pool thread must survive anything
                 import traceback
                 traceback.print_exc()
@@ -250,7 +258,7 @@ class PooledActor(pykka.Actor):
                 self._fail()
         except BaseException:  # noqa: BLE001
             self._stop()
-            ActorRegistry.stop_all()
+            ActorRegistry.stop_all(block=False)
 
     def _fail(self) -> None:
         # What pykka does when a `tell` raises: the actor stops, `on_failure` hears.
@@ -270,7 +278,7 @@ class PooledActor(pykka.Actor):
             self._fail()
         except BaseException:  # noqa: BLE001
             self._stop()
-            ActorRegistry.stop_all()
+            ActorRegistry.stop_all(block=False)
         if not self._parked:
             self._run_slice()
 

@@ -218,7 +218,7 @@ class ExecActor(pykka.ThreadingActor):
         self.cap = cap
         self.kill_grace = kill_grace
         # flow id -> its running commands. Shared with the command threads.
-        self.running: dict[str, set[subprocess.Popen]] = {}
+        self.running: dict[str, set[_Command]] = {}
         self.lock = threading.Lock()
         self.cancelled: dict[str, None] = {}   # recently cancelled flows, oldest first
 
@@ -232,54 +232,76 @@ class ExecActor(pykka.ThreadingActor):
         return None
 
     def cancel(self, flow_id: str) -> None:
-        """Stop the flow's running commands (and any it starts from now on)."""
+        """Stop the flow's running commands (and refuse any it starts from now on)."""
         with self.lock:
             self.cancelled[flow_id] = None
-            if len(self.cancelled) > 10_000:  # only a command starting late needs it
+            if len(self.cancelled) > 10_000:  # only a command queued before it needs it
                 del self.cancelled[next(iter(self.cancelled))]
-            procs = list(self.running.get(flow_id, ()))
-        for proc in procs:
-            _stop_process(proc, self.kill_grace)
+            commands = list(self.running.get(flow_id, ()))
+        for command in commands:
+            command.stop(self.kill_grace)
 
     def _run(self, flow_id: str, seq: int, request: dict) -> None:
+        command = _Command()
+
         def started(proc: subprocess.Popen) -> None:
+            command.proc = proc
             with self.lock:
-                self.running.setdefault(flow_id, set()).add(proc)
+                self.running.setdefault(flow_id, set()).add(command)
                 late = flow_id in self.cancelled
             if late:  # cancelled while it was being started
-                _stop_process(proc, self.kill_grace)
-        try:
-            outcome = run_command(request, f"{flow_id}:{seq}", self.cap, started)
-        except Exception as e:  # noqa: BLE001 - an exec failure is the flow's error
-            outcome = ("err", f"exec: {type(e).__name__}: {e}")
-        finally:
-            with self.lock:
-                procs = self.running.get(flow_id)
-                if procs is not None:
-                    procs.difference_update([p for p in procs if p.poll() is not None])
-                    if not procs:
-                        del self.running[flow_id]
+                command.stop(self.kill_grace)
+        with self.lock:
+            refused = flow_id in self.cancelled
+        if refused:
+            outcome = ("err", "exec: cancelled")
+        else:
+            try:
+                outcome = run_command(request, f"{flow_id}:{seq}", self.cap, started)
+            except Exception as e:  # noqa: BLE001 - an exec failure is the flow's error
+                outcome = ("err", f"exec: {type(e).__name__}: {e}")
+            finally:
+                command.done.set()
+                with self.lock:
+                    commands = self.running.get(flow_id)
+                    if commands is not None:
+                        commands.discard(command)
+                        if not commands:
+                            del self.running[flow_id]
         self.reply(flow_id, seq, outcome)
 
 
-def _stop_process(proc: subprocess.Popen, grace: float) -> None:
-    """SIGTERM the command's process group now, SIGKILL it after `grace` seconds."""
-    def signal_group(sig: int) -> None:
-        try:
-            os.killpg(proc.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
+class _Command:
+    """One running command: its process, and whether `run_command` has returned (its
+    whole process group is gone or has let go of its output)."""
 
-    if proc.poll() is not None:
-        return
-    signal_group(signal.SIGTERM)
+    __slots__ = ("proc", "done")
 
-    def finish() -> None:
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            signal_group(signal.SIGKILL)
-    threading.Thread(target=finish, name=f"stop-{proc.pid}", daemon=True).start()
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen | None = None
+        self.done = threading.Event()
+
+    def stop(self, grace: float) -> None:
+        """SIGTERM the command's process group now — its leader may have exited while
+        a child of it runs on — and SIGKILL the group if the command is not over
+        `grace` seconds later. The group id cannot be reused while the group has
+        members, and no signal is sent once the command is over."""
+        if self.proc is None or self.done.is_set():
+            return
+        pgid = self.proc.pid   # the command runs in a session (and group) of its own
+
+        def signal_group(sig: int) -> None:
+            try:
+                os.killpg(pgid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+        signal_group(signal.SIGTERM)
+
+        def finish() -> None:
+            if not self.done.wait(grace):
+                signal_group(signal.SIGKILL)
+        threading.Thread(target=finish, name=f"stop-{pgid}", daemon=True).start()
 
 
 def wall_clock() -> float:

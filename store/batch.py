@@ -559,11 +559,11 @@ def _create_flow(w: Writer, flow_id, run_id, name, parent, args, state, created,
 
 
 def _put_new_flow(w: Writer, fk, flow_id, run_id, name, parent, args, state, created, meta,
-                  result=None, error=None) -> None:
+                  result=None, error=None, ran: bool = False) -> None:
     now = w.now
     rec = {"id": flow_id, "run": run_id, "parent": parent, "name": name, "args": args,
            "state": state, "created": now if created is None else created, "updated": now,
-           "started": now if state == "running" or state in TERMINAL_STATES else None,
+           "started": now if state == "running" or ran else None,
            "finished": now if state in TERMINAL_STATES else None,
            "result": result, "error": error, "meta": meta}
     w.put("flows", fk, encode(rec))
@@ -582,7 +582,7 @@ def _call_ended(w: Writer, parent, pkey, flow_id, run_id, name, state, result, e
     # The parent exists (and so does its run, which the parent's record names).
     w.require_flow(K.enc_id(parent), parent)
     _put_new_flow(w, fk, flow_id, run_id, name, parent, None, state, None, {},
-                  result=result, error=error)
+                  result=result, error=error, ran=True)
     w.put("inbox_meta", fk, _INBOX_META.pack(0, 0, 1))   # ended: its inbox is closed
     if w.get("journal", pkey) is None:
         w.put("journal", pkey, encode({"q": request, "r": value, "s": w.now, "f": w.now}))

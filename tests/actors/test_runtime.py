@@ -251,3 +251,32 @@ def test_a_command_that_ignores_sigterm_is_killed_after_the_grace(tmp_path: Path
         assert replies[0][:2] == ("f1", 1)   # ...SIGKILL ends it; the reply still comes
     finally:
         ref.stop()
+
+
+def test_cancel_stops_the_commands_whole_process_group(tmp_path: Path) -> None:
+    # The shell (the group's leader) dies of SIGTERM; its background child ignores it
+    # and holds the output pipe: only SIGKILL of the group ends the command.
+    from actors.resources import ExecActor
+    pidfile = tmp_path / "pid"
+    replies = []
+    ref = ExecActor.start(lambda *a: replies.append(a), kill_grace=0.3)
+    try:
+        ref.tell(("exec", "f1", 1, {"argv": ["sh", "-c", f"(trap '' TERM; echo $$ > /dev/null; "
+                                             f"sh -c 'echo $$ > {pidfile}; exec sleep 300') "
+                                             "& wait"]}))
+        pid = _wait_for_pid(pidfile)
+        ref.tell(("cancel", "f1"))
+        deadline = time.monotonic() + 10
+        while _alive(pid) or not replies:
+            assert time.monotonic() < deadline, "the group outlived the cancel"
+            time.sleep(0.05)
+        # A command of a cancelled flow that was still queued never starts.
+        ref.tell(("exec", "f1", 2, {"argv": ["sh", "-c", f"echo started > {tmp_path / 'late'}"]}))
+        while len(replies) < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert replies[1] == ("f1", 2, ("err", "exec: cancelled"))
+        assert not (tmp_path / "late").exists()
+        assert ref.proxy().running.get() == {}
+    finally:
+        ref.stop()
