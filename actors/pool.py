@@ -43,6 +43,9 @@ SLICE = 16
 # commits, little enough to keep each one's latency low.
 TURN_MAX = 128
 TURN_SECONDS = 0.010
+# How long the pool thread running actors may stay in one slice before another runs
+# alongside it (see `Dispatcher`).
+SHARE_AFTER = 0.100
 
 
 class Turn:
@@ -107,6 +110,14 @@ class Dispatcher:
     def __init__(self, threads: int, name: str = "flowmetal-actors") -> None:
         self._ready: collections.deque = collections.deque()
         self._cond = threading.Condition(threading.Lock())
+        # The right to run actors. Python runs one thread at a time anyway, and two
+        # pool threads running flows side by side mostly hand the GIL back and forth
+        # (py-lmdb lets go of it around every get and put): ~30% of the throughput
+        # lost. So one thread runs while there is work; another joins in only
+        # while the holder has been in one slice (or turn end) for `SHARE_AFTER` —
+        # a long step of one flow holds up the others by that much at most.
+        self._token = threading.Lock()
+        self._busy_since = 0.0   # when the token's holder began its current slice
         self._threads = []
         for i in range(threads):
             t = threading.Thread(target=self._loop, name=f"{name}-{i}", daemon=True)
@@ -123,22 +134,37 @@ class Dispatcher:
             self._cond.notify()
 
     def _loop(self) -> None:
-        ready, cond = self._ready, self._cond
+        ready, cond, token = self._ready, self._cond, self._token
         turn = _local.turn = Turn()
+        holding = False
         while True:
             actor = None
             with cond:
-                while not ready and not turn.parked:
-                    cond.wait()
+                if not ready and not turn.parked:
+                    if holding:
+                        token.release()
+                        holding = False
+                    while not ready and not turn.parked:
+                        cond.wait()
                 if ready:
                     actor = ready.popleft()
+            while not holding:
+                # Run alongside the holder only while it is stuck in one long slice.
+                stuck = time.monotonic() - self._busy_since > SHARE_AFTER
+                holding = token.acquire(not stuck, -1 if stuck else SHARE_AFTER / 4)
+                if stuck:
+                    break
             try:
+                if holding:
+                    self._busy_since = time.monotonic()
                 if actor is not None:
                     actor._run_slice()
                 # Also bounded in time, so that actors that never park (or run long
                 # steps) cannot keep the parked ones waiting.
                 if turn.parked and (not ready or turn.parked >= TURN_MAX or
                                     time.monotonic() - turn.since > TURN_SECONDS):
+                    if holding:
+                        self._busy_since = time.monotonic()
                     turn.end()
             except BaseException:  # noqa: BLE001 - a pool thread must survive anything
                 import traceback

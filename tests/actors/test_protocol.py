@@ -171,6 +171,34 @@ def test_busy_actors_cannot_keep_a_parked_one_waiting() -> None:
         parker.stop()
 
 
+def test_a_long_slice_holds_up_other_actors_only_briefly() -> None:
+    # Two pool threads, but one runs actors at a time; the other joins in when the
+    # running one is stuck in a long handler (a long flow step).
+    from actors.pool import SHARE_AFTER
+    pool = Dispatcher(2, "test-share")
+    seen: dict = {}
+
+    class Worker(PooledActor):
+        dispatcher = pool
+
+        def on_receive(self, message):
+            if message == "long":
+                time.sleep(2)
+            seen[message] = time.monotonic()
+    slow, quick = Worker.start(), Worker.start()
+    try:
+        t0 = time.monotonic()
+        slow.tell("long")
+        time.sleep(0.05)
+        quick.tell("quick")
+        assert quick.ask("sync", timeout=10) is None
+        assert seen["quick"] - t0 < 1.0, "held up for the whole long slice"
+        assert seen["quick"] - t0 >= SHARE_AFTER * 0.5   # ...but not run alongside at once
+    finally:
+        slow.stop()
+        quick.stop()
+
+
 class _Hub:
     """Just enough of a hub for a FlowActor/FlowRunner unit test."""
 
