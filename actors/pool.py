@@ -178,10 +178,9 @@ _default_lock = threading.Lock()
 
 def default_dispatcher() -> Dispatcher:
     """The process's dispatcher (made on first use, again after fork). Its size:
-    ``$FLOWMETAL_ACTOR_THREADS``, else 2 — flows are CPU-bound Python (one GIL), so
-    more threads only add switching (measured: 4 threads ~10% slower than 2 on 1,000
-    busy flows); a second one lets work go on while one thread commits alone or
-    reads the store."""
+    ``$FLOWMETAL_ACTOR_THREADS``, else 2 — flows are CPU-bound Python (one GIL) and
+    only one thread runs actors at a time (see `Dispatcher`); the second keeps the
+    others going while one flow runs a long step."""
     global _default, _default_pid
     pid = os.getpid()
     if _default is None or _default_pid != pid:
