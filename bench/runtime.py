@@ -3,6 +3,10 @@ steps, resume latency vs history length, memory of sleeping flows; DBOS as the
 baseline when it is installed (``pip install -e '.[bench]'``).
 
     python bench/runtime.py [--n 2000] [--flows 1000] [--sleepers 10000] [--repeat 3]
+                            [--workers 0,2] [--skip a,b,c,d,dbos]
+
+(b) runs in-process and with worker processes (as the daemon runs flows), each
+after a warm-up run in the same runtime.
 
 (a), (b) and (c) run `--repeat` rounds (DBOS right after (a) in each round, so each
 round has its own ratio); the figures are medians over rounds. (d) runs once, last.
@@ -204,7 +208,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--flows", type=int, default=1000)
     ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--workers", type=int, default=0)
+    ap.add_argument("--workers", default="0,2",
+                    help="(b) once per worker count, comma-separated (0: in-process)")
     ap.add_argument("--sleepers", type=int, default=10000)
     ap.add_argument("--repeat", type=int, default=3,
                     help="rounds of (a)+DBOS, (b), (c); medians are reported")
@@ -239,10 +244,13 @@ def main() -> None:
                         line += f"; DBOS {dbos:.0f}/s; ratio {a / dbos:.2f}x"
                 print(line, flush=True)
             if "b" not in skip:
-                b = bench_concurrent(tmp / f"b{r}", file, opts.flows, opts.steps, opts.workers)
-                note("b_concurrent_steps_per_s", b)
-                print(f"{tag} (b) {opts.flows} flows x {opts.steps} steps: {b:.0f} steps/s",
-                      flush=True)
+                for n in [int(x) for x in opts.workers.split(",")]:
+                    b = bench_concurrent(tmp / f"b{r}-{n}", file, opts.flows, opts.steps, n)
+                    key = "b_concurrent_steps_per_s" + (f"_workers{n}" if n else "")
+                    note(key, b)
+                    where = f"{n} worker processes" if n else "in-process"
+                    print(f"{tag} (b) {opts.flows} flows x {opts.steps} steps, {where}: "
+                          f"{b:.0f} steps/s", flush=True)
             if "c" not in skip:
                 short = bench_resume(tmp / f"c10-{r}", file, 10)
                 long = bench_resume(tmp / f"c10k-{r}", file, 10000)
@@ -253,8 +261,8 @@ def main() -> None:
                       f"{long:.4f} s: ratio {long / short:.2f}", flush=True)
         figures: dict = {k: round(_median(v), 4 if k.startswith("c_resume") else 2)
                          for k, v in rounds.items()}
-        for k in ("a_durable_calls_per_s", "dbos_steps_per_s", "b_concurrent_steps_per_s"):
-            if k in figures:
+        for k in list(figures):
+            if k.startswith(("a_durable", "dbos_steps", "b_concurrent")):
                 figures[k] = round(figures[k])
         if rounds:
             print(f"medians of {opts.repeat}: " + ", ".join(f"{k} {v}" for k, v in figures.items()))
