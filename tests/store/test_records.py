@@ -382,3 +382,16 @@ def test_call_ended_writes_an_ended_child_and_the_callers_journal(st):
     with pytest.raises(StoreError, match="terminal"):
         Batch().call_ended("r1", 3, "r1.3", run_id="r1", name="noop", state="running",
                            result=None, error=None, value=1, request=None)
+
+
+def test_a_big_record_does_not_slow_down_the_next_ones():
+    # Pickler.clear_memo() costs the largest size its memo ever had, so the encoder
+    # must not keep a pickler that encoded a big record (~60 us per record after).
+    from store import records
+    records.encode({"small": 1})
+    first = records._tls.pickler
+    records.encode({"small": 2})
+    assert records._tls.pickler is first          # reused for small records
+    records.encode([[i] for i in range(20_000)])
+    assert getattr(records._tls, "pickler", None) is not first
+    assert records.decode(records.encode({"a": [1, (2, b"3")]})) == {"a": [1, (2, b"3")]}
