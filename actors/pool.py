@@ -16,11 +16,17 @@ A handler must not block for long (it would hold a pool thread). Instead it may
 queues work to do at the end of the turn (for FlowActors, a store batch) and keeps
 the actor scheduled, so no other thread runs it and its later mail waits. A pool
 thread runs ready actors until none is ready, `TURN_MAX` are parked or the first
-parked one has waited `TURN_SECONDS`, then ends the turn: each parked kind of work is done once for all (one store transaction, one
-fsync, for every FlowActor parked on a commit) and every parked actor goes on from
-where it stopped, on this thread. While one pool thread waits on its turn's fsync,
-the other runs actors: commits and flow code overlap without a committer thread or
-a message per commit.
+parked one has waited `TURN_SECONDS`, then ends the turn: each parked kind of work
+is done once for all (one store transaction, one fsync, for every FlowActor parked
+on a commit) and every parked actor goes on from where it stopped, on this thread —
+no committer thread, no message per commit.
+
+Only one pool thread runs actors at a time (it holds the dispatcher's token); the
+others join in only while it has been stuck in one slice or turn end for
+`SHARE_AFTER` (a long flow step, a slow fsync). Two threads running side by side
+mostly hand the GIL back and forth. So an `ask` from one pooled actor to another
+on the same dispatcher waits `SHARE_AFTER` before the other thread answers it:
+pooled actors should `tell`.
 """
 
 from __future__ import annotations
@@ -140,28 +146,37 @@ class Dispatcher:
         while True:
             actor = None
             with cond:
-                if not ready and not turn.parked:
+                while True:
                     if holding:
-                        token.release()
+                        if ready or turn.parked:
+                            break
+                        token.release()   # idle: the token goes to whoever has work
                         holding = False
-                    while not ready and not turn.parked:
-                        cond.wait()
-                if ready:
+                    elif turn.parked:
+                        break             # end our own turn first, token or not
+                    elif ready:
+                        if token.acquire(False):
+                            holding = True
+                            break
+                        # Run alongside the holder only while it is stuck in one long
+                        # slice; until then leave the actor in `ready` (the holder
+                        # takes it) and look again soon.
+                        if time.monotonic() - self._busy_since > SHARE_AFTER:
+                            break
+                        cond.wait(SHARE_AFTER / 4)
+                        continue
+                    cond.wait()
+                if ready and (holding or not turn.parked):
                     actor = ready.popleft()
-            while not holding:
-                # Run alongside the holder only while it is stuck in one long slice.
-                stuck = time.monotonic() - self._busy_since > SHARE_AFTER
-                holding = token.acquire(not stuck, -1 if stuck else SHARE_AFTER / 4)
-                if stuck:
-                    break
             try:
                 if holding:
                     self._busy_since = time.monotonic()
                 if actor is not None:
                     actor._run_slice()
                 # Also bounded in time, so that actors that never park (or run long
-                # steps) cannot keep the parked ones waiting.
-                if turn.parked and (not ready or turn.parked >= TURN_MAX or
+                # steps) cannot keep the parked ones waiting; a thread running without
+                # the token ends its turn at once.
+                if turn.parked and (not holding or not ready or turn.parked >= TURN_MAX or
                                     time.monotonic() - turn.since > TURN_SECONDS):
                     if holding:
                         self._busy_since = time.monotonic()

@@ -55,13 +55,15 @@ def encode(obj: Any) -> bytes:
     buf.seek(0)
     buf.truncate()
     p.clear_memo()
-    p.dump(obj)
-    data = buf.getvalue()
-    if len(data) > _BIG_RECORD:
-        # clear_memo() costs the size the memo table ever grew to: after one record
-        # of 20,000 objects every later encode took ~60 us instead of ~2. Start over.
-        del _tls.pickler
-    return data
+    try:
+        p.dump(obj)
+        return buf.getvalue()
+    finally:
+        if buf.tell() > _BIG_RECORD:
+            # clear_memo() costs the size the memo table ever grew to: after one
+            # record of 20,000 objects every later encode took ~60 us instead of ~2.
+            # Start over (also when the dump failed half-way).
+            del _tls.pickler
 
 
 def decode(data: bytes) -> Any:

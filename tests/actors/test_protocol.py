@@ -199,6 +199,39 @@ def test_a_long_slice_holds_up_other_actors_only_briefly() -> None:
         quick.stop()
 
 
+def test_every_busy_actor_gets_run_on_a_shared_pool() -> None:
+    # Bug (review): the thread without the token took an actor off the ready queue
+    # and waited for the token with it; while the others kept the holder busy, that
+    # actor never ran again.
+    pool = Dispatcher(2, "test-busy")
+    counts = [0] * 4
+
+    class Busy(PooledActor):
+        dispatcher = pool
+
+        def __init__(self, i):
+            super().__init__()
+            self.i = i
+
+        def on_receive(self, message):
+            if message == "go":
+                sum(range(2000))   # a little work per message, as a flow step does
+                counts[self.i] += 1
+                self.actor_ref.tell("go")
+    refs = [Busy.start(i) for i in range(4)]
+    try:
+        for ref in refs:
+            ref.tell("go")
+        time.sleep(0.5)
+        before = list(counts)
+        time.sleep(1.0)
+        progress = [c - b for c, b in zip(counts, before)]
+        assert all(p > 20 for p in progress), progress
+    finally:
+        for ref in refs:
+            ref.stop(block=False)
+
+
 class _Hub:
     """Just enough of a hub for a FlowActor/FlowRunner unit test."""
 
