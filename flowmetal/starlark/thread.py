@@ -428,6 +428,20 @@ _SCRATCH = P + "w"  # operands named inside one expression; dead between stateme
 _EXCLUDE = {P + "k", P + "R", P + "L", P + "V", P + "e", P + "v", P + "lambda"}
 
 
+_KEEP: dict[types.CodeType, tuple[str, ...]] = {}   # code -> the locals a capture keeps
+
+
+def _kept_names(code: types.CodeType) -> tuple[str, ...]:
+    keep = _KEEP.get(code)
+    if keep is None:
+        if len(_KEEP) > 50_000:   # a long-lived host compiling ever new modules
+            _KEEP.clear()
+        names = code.co_varnames + code.co_cellvars + code.co_freevars
+        keep = _KEEP[code] = tuple(k for k in names
+                                   if k not in _EXCLUDE and not k.startswith(_SCRATCH))
+    return keep
+
+
 def _capture(tb) -> list[FrameRecord] | StarlarkError:
     frames: list[FrameRecord] = []
     host_between = None
@@ -445,8 +459,8 @@ def _capture(tb) -> list[FrameRecord] | StarlarkError:
                                  f"the host function {host_between}")
             if not info.callsite:
                 return EvalError("cannot suspend here: not at a call of an action")
-            locals_ = {k: v for k, v in frame.f_locals.items()
-                       if k not in _EXCLUDE and not k.startswith(_SCRATCH)}
+            f_locals = frame.f_locals
+            locals_ = {k: f_locals[k] for k in _kept_names(code) if k in f_locals}
             frames.append(FrameRecord(frame.f_globals[P + "module"], info.func, info.callsite, locals_))
         elif code in transparent:
             pass
