@@ -161,13 +161,28 @@ def _compiter(seq):
     return it
 
 
+_LINES: dict[tuple, int] = {}   # (code, instruction offset) -> line
+
+
+def _line(tb) -> int:
+    """`tb.tb_lineno`, cached: CPython finds it by scanning the code's line table,
+    and compiled Starlark functions are long — it was 7% of a suspension's cost."""
+    key = (tb.tb_frame.f_code, tb.tb_lasti)
+    line = _LINES.get(key)
+    if line is None:
+        if len(_LINES) > 100_000:   # a long-lived host compiling ever new modules
+            _LINES.clear()
+        line = _LINES[key] = tb.tb_lineno
+    return line
+
+
 def release_locks(tb) -> None:
     """Unlock what the for loops of the frames on `tb` held when an error or a
     suspension unwound them (each line knows the loops open on it)."""
     while tb is not None:
         compiled = _BY_CODENAME.get(tb.tb_frame.f_code.co_filename)
         if compiled is not None:
-            locks = compiled.lines[tb.tb_lineno - 1].locks
+            locks = compiled.lines[_line(tb) - 1].locks
             if locks:
                 f_locals = tb.tb_frame.f_locals
                 for seq in locks:
@@ -451,7 +466,7 @@ def _capture(tb) -> list[FrameRecord] | StarlarkError:
         code = frame.f_code
         compiled = _BY_CODENAME.get(code.co_filename)
         if compiled is not None:
-            info = compiled.lines[tb.tb_lineno - 1]
+            info = compiled.lines[_line(tb) - 1]
             if code.co_name.startswith("<"):
                 return EvalError("cannot suspend inside a comprehension evaluated by a builtin")
             if host_between is not None:
@@ -480,7 +495,7 @@ def starlark_stack(tb) -> list[Frame]:
         code = tb.tb_frame.f_code
         compiled = _BY_CODENAME.get(code.co_filename)
         if compiled is not None:
-            info = compiled.lines[tb.tb_lineno - 1]
+            info = compiled.lines[_line(tb) - 1]
             if info.line:
                 name = compiled.scopes[info.func].name if info.func >= 0 else "<toplevel>"
                 entry = Frame(compiled.filename, info.line, info.col, name)
