@@ -387,13 +387,11 @@ def test_failed_commit_crashes_the_flow_and_nothing_is_announced(store: Store, f
     assert _output(store, rid) == "child ran\n"   # the failed batch left no trace
 
 
-def test_restarted_flow_finds_its_inline_children(store: Store, flows: Path,
-                                                  monkeypatch) -> None:
-    """A flow restarted from a checkpoint older than its last inline call re-executes
-    the call and must take the child's stored Result, not run it again (the runtime
-    skips that lookup only for flows that never ran before)."""
+def _crash_once_at_sleep(monkeypatch) -> list:
+    """The first flow to suspend on a sleep crashes there (its infrastructure, once);
+    the list it returns names it."""
     real = FlowRunner._suspend_on
-    crashed = []
+    crashed: list = []
 
     def once(self, k, kind, *a, **kw):
         if kind == "sleep" and not crashed:
@@ -401,6 +399,15 @@ def test_restarted_flow_finds_its_inline_children(store: Store, flows: Path,
             raise RuntimeError("infrastructure hiccup")
         return real(self, k, kind, *a, **kw)
     monkeypatch.setattr(FlowRunner, "_suspend_on", once)
+    return crashed
+
+
+def test_restarted_flow_finds_its_inline_children(store: Store, flows: Path,
+                                                  monkeypatch) -> None:
+    """A flow restarted from a checkpoint older than its last inline call re-executes
+    the call and must take the child's stored Result, not run it again (the runtime
+    skips that lookup only for flows that never ran before)."""
+    crashed = _crash_once_at_sleep(monkeypatch)
     with Runtime(store, virtual_time=True, max_restarts=2, backoff=0.01) as rt:
         rid, w = _run(rt, flows, "main")
     assert crashed == [rid]
@@ -415,15 +422,7 @@ def test_inline_call_journals_the_action_it_resumed_from(store: Store, flows: Pa
     flow had just resumed from; a crash before the next checkpoint then performed
     that action again, though a later commit had happened."""
     marker = tmp_path / "ran.txt"
-    real = FlowRunner._suspend_on
-    crashed = []
-
-    def once(self, k, kind, *a, **kw):
-        if kind == "sleep" and not crashed:
-            crashed.append(self.flow_id)
-            raise RuntimeError("infrastructure hiccup")
-        return real(self, k, kind, *a, **kw)
-    monkeypatch.setattr(FlowRunner, "_suspend_on", once)
+    crashed = _crash_once_at_sleep(monkeypatch)
     with Runtime(store, virtual_time=True, max_restarts=2, backoff=0.01) as rt:
         rid, w = _run(rt, flows, "ex", {"path": str(marker)})
     assert crashed

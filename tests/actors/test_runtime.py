@@ -3,6 +3,7 @@ timers across kills, parent death."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -205,6 +206,25 @@ def _alive(pid: int) -> bool:
         return False
 
 
+@contextlib.contextmanager
+def _exec_actor():
+    """An ExecActor with a short kill grace, and the list its replies go to."""
+    from actors.resources import ExecActor
+    replies: list = []
+    ref = ExecActor.start(lambda *a: replies.append(a), kill_grace=0.3)
+    try:
+        yield ref, replies
+    finally:
+        ref.stop()
+
+
+def _wait_until(cond, what: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
 def _wait_for_pid(path: Path) -> int:
     deadline = time.monotonic() + 30
     while not (path.exists() and path.read_text().strip()):
@@ -224,59 +244,38 @@ def test_cancel_stops_the_running_command(store: Store, tmp_path: Path, workers:
         pid = _wait_for_pid(pidfile)
         assert _alive(pid)
         assert rt.cancel_run(rid) == [rid]
-        deadline = time.monotonic() + 10
-        while _alive(pid):
-            assert time.monotonic() < deadline, "the command outlived its cancelled flow"
-            time.sleep(0.05)
+        _wait_until(lambda: not _alive(pid), "the command outlived its cancelled flow")
         w = rt.wait_run(rid, 10)
     assert w.state == "cancelled"
 
 
 def test_a_command_that_ignores_sigterm_is_killed_after_the_grace(tmp_path: Path) -> None:
-    from actors.resources import ExecActor
     pidfile = tmp_path / "pid"
-    replies = []
-    ref = ExecActor.start(lambda *a: replies.append(a), kill_grace=0.3)
-    try:
+    with _exec_actor() as (ref, replies):
         ref.tell(("exec", "f1", 1, {"argv": ["sh", "-c", f"trap '' TERM; echo $$ > {pidfile}; "
                                              "sleep 300"]}))
         pid = _wait_for_pid(pidfile)
         ref.tell(("cancel", "f1"))
         time.sleep(0.15)
         assert _alive(pid)          # SIGTERM is ignored...
-        deadline = time.monotonic() + 10
-        while _alive(pid) or not replies:
-            assert time.monotonic() < deadline, "not killed after the grace period"
-            time.sleep(0.05)
+        _wait_until(lambda: not _alive(pid) and replies, "not killed after the grace period")
         assert replies[0][:2] == ("f1", 1)   # ...SIGKILL ends it; the reply still comes
-    finally:
-        ref.stop()
 
 
 def test_cancel_stops_the_commands_whole_process_group(tmp_path: Path) -> None:
     # The shell (the group's leader) dies of SIGTERM; its background child ignores it
     # and holds the output pipe: only SIGKILL of the group ends the command.
-    from actors.resources import ExecActor
     pidfile = tmp_path / "pid"
-    replies = []
-    ref = ExecActor.start(lambda *a: replies.append(a), kill_grace=0.3)
-    try:
+    with _exec_actor() as (ref, replies):
         ref.tell(("exec", "f1", 1, {"argv": ["sh", "-c", f"(trap '' TERM; echo $$ > /dev/null; "
                                              f"sh -c 'echo $$ > {pidfile}; exec sleep 300') "
                                              "& wait"]}))
         pid = _wait_for_pid(pidfile)
         ref.tell(("cancel", "f1"))
-        deadline = time.monotonic() + 10
-        while _alive(pid) or not replies:
-            assert time.monotonic() < deadline, "the group outlived the cancel"
-            time.sleep(0.05)
+        _wait_until(lambda: not _alive(pid) and replies, "the group outlived the cancel")
         # A command of a cancelled flow that was still queued never starts.
         ref.tell(("exec", "f1", 2, {"argv": ["sh", "-c", f"echo started > {tmp_path / 'late'}"]}))
-        while len(replies) < 2:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        _wait_until(lambda: len(replies) >= 2, "no reply for the refused command")
         assert replies[1] == ("f1", 2, ("err", "exec: cancelled"))
         assert not (tmp_path / "late").exists()
         assert ref.proxy().running.get() == {}
-    finally:
-        ref.stop()
