@@ -24,7 +24,7 @@ from typing import Any
 from flowmetal.loading import FileLoader
 from flowmetal.prelude import FlowDef, FlowFailed, packages, predeclared
 from flowmetal.starlark import Done, Failed, Suspended, start
-from store import NOTSET, LIVE_STATES, Batch, Store
+from store import NOTSET, LIVE_STATES, Batch, Store, code_hash
 
 from .memory import release_free_memory
 from .codec import FlowImage, dumps_image, result_from_record
@@ -139,13 +139,15 @@ class Runtime:
         Syntax errors raise `StarlarkError`; bad flow names or arguments `RunError`."""
         run_id = run_id or new_run_id()
         path = os.path.abspath(file)
-        code = self.store.put_code(source)
+        # The source goes in with the run (one commit, one fsync, per submitted run).
+        code = code_hash(source.encode("utf-8"))
         if flow is None:
             pre = predeclared("__flow__")
             thread = start(source, file, predeclared=pre,
                            loader=FileLoader(file, pre, packages()), max_steps=self.max_steps)
-            b = Batch().create_run(run_id, file=path, root_flow=run_id,
-                                   meta={"code": code, "mode": "main", "name": file})
+            b = Batch().put_code(source).create_run(
+                run_id, file=path, root_flow=run_id,
+                meta={"code": code, "mode": "main", "name": file})
             b.create_flow(run_id, run_id=run_id, name="__main__", state="running",
                           meta={"file": file})
             self.store.commit(b)
@@ -170,9 +172,10 @@ class Runtime:
                 raise RunError(e.msg) from None
             thread = new_flow_thread(fdef, (), kwargs, self.max_steps)
             image = FlowImage(thread, None, 0, None, False)
-            b = Batch().create_run(run_id, file=path, root_flow=run_id,
-                                   meta={"code": code, "mode": "flow", "flow": flow,
-                                         "args": dict(args or {}), "name": file})
+            b = Batch().put_code(source).create_run(
+                run_id, file=path, root_flow=run_id,
+                meta={"code": code, "mode": "flow", "flow": flow,
+                      "args": dict(args or {}), "name": file})
             b.create_flow(run_id, run_id=run_id, name=fdef.name, state="running",
                           meta={"file": file})
             b.put_checkpoint(run_id, dumps_image(image))

@@ -47,7 +47,7 @@ fork/spawn. Errors are `StoreError` subclasses with one-line messages. Files liv
 ``HOME/store/`` (``data.mdb``, ``lock.mdb``); ``HOME`` is 0700, the files 0600.
 """
 
-from .batch import DB_NAMES, NOTSET, Batch
+from .batch import DB_NAMES, NOTSET, Batch, code_hash
 from .core import DEFAULT_MAP_SIZE, DEFAULT_MAX_MAP_SIZE, SCHEMA_VERSION, Pending, Store
 from .errors import (CheckpointError, ConflictError, CorruptStoreError, NotAStoreError,
                      NotFoundError, SchemaError, StoreClosedError, StoreError,
@@ -57,7 +57,7 @@ from .records import (LIVE_STATES, STATES, TERMINAL_STATES, BatchItem, BatchReco
                       Run, Timer)
 
 __all__ = [
-    "Store", "Batch", "Pending", "NOTSET", "DB_NAMES",
+    "Store", "Batch", "Pending", "NOTSET", "DB_NAMES", "code_hash",
     "SCHEMA_VERSION", "DEFAULT_MAP_SIZE", "DEFAULT_MAX_MAP_SIZE",
     "LIVE_STATES", "TERMINAL_STATES", "STATES",
     "Run", "Flow", "Checkpoint", "JournalEntry", "Intent", "Timer", "Message",

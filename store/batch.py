@@ -371,6 +371,7 @@ class Batch:
 
 
 def code_hash(data: bytes) -> str:
+    """The key `put_code` stores ``data`` (UTF-8 source bytes) under: sha256 hex."""
     return hashlib.sha256(data).hexdigest()
 
 

@@ -514,7 +514,7 @@ class Daemon:
         return None
 
     def op_batch_create(self, conn: socket.socket, req: dict) -> dict:
-        from store import Batch
+        from store import Batch, code_hash
         file, source, flow, args = self._program(req, "batch")
         items = req.get("items")
         if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
@@ -529,11 +529,11 @@ class Daemon:
             self.rt._flow_def(file, source, flow)
         from actors import new_run_id
         bid = "b" + new_run_id()[1:]
-        code = self.store.put_code(source)
+        code = code_hash(source.encode("utf-8"))
         meta = {"file": os.path.abspath(file), "code": code, "flow": flow, "args": args,
                 "concurrency": conc,
                 "counts": {"ok": 0, "failed": 0, "running": 0, "pending": len(items)}}
-        self.store.commit(Batch().create_batch(bid, items, meta=meta))
+        self.store.commit(Batch().put_code(source).create_batch(bid, items, meta=meta))
         self.batches.add(bid)
         log.info("batch %s: %d items of %s, concurrency %d", bid, len(items), flow, conc)
         return {"ok": True, "batch_id": bid, "size": len(items)}

@@ -279,3 +279,18 @@ def test_cancel_stops_the_commands_whole_process_group(tmp_path: Path) -> None:
         assert replies[1] == ("f1", 2, ("err", "exec: cancelled"))
         assert not (tmp_path / "late").exists()
         assert ref.proxy().running.get() == {}
+
+
+def test_a_run_and_its_source_are_committed_together(store: Store, tmp_path: Path) -> None:
+    from flowmetal.starlark import StarlarkError
+    from store import code_hash
+    bad = "def f(:\n"
+    with Runtime(store) as rt:
+        with pytest.raises(StarlarkError):
+            rt.create_run(str(tmp_path / "bad.flow"), bad)
+        # Nothing of a refused run is left behind, its source included.
+        assert store.get_code(code_hash(bad.encode())) is None
+        path = EXAMPLES / "fanout.flow"
+        rid, w = _run(rt, path, flow="main", args={"n": "2"})
+    run = store.get_run(rid)
+    assert store.get_code(run.meta["code"]).decode() == path.read_text()
