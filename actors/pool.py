@@ -130,10 +130,6 @@ class Dispatcher:
             t.start()
             self._threads.append(t)
 
-    def backlog(self) -> int:
-        """How many actors wait for a thread (a hint: it changes as you look)."""
-        return len(self._ready)
-
     def schedule(self, actor: "PooledActor") -> None:
         with self._cond:
             self._ready.append(actor)

@@ -14,6 +14,16 @@ if TYPE_CHECKING:  # the language loads lazily: read-only commands start faster
 EXIT_OK, EXIT_ERR, EXIT_USAGE = 0, 1, 2
 
 
+def root_flow_options(fn):
+    """`--flow NAME` and `--arg NAME=VALUE`: the root of a run (`run`, `submit`)."""
+    fn = click.option("--arg", "arg_pairs", multiple=True, metavar="NAME=VALUE",
+                      help="Bind an argument of --flow (converted by its declared "
+                           "type).")(fn)
+    return click.option("--flow", "flow_name", default=None,
+                        help="Run this flow as the root (default: the file's "
+                             "`if __name__ == \"__flow__\":` block).")(fn)
+
+
 def read_source(path: str) -> str:
     """The text of a .flow/.star file, or a one-line usage error (exit 2)."""
     try:

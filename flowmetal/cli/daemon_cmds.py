@@ -24,7 +24,8 @@ from typing import Any, Callable
 
 import click
 
-from .common import EXIT_ERR, EXIT_OK, EXIT_USAGE, parse_arg_pairs, read_source
+from .common import (EXIT_ERR, EXIT_OK, EXIT_USAGE, parse_arg_pairs, read_source,
+                     root_flow_options)
 
 _HOME_HELP = "State directory (default: $FLOWMETAL_HOME, $XDG_STATE_HOME/flowmetal, " \
              "~/.local/state/flowmetal)."
@@ -174,10 +175,7 @@ def daemon_command(home: str | None, workers: int, verbose: bool) -> None:
 
 @click.command("submit")
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--flow", "flow_name", default=None, help="Run this flow as the root "
-              "(default: the file's `if __name__ == \"__flow__\":` block).")
-@click.option("--arg", "arg_pairs", multiple=True, metavar="NAME=VALUE",
-              help="Bind an argument of --flow (converted by its declared type).")
+@root_flow_options
 @click.option("--wait", is_flag=True, help="Stream the run's output and exit like "
               "`flowmetal run` (0 for Ok, 1 for Err).")
 @click.option("--home", default=None, help=_HOME_HELP)

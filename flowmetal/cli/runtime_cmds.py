@@ -18,7 +18,8 @@ from typing import Any
 
 import click
 
-from .common import EXIT_ERR, EXIT_OK, parse_arg_pairs, read_source, report_error
+from .common import (EXIT_ERR, EXIT_OK, parse_arg_pairs, read_source, report_error,
+                     root_flow_options)
 
 _HOME_HELP = "State directory (default: $FLOWMETAL_HOME, $XDG_STATE_HOME/flowmetal, " \
              "~/.local/state/flowmetal)."
@@ -110,10 +111,7 @@ def _finish_run(rt: Any, store: Any, run_id: str) -> int:
 
 @click.command("run")
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--flow", "flow_name", default=None, help="Run this flow as the root "
-              "(default: the file's `if __name__ == \"__flow__\":` block).")
-@click.option("--arg", "arg_pairs", multiple=True, metavar="NAME=VALUE",
-              help="Bind an argument of --flow (converted by its declared type).")
+@root_flow_options
 @click.option("--home", default=None, help=_HOME_HELP)
 @click.option("--virtual-time", is_flag=True, help="Fire timers as soon as nothing "
               "else can run, advancing a virtual clock (long sleeps cost nothing).")
