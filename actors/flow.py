@@ -174,6 +174,9 @@ class FlowRunner:
         self.done = False
         self.committer: Any = BlockingCommitter(hub.store)
         self.cont: Any = None             # parked: what to do once the commit is durable
+        # A new run's root: the run's creation, not committed yet, to go in front of
+        # the first commit (see `actors.creation`).
+        self.creation: Batch | None = None
         # Whether a child this flow starts from now on can exist already (from an
         # earlier incarnation that got further than the checkpoint we resumed from).
         # A flow's actions commit in seq order, so once one child id is found free,
@@ -254,6 +257,8 @@ class FlowRunner:
 
     def _commit(self, b: Batch, then: Any) -> Any:
         """Make `b` durable, then `then()` (returns its result, or None if parked)."""
+        if self.creation is not None:
+            b, self.creation = self.creation.extend(b), None
         if self.committer.commit(b):
             return then()
         self.cont = then

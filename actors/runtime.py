@@ -28,6 +28,7 @@ from store import NOTSET, LIVE_STATES, Batch, Store, code_hash
 
 from .memory import release_free_memory
 from .codec import FlowImage, dumps_image, result_from_record
+from .creation import OnCreated, PendingCreations
 from .flow import CommitGate, FlowActor, FlowRunner, new_flow_thread, run_of
 from .resources import ExecActor, TimerActor
 from .services import SERVICE_KINDS, Services
@@ -78,6 +79,7 @@ class Runtime:
                  backoff: float = 0.05, backoff_max: float = 2.0):
         self.store = store
         self.commits = CommitGate(store)
+        self.creations = PendingCreations(store)
         self.max_steps = max_steps
         self.inline_calls = inline_calls
         self.virtual = virtual_time
@@ -133,10 +135,17 @@ class Runtime:
 
     # ================================================================ creating runs
     def create_run(self, file: str, source: str, *, flow: str | None = None,
-                   args: dict[str, str] | None = None, run_id: str | None = None) -> str:
+                   args: dict[str, str] | None = None, run_id: str | None = None,
+                   on_created: OnCreated | None = None) -> str:
         """Create a run of FILE and start it. Without `flow` the file's main block is
         the root; with it, that flow with `args` (text, converted by declared type).
-        Syntax errors raise `StarlarkError`; bad flow names or arguments `RunError`."""
+        Syntax errors raise `StarlarkError`; bad flow names or arguments `RunError`.
+
+        Without `on_created` the run is in the store when this returns. With it, the
+        creation may be committed with the root flow's first commit instead (one
+        fsync fewer per run; see `actors.creation`): ``on_created(None)`` is called
+        once the run is durable (at once, if it is committed here), or with the
+        error that kept it out of the store. Tell no one the run id before that."""
         run_id = run_id or new_run_id()
         path = os.path.abspath(file)
         # The source goes in with the run (one commit, one fsync, per submitted run).
@@ -150,8 +159,8 @@ class Runtime:
                 meta={"code": code, "mode": "main", "name": file})
             b.create_flow(run_id, run_id=run_id, name="__main__", state="running",
                           meta={"file": file})
-            self.store.commit(b)
             image = FlowImage(thread, None, 0, None, True)
+            image_bytes = None
             first = ("go", ("new",), NOTSET)
             name = "__main__"
         else:
@@ -178,17 +187,27 @@ class Runtime:
                       "args": dict(args or {}), "name": file})
             b.create_flow(run_id, run_id=run_id, name=fdef.name, state="running",
                           meta={"file": file})
-            b.put_checkpoint(run_id, dumps_image(image))
-            self.store.commit(b)
+            image_bytes = dumps_image(image)
+            b.put_checkpoint(run_id, image_bytes)
             first = ("go", ("ok", None), NOTSET)
             name = fdef.name
+        runner = FlowRunner(self, run_id, parent=None, name=name, image=image, fresh=True)
+        # A worker loads a main block that has not started from the store (see
+        # `_host`), and a refusal under a flow quota ends the root in the store: then
+        # the run must be there first.
+        if on_created is not None and (self.pool is None or flow is not None) \
+                and not self.services.limits_flows():
+            runner.creation = self.creations.add(run_id, b, on_created)
+        else:
+            self.store.commit(b)
+            if on_created is not None:
+                on_created(None)
         self.watch(run_id)
         if self.services.refused(run_id, None):
             return run_id
-        runner = FlowRunner(self, run_id, parent=None, name=name, image=image, fresh=True)
         with self.lock:
             self.busy.add(run_id)
-            self._host(run_id, runner, first)
+            self._host(run_id, runner, first, image_bytes)
         return run_id
 
     def _flow_def(self, file: str, source: str, flow: str) -> FlowDef:
@@ -260,14 +279,19 @@ class Runtime:
             self._host(f.id, None, ("load",))
 
     # ================================================================ placement
-    def _host(self, flow_id: str, runner: FlowRunner | None, first: tuple) -> None:
-        """Give the flow an actor (caller holds the lock, flow marked busy)."""
+    def _host(self, flow_id: str, runner: FlowRunner | None, first: tuple,
+              image: bytes | None = None) -> None:
+        """Give the flow an actor (caller holds the lock, flow marked busy); `image`:
+        the runner's image as `dumps_image` gives it, when the caller has it."""
         if self.closed:
             return
         if self.pool is not None:
             if runner is not None and not (runner.is_module and runner.thread.status == "new"):
-                self.pool.host(flow_id, first, dumps_image(runner.image()), runner.parent,
-                               runner.name, fresh=not runner.replaying)
+                if image is None:
+                    image = dumps_image(runner.image())
+                self.pool.host(flow_id, first, image, runner.parent,
+                               runner.name, fresh=not runner.replaying,
+                               creation=runner.creation)
             else:
                 self.pool.host(flow_id, first)
             return
@@ -297,6 +321,8 @@ class Runtime:
     def suspended(self, flow_id: str, seq: int, kind: str, info: Any, children: list,
                   runner: Any = None) -> None:
         """A flow committed its suspension on action `seq` (called after the commit)."""
+        if flow_id in self.creations:
+            self.creations.resolved(flow_id)   # its first commit carried the run
         with self.lock:
             self._started(flow_id)
             for cid, name, thread in children:
@@ -403,6 +429,8 @@ class Runtime:
     def finished(self, flow_id: str, parent: str | None, state: str, result: dict,
                  children: list) -> None:
         """A flow committed its end."""
+        if flow_id in self.creations:
+            self.creations.resolved(flow_id)
         with self.lock:
             self._started(flow_id)
             for cid, name, thread in children:
@@ -445,6 +473,10 @@ class Runtime:
         """A flow's infrastructure failed (actor died, worker died, commit failed)."""
         if flow_id in self._cancelled:
             return  # its actor lost the race with cancel_run: not a crash
+        if flow_id in self.creations:
+            # Before its first commit, or that commit failed: the run goes in alone,
+            # so that the restart finds the root's start.
+            self.creations.commit_now([flow_id])
         with self.lock:
             self.actors.pop(flow_id, None)
             self._started(flow_id)
@@ -521,6 +553,12 @@ class Runtime:
                 pass
         if self.pool is not None:
             self.pool.close()
+        # Roots stopped before their first commit: their runs go in now, to be
+        # recovered at the next start.
+        try:
+            self.creations.close()
+        except Exception:  # noqa: BLE001 - the store may be closed already
+            pass
         self.services.close()
         for a in (self.timer, self.exec, self.supervisor):
             try:

@@ -172,6 +172,10 @@ class Services:
             if err is not None:
                 log.warning("flow %s: %s", flow_id, err)
 
+    def limits_flows(self) -> bool:
+        """Whether a concurrent-flows quota applies (`refused` may refuse a flow)."""
+        return self.quota.ledger.limits(self.quota.user).concurrent_flows is not None
+
     def refused(self, flow_id: str, parent: str | None) -> bool:
         """Admit a new flow under the concurrent-flows quota. When it is over, end it
         ``Err("quota exceeded: …")`` at once (before it runs) and return True."""

@@ -111,7 +111,10 @@ class WorkerPool:
 
     # ---------------------------------------------------------------- routing
     def host(self, flow_id: str, first: tuple, image: bytes | None = None,
-             parent: str | None = None, name: str = "", fresh: bool = False) -> None:
+             parent: str | None = None, name: str = "", fresh: bool = False,
+             creation: Any = None) -> None:
+        """Place the flow on a worker; `creation` is a new run's creation batch for
+        the root's first commit (see `actors.creation`)."""
         with self.lock:
             if self.closed:
                 return
@@ -122,7 +125,7 @@ class WorkerPool:
             w = self._pick()
             self.placement[flow_id] = w
             w.flows.add(flow_id)
-        if not w.send(("host", flow_id, _enc(first), image, parent, name, fresh)):
+        if not w.send(("host", flow_id, _enc(first), image, parent, name, fresh, creation)):
             self._died(w)
 
     def send(self, flow_id: str, message: tuple) -> None:
@@ -305,13 +308,14 @@ class WorkerHub:
             self.actors[flow_id] = FlowActor.start(self, flow_id, None, ("load_then", message))
 
     def host(self, flow_id: str, first: tuple, image: bytes | None, parent: str | None,
-             name: str, fresh: bool = False) -> None:
+             name: str, fresh: bool = False, creation: Any = None) -> None:
         from .codec import loads_image
         from .flow import FlowActor, FlowRunner
         runner = None
         if image is not None:
             runner = FlowRunner(self, flow_id, parent=parent, name=name,
                                 image=loads_image(image), fresh=fresh)
+            runner.creation = creation
         with self.lock:
             old = self.actors.pop(flow_id, None)
             if old is not None:
@@ -346,8 +350,8 @@ def worker_main(home: str, sync: bool, conn: Any, parent_pid: int, options: dict
                 break
             kind = msg[0]
             if kind == "host":
-                _, flow_id, first, image, parent, name, fresh = msg
-                hub.host(flow_id, _dec(first), image, parent, name, fresh)
+                _, flow_id, first, image, parent, name, fresh, creation = msg
+                hub.host(flow_id, _dec(first), image, parent, name, fresh, creation)
             elif kind == "msg":
                 hub.tell(msg[1], _dec(msg[2]))
             elif kind == "unhost":

@@ -113,6 +113,16 @@ class Batch:
                          meta or {}))
         return self
 
+    def unless_run_exists(self, run_id: str, inner: "Batch") -> "Batch":
+        """Apply ``inner``'s operations only if run ``run_id`` does not exist yet (in
+        this transaction, where they go). Result: whether they were applied. For a
+        run's creation that may be committed twice, by whichever of two writers gets
+        there first: the second finds the run and leaves what the first wrote (and
+        anything written since) alone."""
+        K.enc_id(run_id, "run id")
+        self.ops.append((_unless_run_exists, K.enc_id(run_id), list(inner.ops)))
+        return self
+
     def set_run_state(self, run_id: str, state: str, *, root_flow: str | None = None,
                       meta: dict | None = None) -> "Batch":
         """Change a run's state (and merge ``meta``); sets ``finished`` when terminal."""
@@ -474,6 +484,14 @@ def _create_run(w: Writer, run_id, file, root_flow, state, created, meta):
     w.put("runs", rk, encode(rec))
     w.put("runs_by_created", K.created_key(created, run_id), b"")
     w.put("runs_by_state", K.state_created_key(state, created, run_id), b"")
+    return True
+
+
+def _unless_run_exists(w: Writer, rk, ops):
+    if w.get("runs", rk) is not None:
+        return False
+    for op in ops:
+        op[0](w, *op[1:])
     return True
 
 

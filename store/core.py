@@ -113,7 +113,8 @@ class Store:
         return self._env.env.reader_check()
 
     def stats(self) -> dict:
-        """Map size, bytes in use, entries per database, group-commit counters."""
+        """Map size, bytes in use, entries per database, group-commit counters, and the
+        id of the last committed write transaction (by any process: a commit counter)."""
         env = self._env
         env.check()
 
@@ -125,6 +126,7 @@ class Store:
         return {"home": str(env.home), "schema": SCHEMA_VERSION, "sync": env.sync,
                 "map_size": info["map_size"], "used_bytes": (info["last_pgno"] + 1) * psize,
                 "readers": info["num_readers"], "entries": entries,
+                "last_txn": info["last_txnid"],
                 "groups": env.committer.groups, "grouped_batches": env.committer.batches}
 
     # ================================================================ writing

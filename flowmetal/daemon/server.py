@@ -67,6 +67,42 @@ def _refusing_bad_programs():
         raise _Refused(str(e), "usage") from None
 
 
+# Replies to pipelined submissions a connection holds back at most (see `_serve_conn`).
+MAX_ACKS = 256
+
+
+class _Created:
+    """A submitted run until it is durable: `reply()` waits for that and returns the
+    submission's reply (the run id, or why the run could not be stored)."""
+
+    __slots__ = ("run_id", "error", "_done")
+
+    def __init__(self) -> None:
+        self.run_id = ""
+        self.error: BaseException | None = None
+        self._done = threading.Event()
+
+    def set(self, error: BaseException | None) -> None:
+        self.error = error
+        self._done.set()
+
+    def reply(self) -> dict:
+        self._done.wait()
+        if self.error is not None:
+            log.error("run %s could not be stored: %s", self.run_id, self.error)
+            return P.error_reply(f"the run could not be stored: {self.error}")
+        return {"ok": True, "run_id": self.run_id}
+
+
+def _readable(conn: socket.socket) -> bool:
+    """Whether the client has sent more (without waiting for it)."""
+    try:
+        r, _, _ = select.select([conn], [], [], 0)
+        return bool(r)
+    except (OSError, ValueError):
+        return False
+
+
 def _setup_logging(home: Path, verbose: bool) -> None:
     path = home / P.LOG_NAME
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -235,22 +271,30 @@ class Daemon:
     def _serve_conn(self, conn: socket.socket) -> None:
         with self._wlock:
             self.conns.add(conn)
+        # Replies to submissions whose runs are not durable yet, in request order: sent
+        # once the client has nothing more queued (or many are due), so that a burst
+        # of pipelined submissions is created in a few shared commits.
+        acks: list[_Created] = []
         try:
             if not self._check_peer(conn):
                 return
             while not self.stopping.is_set():
+                if acks and (len(acks) >= MAX_ACKS or not _readable(conn)):
+                    self._send_acks(conn, acks)
                 try:
                     req = P.recv_frame(conn)
                 except P.PeerClosed:
                     return
                 except P.ProtocolError as e:
+                    self._send_acks(conn, acks)
                     self._reply(conn, P.error_reply(str(e), "protocol"))
                     if e.fatal:
                         self._linger(conn)
                         return
                     continue
-                if not self.handle(conn, req):
+                if not self.handle(conn, req, acks):
                     return
+            self._send_acks(conn, acks)
         except OSError:
             return  # the client went away mid-reply
         finally:
@@ -287,22 +331,35 @@ class Daemon:
         except OSError:
             pass
 
+    def _send_acks(self, conn: socket.socket, acks: list["_Created"]) -> None:
+        for created in acks:
+            self._reply(conn, created.reply())
+        acks.clear()
+
     def _reply(self, conn: socket.socket, obj: dict) -> None:
         try:
             P.send_frame(conn, obj)
         except P.ProtocolError as e:
             P.send_frame(conn, P.error_reply(f"reply too large: {e}"))
 
-    def handle(self, conn: socket.socket, req: Any) -> bool:
-        """Answer one request; False to close the connection."""
+    def handle(self, conn: socket.socket, req: Any, acks: list | None = None) -> bool:
+        """Answer one request; False to close the connection. A reply that waits for
+        a run to be durable goes to `acks` (the caller sends them in order before any
+        later reply); without `acks` it is sent here."""
+        mine = acks is None
+        acks = [] if acks is None else acks
         if not isinstance(req, dict) or not isinstance(req.get("op"), str):
+            self._send_acks(conn, acks)
             self._reply(conn, P.error_reply("a request must be an object with an \"op\"",
                                             "protocol"))
             return True
         op = self.ops.get(req["op"])
         if op is None:
+            self._send_acks(conn, acks)
             self._reply(conn, P.error_reply(f"unknown op {req['op'][:100]!r}", "protocol"))
             return True
+        if not (op == self.op_submit and not req.get("wait")):
+            self._send_acks(conn, acks)   # this op may reply (or stream) at once
         try:
             reply = op(conn, req)
         except _Refused as e:
@@ -312,8 +369,13 @@ class Daemon:
         except Exception as e:  # noqa: BLE001 - the daemon stays up; the log has details
             log.exception("op %s failed", req["op"])
             reply = P.error_reply(f"internal error: {type(e).__name__}: {e}")
-        if reply is not None:
+        if isinstance(reply, _Created):
+            acks.append(reply)
+        elif reply is not None:
+            self._send_acks(conn, acks)
             self._reply(conn, reply)
+        if mine:
+            self._send_acks(conn, acks)
         return True
 
     # ================================================================ ops
@@ -348,10 +410,14 @@ class Daemon:
             raise _Refused(f"{req['op']}: 'args' must map names to strings", "protocol")
         return args
 
-    def _create(self, file: str, source: str, flow: str | None, args: dict,
-                run_id: str | None = None) -> str:
+    def _create(self, file: str, source: str, flow: str | None, args: dict) -> "_Created":
+        """Start a run whose creation may ride on its root's first commit: the run id
+        may be told once `_Created.wait()` returns (see `actors.creation`)."""
+        created = _Created()
         with _refusing_bad_programs():
-            return self.rt.create_run(file, source, flow=flow, args=args, run_id=run_id)
+            created.run_id = self.rt.create_run(file, source, flow=flow, args=args,
+                                                on_created=created.set)
+        return created
 
     def _program(self, req: dict, what: str) -> tuple[str, str, str | None, dict]:
         """The file, source, flow name and arguments of a request that starts runs."""
@@ -367,10 +433,16 @@ class Daemon:
         file, source, flow, args = self._program(req, "submit")
         if args and flow is None:
             raise _Refused("--arg needs --flow (the main block takes no arguments)")
-        run_id = self._create(file, source, flow, args)
-        log.debug("run %s submitted (%s)", run_id, file)
+        created = self._create(file, source, flow, args)
+        log.debug("run %s submitted (%s)", created.run_id, file)
         if not req.get("wait"):
-            return {"ok": True, "run_id": run_id}
+            # The reply waits for the run to be durable, but the connection reads on
+            # meanwhile: pipelined submissions share their commits (`_serve_conn`).
+            return created
+        r = created.reply()
+        if not r["ok"]:
+            return r
+        run_id = r["run_id"]
         self._reply(conn, {"ok": True, "event": "started", "run_id": run_id})
         self._stream(conn, run_id, output=bool(req.get("output", True)), offset=0)
         return None

@@ -617,12 +617,20 @@ class Thread:
         return (_load_thread, (buf.getvalue(),))
 
 
+# Functions and classes cloudpickle pickles by name (importable): deciding that takes
+# it a module look-up per object, and a checkpoint names dozens of them (the prelude's
+# builtins, our value classes) every time.
+_BY_NAME: set = set()
+_NAMED_TYPES = (types.FunctionType, types.BuiltinFunctionType, type)
+
+
 class Pickler(cloudpickle.Pickler):
     """Pickles Starlark functions by (module, index, defaults, closure): use it
     (or `dumps`) for any value that may hold Starlark functions."""
 
     def reducer_override(self, obj):
-        if type(obj) is types.FunctionType:
+        t = type(obj)
+        if t is types.FunctionType:
             info = values.STARLARK_FUNCTIONS.get(obj.__code__)
             if info is not None:
                 freevars = {}
@@ -631,6 +639,13 @@ class Pickler(cloudpickle.Pickler):
                         freevars[name] = cell.cell_contents
                 return (_rebuild_function, (obj.__globals__[P + "module"], info.index,
                                             obj.__defaults__, obj.__kwdefaults__, freevars))
+        if t in _NAMED_TYPES:
+            if obj in _BY_NAME:
+                return NotImplemented   # pickle saves it by module and name
+            r = super().reducer_override(obj)
+            if r is NotImplemented:
+                _BY_NAME.add(obj)
+            return r
         return super().reducer_override(obj)
 
 

@@ -39,6 +39,27 @@ def test_submit_wait_matches_run(home: Path, daemon) -> None:
     assert end["state"] == "ok" and end["result"] == "Ok(1)"
 
 
+def test_pipelined_requests_are_answered_in_order(home: Path, daemon) -> None:
+    # Submissions' replies wait until their runs are durable (the creation rides on
+    # the root's first commit); every other reply still comes after them, in order.
+    src = open(TRIVIAL).read()
+    reqs = [{"op": "submit", "file": TRIVIAL, "source": src},
+            {"op": "submit", "file": TRIVIAL, "source": src, "flow": "one"},
+            {"op": "ping"},
+            {"op": "submit", "file": TRIVIAL, "source": "def f(:\n"},
+            {"op": "submit", "file": TRIVIAL, "source": src, "flow": "one"},
+            {"op": "frobnicate"}]
+    with _raw(home) as s:
+        s.sendall(b"".join(P.encode_frame(r) for r in reqs))
+        replies = [P.recv_frame(s) for _ in reqs]
+    ids = [replies[i]["run_id"] for i in (0, 1, 4)]
+    assert "pid" in replies[2] and replies[3]["kind"] == "syntax"
+    assert replies[5]["kind"] == "protocol" and "frobnicate" in replies[5]["error"]
+    with Client.connect(home) as c:
+        for rid in ids:
+            assert c.wait(rid)["result"] == "Ok(1)"
+
+
 def test_err_exit_status_and_usage_errors(home: Path, daemon) -> None:
     p = fm(home, "submit", MIXED, "--flow", "main", "--arg", "i=-1", "--arg", "t=0",
            "--wait")

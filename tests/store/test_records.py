@@ -384,6 +384,29 @@ def test_call_ended_writes_an_ended_child_and_the_callers_journal(st):
                            result=None, error=None, value=1, request=None)
 
 
+def test_unless_run_exists_writes_a_creation_once(st):
+    def creation(state):
+        inner = (Batch().put_code("x = 1").create_run("r1", file="a.flow", root_flow="r1")
+                 .create_flow("r1", run_id="r1", name="main", state="running")
+                 .put_checkpoint("r1", b"start"))
+        return Batch().unless_run_exists("r1", inner)
+    # The first writer creates it, with the next step after it in the same batch.
+    b = creation("running").flow_finished("r1", "ok", result={"ok": True, "repr": "Ok(1)"})
+    assert st.commit(b)[0] is True
+    assert st.get_run("r1").state == "ok" and st.get_code(
+        __import__("store").code_hash(b"x = 1")) == b"x = 1"
+    # A late second writer (the fallback) changes nothing: not the ended flow, not the
+    # dropped checkpoint.
+    assert st.commit(creation("running")) == [False]
+    assert st.get_flow("r1").state == "ok" and st.get_run("r1").state == "ok"
+    assert st.get_checkpoint("r1") is None
+    # A failing inner op fails the batch, like any op.
+    bad = Batch().unless_run_exists("r2", Batch().create_flow("f", run_id="r2", name="x"))
+    with pytest.raises(NotFoundError):
+        st.commit(bad)
+    assert st.get_run("r2") is None
+
+
 def test_a_big_record_does_not_slow_down_the_next_ones():
     # Pickler.clear_memo() costs the largest size its memo ever had, so the encoder
     # must not keep a pickler that encoded a big record (~60 us per record after).
