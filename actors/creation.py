@@ -8,8 +8,8 @@ end for a run that acts on nothing), the FlowRunner putting it in front of that
 batch. `PendingCreations` keeps each such creation until it is durable, one way or
 the other:
 
-- the root's first commit carries it, and the runtime's first report from the root
-  (suspended, finished or crashed) resolves it;
+- the root's first commit carries it, and once that commit is durable the runner
+  tells its hub (`created`; from a worker process, by a message to the parent);
 - or, when that has not happened within `GRACE` seconds (a long first step, a busy
   worker, a worker that died), a fallback thread commits it alone — the creations
   due together in one transaction.
@@ -28,7 +28,8 @@ from typing import Any, Callable
 
 from store import Batch
 
-# How long a creation waits for the root's first commit before it is committed alone:
+# How long a creation waits for the root's first commit before it is committed alone
+# (a root that crashes before that commit has its run committed at once):
 # longer than a trivial run takes from submission to its end (a few ms), short enough
 # that a client waiting for the run's id hardly notices.
 GRACE = 0.02

@@ -91,6 +91,8 @@ class Hub(Protocol):
     def finished(self, flow_id: str, parent: str | None, state: str, result: dict,
                  children: list) -> None: ...
 
+    def created(self, run_id: str) -> None: ...
+
 
 def new_flow_thread(fdef: FlowDef, args: tuple, kwargs: dict, max_steps: int | None) -> Thread:
     """A child flow's Thread, run to its durable start point (nothing of it ran yet)."""
@@ -258,11 +260,20 @@ class FlowRunner:
     def _commit(self, b: Batch, then: Any) -> Any:
         """Make `b` durable, then `then()` (returns its result, or None if parked)."""
         if self.creation is not None:
+            # The run's creation goes in with this first commit; once that is durable,
+            # the hub hears that the run is stored before anything else of it.
             b, self.creation = self.creation.extend(b), None
+            then = self._announced(then)
         if self.committer.commit(b):
             return then()
         self.cont = then
         return None
+
+    def _announced(self, then: Any) -> Any:
+        def announce_then() -> Any:
+            self.hub.created(self.run_id)
+            return then()
+        return announce_then
 
     def _consume(self, b: Batch, checkpoint: bytes | None = None,
                  next_intent: tuple | None = None, **kw: Any) -> None:

@@ -321,8 +321,6 @@ class Runtime:
     def suspended(self, flow_id: str, seq: int, kind: str, info: Any, children: list,
                   runner: Any = None) -> None:
         """A flow committed its suspension on action `seq` (called after the commit)."""
-        if flow_id in self.creations:
-            self.creations.resolved(flow_id)   # its first commit carried the run
         with self.lock:
             self._started(flow_id)
             for cid, name, thread in children:
@@ -429,8 +427,6 @@ class Runtime:
     def finished(self, flow_id: str, parent: str | None, state: str, result: dict,
                  children: list) -> None:
         """A flow committed its end."""
-        if flow_id in self.creations:
-            self.creations.resolved(flow_id)
         with self.lock:
             self._started(flow_id)
             for cid, name, thread in children:
@@ -447,6 +443,10 @@ class Runtime:
             if flow_id == run_of(flow_id):
                 self._run_done(flow_id, state, result)
             self._maybe_idle()
+
+    def created(self, run_id: str) -> None:
+        """The root's first commit, which carried the run's creation, is durable."""
+        self.creations.resolved(run_id)
 
     def deliver(self, flow_id: str, seq: int, outcome: tuple) -> None:
         """An action's outcome (exec reply, fired timer) for the flow's action `seq`."""

@@ -190,6 +190,8 @@ class WorkerPool:
         elif kind == "reissue":
             _, flow_id, seq, intent = msg
             rt.reissue(flow_id, seq, intent)
+        elif kind == "created":
+            rt.created(msg[1])
 
     def _died(self, w: _Worker) -> None:
         with self.lock:
@@ -286,6 +288,9 @@ class WorkerHub:
         with self.lock:
             self.actors.pop(flow_id, None)
         self._send(("crashed", flow_id, error))
+
+    def created(self, run_id: str) -> None:
+        self._send(("created", run_id))
 
     def reissue(self, flow_id: str, seq: int, intent: dict, actor: Any = None) -> None:
         if intent.get("kind") == "exec":

@@ -18,7 +18,7 @@ from actors.flow import FlowRunner
 from store import Store
 
 TRIVIAL = '''
-load("pkg.flowmetal.io/v1/prelude", "args", "flow")
+load("pkg.flowmetal.io/v1/prelude", "args", "flow", "unwrap")
 
 def _one(fctx):
     return fctx.args.n + 1
@@ -32,6 +32,12 @@ def _spin(fctx):
     return t
 
 spin = flow(implementation = _spin, args = {"n": args.int()})
+
+def _call_then_spin(fctx):
+    x = unwrap(one(1))
+    return unwrap(spin(fctx.args.n)) + x
+
+call_then_spin = flow(implementation = _call_then_spin, args = {"n": args.int()})
 '''
 
 
@@ -85,6 +91,22 @@ def test_a_trivial_run_is_one_commit(store: Store, tmp_path: Path, workers: int)
         rid = rt.create_run(str(path), TRIVIAL, flow="one", args={"n": "7"})
         assert store.get_run(rid) is not None
         rt.wait_run(rid, 60)
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_run_is_announced_once_its_roots_first_commit_is_durable(
+        store: Store, tmp_path: Path, workers: int) -> None:
+    # The root's first commit is an inline call; it goes on computing afterwards.
+    path = tmp_path / "t.flow"
+    path.write_text(TRIVIAL)
+    n = 1_000_000
+    with Runtime(store, workers=workers) as rt:
+        rt.creations.grace = 60.0   # no fallback: only the announcement can tell
+        c = _create(rt, store, path, "call_then_spin", n=n)
+        assert c.event.wait(30) and c.error is None
+        assert c.run is not None and c.run.state == "running"
+        w = rt.wait_run(c.rid, 120)
+    assert repr(result_of(w)) == f"Ok({n * (n - 1) // 2 + 2})"
 
 
 def test_a_slow_first_step_gets_its_run_stored_after_the_grace(
