@@ -261,8 +261,9 @@ class FlowRunner:
         """Make `b` durable, then `then()` (returns its result, or None if parked)."""
         if self.creation is not None:
             # The run's creation goes in with this first commit; once that is durable,
-            # the hub hears that the run is stored before anything else of it.
-            b, self.creation = self.creation.extend(b), None
+            # the hub hears that the run is stored before anything else of it. (A new
+            # batch: the fallback may commit the creation's own, which must stay as is.)
+            b, self.creation = Batch().extend(self.creation).extend(b), None
             then = self._announced(then)
         if self.committer.commit(b):
             return then()

@@ -10,11 +10,12 @@
    a store holding ``--runs`` runs, beside the cold start of a bare `python -c pass`
    as the machine's floor. Target: ≤ 300 ms.
 
-The daemon is a real subprocess (``--workers``, default 2) on a temporary home;
-``--sync`` keeps fsync on (default: FLOWMETAL_SYNC=0 for the daemon, as the tests).
+The daemon is a real subprocess (``--workers``, default 2) on a temporary home, with
+fsync on as a daemon runs by default (``--no-sync``: FLOWMETAL_SYNC=0, as the tests).
 The last line of output is one JSON object with every figure.
 
     python bench/daemon.py [--latency-n 300] [--n 1000] [--runs 10000] [--workers 2]
+                           [--no-sync]
 """
 
 from __future__ import annotations
@@ -164,7 +165,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--runs", type=int, default=10000)
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--sync", action="store_true", help="fsync every commit")
+    ap.add_argument("--sync", action=argparse.BooleanOptionalAction, default=True,
+                    help="fsync every commit (the daemon's default)")
     a = ap.parse_args()
     out: dict = {"workers": a.workers, "sync": a.sync}
     with tempfile.TemporaryDirectory(prefix="fmb-", dir="/tmp") as tmp:

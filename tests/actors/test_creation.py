@@ -38,6 +38,14 @@ def _call_then_spin(fctx):
     return unwrap(spin(fctx.args.n)) + x
 
 call_then_spin = flow(implementation = _call_then_spin, args = {"n": args.int()})
+
+def _chatty(fctx):
+    print("a")
+    fctx.actions.sleep(0)
+    print("b")
+    return 1
+
+chatty = flow(implementation = _chatty)
 '''
 
 
@@ -150,6 +158,26 @@ def test_a_root_that_crashes_before_its_first_commit_is_stored_and_restarted(
         assert c.event.is_set() and c.error is None
     assert crashes == [c.rid]
     assert repr(result_of(w)) == "Ok(3)"
+
+
+def test_a_fallback_racing_a_slow_first_commit_writes_the_creation_alone(
+        store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The root's first commit takes longer than the grace, so the fallback commits the
+    # creation meanwhile: it must not carry (and so repeat) any of the root's own ops.
+    from actors.flow import CommitGate
+    real = CommitGate._flush
+
+    def slow_flush(self, items):
+        time.sleep(0.1)
+        return real(self, items)
+    monkeypatch.setattr(CommitGate, "_flush", slow_flush)
+    with Runtime(store) as rt:
+        rt.creations.grace = 0.01
+        c = _create(rt, store, tmp_path / "t.flow", "chatty")
+        w = rt.wait_run(c.rid, 60)
+    assert repr(result_of(w)) == "Ok(1)" and c.error is None
+    assert [o.text for o in store.read_output(c.rid)] == ["a\n", "b\n"]
+    assert store.get_checkpoint(c.rid) is None and store.get_flow(c.rid).state == "ok"
 
 
 def test_closing_the_runtime_stores_runs_whose_root_has_not_committed(
