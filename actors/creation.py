@@ -34,6 +34,9 @@ from store import Batch
 # that a client waiting for the run's id hardly notices.
 GRACE = 0.02
 
+# How long a creation whose fallback commit failed waits before the next try.
+RETRY = 0.5
+
 OnCreated = Callable[[BaseException | None], None]
 
 
@@ -63,7 +66,7 @@ class PendingCreations:
         guarded batch the root's first commit must carry in front of its own."""
         guarded = Batch().unless_run_exists(run_id, creation)
         with self._lock:
-            if self._thread is None:
+            if self._thread is None and not self._closed:
                 self._thread = threading.Thread(target=self._fallback, daemon=True,
                                                 name="run-creations")
                 self._thread.start()
@@ -72,6 +75,10 @@ class PendingCreations:
                                               time.monotonic() + self.grace)
             if was_empty:
                 self._wake.notify()
+            closed = self._closed
+        if closed:
+            # No fallback any more, and no root will run: store it now (or say why not).
+            self.commit_now([run_id])
         return guarded
 
     def __contains__(self, run_id: str) -> bool:
@@ -86,37 +93,55 @@ class PendingCreations:
 
     def commit_now(self, run_ids: list[str] | None = None) -> None:
         """Commit these pending creations (all with None) at once, in one transaction,
-        and resolve them: for a root that crashed before its first commit, and at
+        and resolve them — with the error, if that fails: for a root that crashed
+        before its first commit (nothing else will commit its creation), and at
         shutdown."""
         with self._lock:
             ids = list(self._pending) if run_ids is None else \
                 [r for r in run_ids if r in self._pending]
             todo = [self._pending[r] for r in ids]
-        self._commit(ids, todo)
+        self._commit(ids, todo, retry=False)
 
     def close(self) -> None:
-        """Commit everything still pending and stop the fallback thread."""
-        self.commit_now()
+        """Stop the fallback thread and commit everything still pending."""
         with self._lock:
             self._closed = True
             self._wake.notify()
+        self.commit_now()
 
-    def _commit(self, ids: list[str], todo: list[_Creation]) -> None:
+    def _commit(self, ids: list[str], todo: list[_Creation], retry: bool) -> None:
+        """Commit `todo` and resolve each. A failed creation is resolved with its
+        error — unless `retry` (the fallback's commit): its root may still commit it,
+        so it stays pending, to be tried again after `RETRY` seconds (a root that
+        fails to commit it crashes, and `commit_now` reports the error then)."""
         if not todo:
             return
-        pendings = self.store.commit_group([c.batch for c in todo])
+        try:
+            errors = [p.exception() for p in self.store.commit_group([c.batch for c in todo])]
+        except Exception as e:  # noqa: BLE001 - the store is closed or broken
+            errors = [e] * len(todo)
+        again = time.monotonic() + max(RETRY, self.grace)
+        done = []
         with self._lock:
-            done = [self._pending.pop(r, None) for r in ids]
-        for c, p in zip(done, pendings):
-            if c is not None:   # else the root's report resolved it meanwhile
-                _call(c, p.exception())
+            for r, c, err in zip(ids, todo, errors):
+                if self._pending.get(r) is not c:
+                    continue   # the root's announcement resolved it meanwhile
+                del self._pending[r]
+                if err is not None and retry and not self._closed:
+                    c.due = again   # to the back: pending entries stay in due order
+                    self._pending[r] = c
+                else:
+                    done.append((c, err))
+        for c, err in done:
+            _call(c, err)
 
     def _fallback(self) -> None:
         while True:
             with self._lock:
                 while not self._closed:
                     if self._pending:
-                        # Added in due order (one grace for all): the first is due first.
+                        # Kept in due order (one grace for all, retries at the back):
+                        # the first is due first.
                         wait = next(iter(self._pending.values())).due - time.monotonic()
                         if wait <= 0:
                             break
@@ -132,14 +157,7 @@ class PendingCreations:
                         break
                     ids.append(r)
                     todo.append(c)
-            try:
-                self._commit(ids, todo)
-            except Exception as e:  # noqa: BLE001 - the store is closed or broken
-                with self._lock:
-                    done = [self._pending.pop(r, None) for r in ids]
-                for c in done:
-                    if c is not None:
-                        _call(c, e)
+            self._commit(ids, todo, retry=True)
 
 
 def _call(c: _Creation, error: BaseException | None) -> None:

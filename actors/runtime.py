@@ -54,7 +54,9 @@ class RunWatch:
 
 
 def new_run_id() -> str:
-    return "r" + time.strftime("%Y%m%d%H%M%S") + secrets.token_hex(3)
+    """A new run id: the time, then 48 random bits (a daemon may create a thousand
+    runs a second; with fewer bits two of them would share an id every few minutes)."""
+    return "r" + time.strftime("%Y%m%d%H%M%S") + secrets.token_hex(6)
 
 
 class Clock:
@@ -192,18 +194,20 @@ class Runtime:
             first = ("go", ("ok", None), NOTSET)
             name = fdef.name
         runner = FlowRunner(self, run_id, parent=None, name=name, image=image, fresh=True)
+        over_quota = self.services.admit(run_id)
         # A worker loads a main block that has not started from the store (see
         # `_host`), and a refusal under a flow quota ends the root in the store: then
         # the run must be there first.
         if on_created is not None and (self.pool is None or flow is not None) \
-                and not self.services.limits_flows():
+                and over_quota is None:
             runner.creation = self.creations.add(run_id, b, on_created)
         else:
             self.store.commit(b)
             if on_created is not None:
                 on_created(None)
         self.watch(run_id)
-        if self.services.refused(run_id, None):
+        if over_quota is not None:
+            self.services.refuse(run_id, None, over_quota)
             return run_id
         with self.lock:
             self.busy.add(run_id)

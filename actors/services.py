@@ -172,27 +172,36 @@ class Services:
             if err is not None:
                 log.warning("flow %s: %s", flow_id, err)
 
-    def limits_flows(self) -> bool:
-        """Whether a concurrent-flows quota applies (`refused` may refuse a flow)."""
-        return self.quota.ledger.limits(self.quota.user).concurrent_flows is not None
-
     def refused(self, flow_id: str, parent: str | None) -> bool:
         """Admit a new flow under the concurrent-flows quota. When it is over, end it
         ``Err("quota exceeded: …")`` at once (before it runs) and return True."""
+        over = self.admit(flow_id)
+        if over is None:
+            return False
+        self.refuse(flow_id, parent, over)
+        return True
+
+    def admit(self, flow_id: str) -> QuotaExceeded | None:
+        """Count a new flow under the concurrent-flows quota; the error if it is over
+        (then `refuse` it, once it is in the store)."""
         try:
             self.quota.ledger.admit(self.quota.user, flow_id)
-            return False
+            return None
         except QuotaExceeded as e:
-            from flowmetal.prelude import Err
-            from .codec import result_record
-            rec = result_record(Err(str(e)))
-            try:
-                self.rt.store.commit(Batch().flow_finished(flow_id, "err", result=rec,
-                                                           error=rec["repr"]))
-            except StoreError as se:
-                log.warning("flow %s: could not record its quota error (%s)", flow_id, se)
-            self.rt.finished(flow_id, parent, "err", rec, [])
-            return True
+            return e
+
+    def refuse(self, flow_id: str, parent: str | None, error: QuotaExceeded) -> None:
+        """End a flow the quota did not admit: ``Err("quota exceeded: …")``, before it
+        ran."""
+        from flowmetal.prelude import Err
+        from .codec import result_record
+        rec = result_record(Err(str(error)))
+        try:
+            self.rt.store.commit(Batch().flow_finished(flow_id, "err", result=rec,
+                                                       error=rec["repr"]))
+        except StoreError as se:
+            log.warning("flow %s: could not record its quota error (%s)", flow_id, se)
+        self.rt.finished(flow_id, parent, "err", rec, [])
 
     def ended(self, flow_id: str) -> None:
         """The flow ended (Ok, Err, cancelled): forget its waits, free its quota slot,

@@ -284,6 +284,9 @@ class Daemon:
                 try:
                     req = P.recv_frame(conn)
                 except P.PeerClosed:
+                    # A client that half-closed after its requests (or our shutdown)
+                    # still gets the replies it is owed: its runs exist.
+                    self._send_acks(conn, acks)
                     return
                 except P.ProtocolError as e:
                     self._send_acks(conn, acks)

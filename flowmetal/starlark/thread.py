@@ -617,11 +617,19 @@ class Thread:
         return (_load_thread, (buf.getvalue(),))
 
 
-# Functions and classes cloudpickle pickles by name (importable): deciding that takes
-# it a module look-up per object, and a checkpoint names dozens of them (the prelude's
-# builtins, our value classes) every time.
+# Functions and classes cloudpickle pickled by name (importable): deciding that takes
+# it several look-ups per object, and a checkpoint names dozens of them (the prelude's
+# builtins, our value classes) every time. A hit is checked to be still what its
+# module holds under that name (a rebound or reloaded name is decided again).
 _BY_NAME: set = set()
-_NAMED_TYPES = (types.FunctionType, types.BuiltinFunctionType, type)
+_NAMED_TYPES = (types.FunctionType, type)
+
+
+def _still_named(obj: Any) -> bool:
+    o = sys.modules.get(obj.__module__)
+    for part in obj.__qualname__.split("."):
+        o = getattr(o, part, None)
+    return o is obj
 
 
 class Pickler(cloudpickle.Pickler):
@@ -641,7 +649,9 @@ class Pickler(cloudpickle.Pickler):
                                             obj.__defaults__, obj.__kwdefaults__, freevars))
         if t in _NAMED_TYPES:
             if obj in _BY_NAME:
-                return NotImplemented   # pickle saves it by module and name
+                if _still_named(obj):
+                    return NotImplemented   # pickle saves it by module and name
+                _BY_NAME.discard(obj)
             r = super().reducer_override(obj)
             if r is NotImplemented:
                 _BY_NAME.add(obj)

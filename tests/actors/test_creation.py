@@ -46,6 +46,12 @@ def _chatty(fctx):
     return 1
 
 chatty = flow(implementation = _chatty)
+
+def _nap(fctx):
+    fctx.actions.sleep(3600)
+    return 1
+
+nap = flow(implementation = _nap)
 '''
 
 
@@ -225,3 +231,62 @@ def test_a_worker_killed_before_the_roots_first_commit(store: Store, tmp_path: P
         w = rt.wait_run(c.rid, 120)
         assert w.done.is_set()
     assert repr(result_of(w)) == f"Ok({n * (n - 1) // 2})"
+
+
+def test_a_failed_fallback_commit_is_tried_again_not_reported(
+        store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The root may still commit the creation itself: a failed fallback must not tell
+    # the caller "not stored" (it would retry, and the run would run twice).
+    from actors import creation
+    from store import StoreFullError
+    monkeypatch.setattr(creation, "RETRY", 0.05)
+    release = threading.Event()
+    real_finish = FlowRunner._finish
+
+    def slow_finish(self, r):
+        release.wait(30)
+        return real_finish(self, r)
+    monkeypatch.setattr(FlowRunner, "_finish", slow_finish)
+    real_group = store.commit_group
+    failed = []
+
+    def failing_group(batches):
+        if threading.current_thread().name == "run-creations" and len(failed) < 2:
+            failed.append(1)
+            raise StoreFullError("the disk is full")
+        return real_group(batches)
+    monkeypatch.setattr(store, "commit_group", failing_group)
+    with Runtime(store) as rt:
+        rt.creations.grace = 0.01
+        c = _create(rt, store, tmp_path / "t.flow", "one", n=1)
+        assert c.event.wait(10), "the creation was never stored"
+        assert len(failed) == 2 and c.error is None and c.run.state == "running"
+        release.set()
+        assert repr(result_of(rt.wait_run(c.rid, 60))) == "Ok(2)"
+
+
+def test_a_creation_after_close_is_stored_at_once(store: Store, tmp_path: Path) -> None:
+    rt = Runtime(store)
+    rt.close()
+    c = _create(rt, store, tmp_path / "t.flow", "one", n=1)
+    assert c.event.is_set() and c.error is None
+    assert store.get_run(c.rid).state == "running"   # for the next start to run it
+
+
+def test_a_root_refused_by_the_flow_quota_is_stored_with_its_error(
+        tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "quotas.toml").write_text("[default]\nconcurrent_flows = 1\n")
+    st = Store.open(home, sync=False)
+    try:
+        with Runtime(st) as rt:
+            first = _create(rt, st, tmp_path / "t.flow", "nap")
+            assert first.event.wait(10)
+            c = _create(rt, st, tmp_path / "t.flow", "one", n=1)
+            assert c.event.wait(10) and c.error is None
+            w = rt.wait_run(c.rid, 30)
+            assert "quota exceeded: concurrent flows" in repr(result_of(w))
+            assert st.get_run(c.rid).state == "err"
+    finally:
+        st.close()

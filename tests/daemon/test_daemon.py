@@ -55,6 +55,12 @@ def test_pipelined_requests_are_answered_in_order(home: Path, daemon) -> None:
     ids = [replies[i]["run_id"] for i in (0, 1, 4)]
     assert "pid" in replies[2] and replies[3]["kind"] == "syntax"
     assert replies[5]["kind"] == "protocol" and "frobnicate" in replies[5]["error"]
+    # A client that half-closes after its submissions still gets every run id.
+    with _raw(home) as s:
+        s.sendall(b"".join(P.encode_frame(r) for r in (reqs[1], reqs[4], reqs[1])))
+        s.shutdown(socket.SHUT_WR)
+        more = [P.recv_frame(s) for _ in range(3)]
+    ids += [r["run_id"] for r in more]
     with Client.connect(home) as c:
         for rid in ids:
             assert c.wait(rid)["result"] == "Ok(1)"

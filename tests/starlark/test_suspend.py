@@ -320,3 +320,34 @@ def test_suspended_stack_names_frames_positions_and_locals():
     assert [f.position()[1:] for f in frames] == [(11, 5), (3, 12), (8, 18)]
     assert frames[1].starlark_locals() == {"n": 4, "items": [4, 5]}
     assert frames[2].starlark_locals() == {"xs": [4, 5], "total": 0, "x": 4}
+
+
+def test_pickler_names_importable_functions_like_cloudpickle_and_notices_rebinding():
+    import types
+    from flowmetal.starlark.thread import Pickler
+
+    def plain(value):
+        # cloudpickle's own decision for every object (no cache of ours)
+        buf = __import__("io").BytesIO()
+        cloudpickle.Pickler(buf, protocol=5).dump(value)
+        return buf.getvalue()
+
+    def ours(value):
+        buf = __import__("io").BytesIO()
+        Pickler(buf, protocol=5).dump(value)
+        return buf.getvalue()
+    mod = types.ModuleType("fm_rebind_probe")
+    exec("def f(x):\n    return x + 1\nclass C:\n    pass\n", mod.__dict__)
+    sys.modules[mod.__name__] = mod
+    try:
+        value = [mod.f, mod.C, os.path.join, pickle.dumps, len, sl.start, (lambda: 3)]
+        for _ in range(2):   # the second time from the cache: the same bytes
+            assert ours(value) == plain(value)
+        old_f, old_c = mod.f, mod.C
+        exec("def f(x):\n    return x + 2\nclass C:\n    pass\n", mod.__dict__)
+        # No longer importable under their names: pickled by value, as cloudpickle does.
+        back = pickle.loads(ours([old_f, old_c]))
+        assert back[0](1) == 2 and back[1] is not mod.C
+        assert ours([mod.f]) == plain([mod.f])
+    finally:
+        del sys.modules[mod.__name__]
