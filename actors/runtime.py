@@ -558,11 +558,8 @@ class Runtime:
         if self.pool is not None:
             self.pool.close()
         # Roots stopped before their first commit: their runs go in now, to be
-        # recovered at the next start.
-        try:
-            self.creations.close()
-        except Exception:  # noqa: BLE001 - the store may be closed already
-            pass
+        # recovered at the next start (a failure is reported to their callers).
+        self.creations.close()
         self.services.close()
         for a in (self.timer, self.exec, self.supervisor):
             try:

@@ -415,7 +415,7 @@ class Daemon:
 
     def _create(self, file: str, source: str, flow: str | None, args: dict) -> "_Created":
         """Start a run whose creation may ride on its root's first commit: the run id
-        may be told once `_Created.wait()` returns (see `actors.creation`)."""
+        may be told once `_Created.reply()` returns (see `actors.creation`)."""
         created = _Created()
         with _refusing_bad_programs():
             created.run_id = self.rt.create_run(file, source, flow=flow, args=args,

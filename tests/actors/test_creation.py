@@ -62,6 +62,21 @@ def store(tmp_path: Path):
     st.close()
 
 
+@pytest.fixture
+def held_root(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """Holds every flow's end (its first commit, for a flow that only computes) until
+    the returned event is set."""
+    release = threading.Event()
+    real = FlowRunner._finish
+
+    def held_finish(self, r):
+        release.wait(30)
+        return real(self, r)
+    monkeypatch.setattr(FlowRunner, "_finish", held_finish)
+    yield release
+    release.set()
+
+
 class Created:
     """An `on_created` callback that remembers what the store held when it fired."""
 
@@ -124,15 +139,9 @@ def test_a_run_is_announced_once_its_roots_first_commit_is_durable(
 
 
 def test_a_slow_first_step_gets_its_run_stored_after_the_grace(
-        store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        store: Store, tmp_path: Path, held_root: threading.Event) -> None:
     path = tmp_path / "t.flow"
-    release = threading.Event()
-    real = FlowRunner._finish
-
-    def slow_finish(self, r):
-        release.wait(30)
-        return real(self, r)
-    monkeypatch.setattr(FlowRunner, "_finish", slow_finish)
+    release = held_root
     with Runtime(store) as rt:
         c = _create(rt, store, path, "one", n=4)
         assert c.event.wait(10), "the fallback did not store the run"
@@ -187,15 +196,9 @@ def test_a_fallback_racing_a_slow_first_commit_writes_the_creation_alone(
 
 
 def test_closing_the_runtime_stores_runs_whose_root_has_not_committed(
-        store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        store: Store, tmp_path: Path, held_root: threading.Event) -> None:
     path = tmp_path / "t.flow"
-    release = threading.Event()
-    real = FlowRunner._finish
-
-    def slow_finish(self, r):
-        release.wait(30)
-        return real(self, r)
-    monkeypatch.setattr(FlowRunner, "_finish", slow_finish)
+    release = held_root
     rt = Runtime(store)
     rt.creations.grace = 30.0
     try:
@@ -234,19 +237,14 @@ def test_a_worker_killed_before_the_roots_first_commit(store: Store, tmp_path: P
 
 
 def test_a_failed_fallback_commit_is_tried_again_not_reported(
-        store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        held_root: threading.Event) -> None:
     # The root may still commit the creation itself: a failed fallback must not tell
     # the caller "not stored" (it would retry, and the run would run twice).
     from actors import creation
     from store import StoreFullError
     monkeypatch.setattr(creation, "RETRY", 0.05)
-    release = threading.Event()
-    real_finish = FlowRunner._finish
-
-    def slow_finish(self, r):
-        release.wait(30)
-        return real_finish(self, r)
-    monkeypatch.setattr(FlowRunner, "_finish", slow_finish)
+    release = held_root
     real_group = store.commit_group
     failed = []
 
