@@ -56,13 +56,6 @@ nap = flow(implementation = _nap)
 
 
 @pytest.fixture
-def store(tmp_path: Path):
-    st = Store.open(tmp_path / "home", sync=False)
-    yield st
-    st.close()
-
-
-@pytest.fixture
 def held_root(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
     """Holds every flow's end (its first commit, for a flow that only computes) until
     the returned event is set."""
@@ -272,19 +265,13 @@ def test_a_creation_after_close_is_stored_at_once(store: Store, tmp_path: Path) 
 
 
 def test_a_root_refused_by_the_flow_quota_is_stored_with_its_error(
-        tmp_path: Path) -> None:
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "quotas.toml").write_text("[default]\nconcurrent_flows = 1\n")
-    st = Store.open(home, sync=False)
-    try:
-        with Runtime(st) as rt:
-            first = _create(rt, st, tmp_path / "t.flow", "nap")
-            assert first.event.wait(10)
-            c = _create(rt, st, tmp_path / "t.flow", "one", n=1)
-            assert c.event.wait(10) and c.error is None
-            w = rt.wait_run(c.rid, 30)
-            assert "quota exceeded: concurrent flows" in repr(result_of(w))
-            assert st.get_run(c.rid).state == "err"
-    finally:
-        st.close()
+        store: Store, tmp_path: Path) -> None:
+    (store.home / "quotas.toml").write_text("[default]\nconcurrent_flows = 1\n")
+    with Runtime(store) as rt:
+        first = _create(rt, store, tmp_path / "t.flow", "nap")
+        assert first.event.wait(10)
+        c = _create(rt, store, tmp_path / "t.flow", "one", n=1)
+        assert c.event.wait(10) and c.error is None
+        w = rt.wait_run(c.rid, 30)
+        assert "quota exceeded: concurrent flows" in repr(result_of(w))
+        assert store.get_run(c.rid).state == "err"

@@ -21,13 +21,6 @@ from store import Store
 FLOWS = Path(__file__).parent / "flows"
 
 
-@pytest.fixture
-def store(tmp_path: Path):
-    st = Store.open(tmp_path / "home", sync=False)
-    yield st
-    st.close()
-
-
 def _run(rt: Runtime, path: Path, flow: str, args: dict | None = None, timeout: float = 60):
     rid = rt.create_run(str(path), path.read_text(), flow=flow, args=args)
     w = rt.wait_run(rid, timeout)

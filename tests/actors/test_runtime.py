@@ -23,13 +23,6 @@ EXAMPLES = ROOT / "examples"
 CLI = [sys.executable, "-c", "from flowmetal.cli import main; main()"]
 
 
-@pytest.fixture
-def store(tmp_path: Path):
-    st = Store.open(tmp_path / "home", sync=False)
-    yield st
-    st.close()
-
-
 def _run(rt: Runtime, path: Path, flow: str | None = None, args: dict | None = None,
          timeout: float = 60):
     rid = rt.create_run(str(path), path.read_text(), flow=flow, args=args)
