@@ -200,6 +200,7 @@ class FlowRunner:
     def _run(self, outcome: tuple, inline_start: bool = False) -> Any:
         t = self.thread
         t.print = self._print
+        t.parkable = self.hub.inline_calls   # parking serves inline child calls
         host = _Host(self, inline_start)
         push_host(host)
         try:
@@ -215,6 +216,9 @@ class FlowRunner:
         return r
 
     def image(self) -> FlowImage:
+        """The flow's state to checkpoint (a parked Thread is captured first)."""
+        if self.thread is not None:
+            self.thread.capture()
         return FlowImage(self.thread, self.fctx, self.seq, self.last_result, self.is_module)
 
     # -------------------------------------------------------------- one step
@@ -337,6 +341,9 @@ class FlowRunner:
                            image=FlowImage(t, None, 0, None, False), fresh=True)
         r = child._run(("new",), inline_start=True)
         if isinstance(r, Suspended) or child.children:
+            # Unwound now (its loops' locks released, its greenlet back in the pool),
+            # not whenever the garbage collector gets to the parked stack.
+            t.capture()
             return NOTSET
         result = child._result(r)
         v = dumps_value(result)

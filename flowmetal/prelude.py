@@ -20,7 +20,8 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable, Protocol
 
-from .starlark import Done, EvalError, Struct, Suspend, freeze, is_function, start, struct
+from .starlark import (Done, EvalError, Struct, Suspend, freeze, is_function, park, start,
+                       struct)
 from .starlark.values import to_repr, type_name
 from .secrets import Secret, to_plain
 
@@ -260,7 +261,9 @@ class FlowDef:
         self.secrets = secrets      # declared secret names
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        raise Suspend(CallRequest(self, args, actor_prelude.inherit(kwargs)))
+        # Parked, not raised: an inline child that ends at once needs no checkpoint
+        # of its caller, whose stack then simply goes on (see `starlark.park`).
+        return park(CallRequest(self, args, actor_prelude.inherit(kwargs)))
 
     def bind(self, args: tuple, kwargs: dict) -> dict:
         """Bind call arguments to the declared ones; a mismatch fails the flow."""

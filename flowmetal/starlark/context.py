@@ -30,13 +30,15 @@ def _stdout_print(text: str) -> None:
 class Context:
     """What running code may ask of its host: printing and the step budget."""
 
-    __slots__ = ("print", "steps_left", "max_steps")
+    __slots__ = ("print", "steps_left", "max_steps", "parker")
 
     def __init__(self, print: Callable[[str], None] | None = None,
                  max_steps: int = DEFAULT_MAX_STEPS):
         self.print = print or _stdout_print
         self.max_steps = max_steps
         self.steps_left = max_steps
+        # The greenlet running a parkable Thread (see `thread.park`), else None.
+        self.parker = None
 
 
 _local = threading.local()

@@ -9,6 +9,12 @@ as (module, function index, defaults, closure) and modules as their source and
 globals, so no Python code object is ever stored. Resuming rebuilds each
 frame's resume-form function and re-enters the stack outermost first, so a new
 suspension deeper down captures the whole stack again.
+
+A host that resumes a suspension at once (a child flow that ends without acting
+on the world) needs no checkpoint of it: a `parkable` Thread runs in a greenlet,
+and `park(request)` switches out of it with the stack left alive; `resume`
+switches back in. Only when the host does want the checkpoint is the stack
+unwound and captured (`Thread.capture`), exactly as `Suspend` would have done.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import cloudpickle
+from greenlet import getcurrent, greenlet
 
 from . import context, fastpath, values
 from .compile import P, Compiled, compile_module, module_key, pyname, starname
@@ -457,6 +464,15 @@ def _kept_names(code: types.CodeType) -> tuple[str, ...]:
     return keep
 
 
+def _site_error(code: types.CodeType, info: Any) -> str | None:
+    """Why a compiled frame stopped at `info` (its line's record) cannot suspend."""
+    if code.co_name.startswith("<"):
+        return "cannot suspend inside a comprehension evaluated by a builtin"
+    if not info.callsite:
+        return "cannot suspend here: not at a call of an action"
+    return None
+
+
 def _capture(tb) -> list[FrameRecord] | StarlarkError:
     frames: list[FrameRecord] = []
     host_between = None
@@ -467,13 +483,12 @@ def _capture(tb) -> list[FrameRecord] | StarlarkError:
         compiled = _BY_CODENAME.get(code.co_filename)
         if compiled is not None:
             info = compiled.lines[_line(tb) - 1]
-            if code.co_name.startswith("<"):
-                return EvalError("cannot suspend inside a comprehension evaluated by a builtin")
-            if host_between is not None:
+            if host_between is not None and not code.co_name.startswith("<"):
                 return EvalError(f"cannot suspend inside a Starlark function called by "
                                  f"the host function {host_between}")
-            if not info.callsite:
-                return EvalError("cannot suspend here: not at a call of an action")
+            err = _site_error(code, info)
+            if err is not None:
+                return EvalError(err)
             f_locals = frame.f_locals
             locals_ = {k: f_locals[k] for k in _kept_names(code) if k in f_locals}
             frames.append(FrameRecord(frame.f_globals[P + "module"], info.func, info.callsite, locals_))
@@ -485,6 +500,35 @@ def _capture(tb) -> list[FrameRecord] | StarlarkError:
     if not frames:
         return EvalError("suspension outside any Starlark frame")
     return frames
+
+
+_PARKABLE_AT: dict[tuple, bool] = {}   # (code, offset) -> may a suspension pass there
+
+
+def _may_park(frame) -> bool:
+    """Would a suspension raised at `frame` be captured (not an error)? The same
+    rules as `_capture`, read from the live stack, innermost first."""
+    transparent = _TRANSPARENT | values.DISPATCHER_CODES | fastpath.FAST_CODES
+    seen = host = False
+    while frame is not None:
+        code = frame.f_code
+        compiled = _BY_CODENAME.get(code.co_filename)
+        if compiled is not None:
+            if host:
+                return False
+            key = (code, frame.f_lasti)
+            ok = _PARKABLE_AT.get(key)
+            if ok is None:
+                if len(_PARKABLE_AT) > 100_000:
+                    _PARKABLE_AT.clear()
+                ok = _PARKABLE_AT[key] = _site_error(code, compiled.lines[frame.f_lineno - 1]) is None
+            if not ok:
+                return False
+            seen = True
+        elif code not in transparent and seen:
+            host = True
+        frame = frame.f_back
+    return seen
 
 
 def starlark_stack(tb) -> list[Frame]:
@@ -512,12 +556,81 @@ def starlark_stack(tb) -> list[Frame]:
 
 # ---------------------------------------------------------------- threads
 
+class _Parked:
+    """What a parked program hands its driver: the request it waits on."""
+
+    __slots__ = ("request",)
+
+    def __init__(self, request: Any):
+        self.request = request
+
+
+# What a parked program is resumed with to unwind and be captured (`Thread.capture`).
+_CAPTURE = object()
+
+
+def park(request: Any) -> Any:
+    """Suspend the running program on `request`, keeping its Python stack alive when
+    it can, and return the value the host resumes it with.
+
+    A parkable Thread (`Thread.parkable`) runs in a greenlet of its own: parking
+    switches back to the host, which gets ``Suspended(request)`` as from any
+    suspension, and `Thread.resume` switches back in: no unwinding, no capture, no
+    re-entry through resume-form functions. That is the common path of a durable
+    child call, which needs no checkpoint of the caller when the child ends at once.
+    When the host does need the checkpoint, `Thread.capture` unwinds the stack as
+    `Suspend` would have. Anywhere a suspension would fail (a comprehension, a
+    Starlark function called by a host function) or off a parkable Thread, this is
+    ``raise Suspend(request)``: the same outcome either way."""
+    g = context.current().parker
+    if g is None or g is not getcurrent() or not _may_park(sys._getframe(1)):
+        raise Suspend(request)
+    msg = g.parent.switch(_Parked(request))
+    if msg is _CAPTURE:
+        raise Suspend(request)
+    ok, value = msg
+    if ok:
+        return value
+    raise EvalError(value)
+
+
+# Starting a greenlet costs ~15 µs (it gets a frame stack of its own), ten times a
+# child call's own work: the greenlets that run parkable Threads are kept per OS
+# thread and reused, each running one program after another (`_run_programs`).
+_RUNNERS = threading.local()
+_RUNNERS_KEPT = 64
+
+
+def _runner() -> greenlet:
+    free = getattr(_RUNNERS, "free", None)
+    if free is None:
+        free = _RUNNERS.free = []
+    g = free.pop() if free else greenlet(_run_programs)
+    g.parent = getcurrent()
+    return g
+
+
+def _run_programs(job: tuple) -> None:
+    # A runner greenlet's life: run (thread, fn) to its end or a suspension, hand
+    # the outcome to the driver, wait for the next job. (It parks in `park`.)
+    while True:
+        thread, fn = job
+        out = thread._outcome(fn)
+        thread = fn = job = None
+        job = getcurrent().parent.switch(out)
+
+
 class Thread:
     """A suspendable run of a module or of one Starlark function call.
 
     `run()`, `resume(value)` and `resume_error(message)` return `Done`,
     `Failed` or `Suspended`. A suspended Thread pickles (pickle or
     cloudpickle) and resumes in another process.
+
+    A Thread whose `parkable` is set runs in a greenlet, so that `park` can keep
+    its stack alive across a suspension: it is then *parked* (``status ==
+    "parked"``), resumes only on the OS thread it parked on, and must be captured
+    (`capture`) before it can be pickled.
     """
 
     def __init__(self, module: Module, call: tuple | None = None,
@@ -530,6 +643,8 @@ class Thread:
         self.max_steps = max_steps or context.DEFAULT_MAX_STEPS
         self.steps_left = self.max_steps
         self.print = print
+        self.parkable = False
+        self._parked: tuple | None = None   # (greenlet, context, OS thread id) while parked
 
     # running
 
@@ -551,7 +666,19 @@ class Thread:
         """Continue a suspended program with its suspended call failing with `message`."""
         return self._continue((False, str(message)))
 
+    def capture(self) -> None:
+        """Turn a parked Thread into a suspended one, on the same request: its stack
+        is unwound and captured, so that it can be pickled. (Nothing if not parked.)"""
+        if self.status != "parked":
+            return
+        r = self._unpark(_CAPTURE)
+        if not isinstance(r, Suspended):
+            # `park` only parks where a suspension can be captured.
+            raise RuntimeError(f"a parked Thread could not be captured: {r!r}")
+
     def _continue(self, final):
+        if self.status == "parked":
+            return self._unpark(final)
         if self.status != "suspended":
             raise RuntimeError(f"Thread.resume() on a {self.status} thread")
         frames, self.frames = self.frames, None
@@ -560,7 +687,45 @@ class Thread:
     def _drive(self, fn) -> Done | Failed | Suspended:
         ctx = context.Context(self.print, self.max_steps)
         ctx.steps_left = self.steps_left
+        if self.parkable:
+            g = ctx.parker = _runner()
+            return self._switch(g, ctx, (self, fn))
         prev = context.install(ctx)
+        try:
+            return self._outcome(fn)
+        finally:
+            self.steps_left = ctx.steps_left
+            context.install(prev)
+
+    def _unpark(self, msg) -> Done | Failed | Suspended:
+        g, ctx, owner = self._parked
+        if owner != threading.get_ident():
+            raise RuntimeError("a parked Thread resumes only on the OS thread it parked on")
+        self._parked = None
+        self.status = "running"
+        if self.print is not None:
+            ctx.print = self.print
+        g.parent = getcurrent()   # the host that resumes it gets its next result
+        return self._switch(g, ctx, msg)
+
+    def _switch(self, g, ctx, msg) -> Done | Failed | Suspended:
+        prev = context.install(ctx)
+        try:
+            r = g.switch(msg)
+        finally:
+            self.steps_left = ctx.steps_left
+            context.install(prev)
+        if type(r) is _Parked:
+            self.status = "parked"
+            self._parked = (g, ctx, threading.get_ident())
+            return Suspended(r.request)
+        free = _RUNNERS.free
+        if len(free) < _RUNNERS_KEPT:
+            free.append(g)
+        return r
+
+    def _outcome(self, fn) -> Done | Failed | Suspended:
+        # Run `fn` (the program, from its start or resumed) to its end or a suspension.
         try:
             result = fn()
         except Suspend as s:
@@ -590,9 +755,6 @@ class Thread:
             err.__traceback__ = None
             self.status = "failed"
             return Failed(err)
-        finally:
-            self.steps_left = ctx.steps_left
-            context.install(prev)
         self.status = "done"
         if self.kind != "module":
             return Done(result)
@@ -608,6 +770,8 @@ class Thread:
     # pickling
 
     def __reduce__(self):
+        if self.status == "parked":
+            raise pickle.PicklingError("a parked Thread pickles once captured (Thread.capture)")
         if self.status == "new" and self._call is not None:
             raise pickle.PicklingError("a Thread of a call can be pickled once it has run")
         state = (CHECKPOINT_FORMAT, self.module, self.kind, self.frames, self.status,
@@ -684,6 +848,8 @@ def _load_thread(data: bytes) -> Thread:
     t.max_steps = max_steps
     t.steps_left = steps_left
     t.print = None
+    t.parkable = False
+    t._parked = None
     return t
 
 

@@ -287,3 +287,49 @@ def test_a_run_and_its_source_are_committed_together(store: Store, tmp_path: Pat
         rid, w = _run(rt, path, flow="main", args={"n": "2"})
     run = store.get_run(rid)
     assert store.get_code(run.meta["code"]).decode() == path.read_text()
+
+
+INLINE_CALLS = '''
+def _one(fctx):
+    return 1
+
+one = flow(implementation = _one)
+
+def _slow(fctx):
+    sleep(1)
+    return 2
+
+slow = flow(implementation = _slow)
+
+def _caller(fctx):
+    t = 0
+    for i in range(30):
+        t += unwrap(one())
+    print("t", t)          # output pending: the next call checkpoints the caller
+    t += unwrap(one())
+    t += unwrap(slow())    # a child that suspends: the caller waits, checkpointed
+    return t
+
+caller = flow(implementation = _caller)
+'''
+
+
+def test_inline_calls_park_their_caller_instead_of_capturing_it(
+        store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from flowmetal.starlark import thread as starlark_thread
+    captures = []
+    real = starlark_thread._capture
+
+    def counting(tb):
+        captures.append(1)
+        return real(tb)
+    monkeypatch.setattr(starlark_thread, "_capture", counting)
+    path = tmp_path / "inline.flow"
+    path.write_text(INLINE_CALLS)
+    with Runtime(store, virtual_time=True) as rt:
+        rid, w = _run(rt, path, flow="caller")
+    assert repr(result_of(w)) == "Ok(33)"
+    assert "".join(c.text for c in store.read_output(rid)) == "t 30\n"
+    # Starts, the checkpoint before the call after `print`, the slow child's sleep
+    # and its caller's wait: a handful, not one per call.
+    assert len(captures) < 10, len(captures)

@@ -1,13 +1,14 @@
 """Host builtins for the suspension tests (importable, so pickles refer to them).
 
 `act(x)` is the action: in direct mode it answers at once, in suspending mode
-it raises Suspend and the test driver answers with the same value, so a run
-interrupted at every action must behave exactly like an uninterrupted one.
+it raises Suspend (in parking mode it parks) and the test driver answers with the
+same value, so a run interrupted at every action must behave exactly like an
+uninterrupted one.
 """
 
-from flowmetal.starlark import Suspend, struct
+from flowmetal.starlark import Suspend, park, struct
 
-MODE = {"suspend": False}
+MODE = {"suspend": False, "park": False}
 
 
 def answer(x):
@@ -18,6 +19,8 @@ def answer(x):
 
 
 def act(x=0):
+    if MODE["park"]:
+        return park(x)
     if MODE["suspend"]:
         raise Suspend(x)
     return answer(x)

@@ -256,6 +256,120 @@ def test_mutation_during_iteration_is_still_an_error_after_resume():
     assert "iteration" in r.error.msg
 
 
+def _run_parked(src, capture_every=0):
+    """Run `src` with `act` parking; every `capture_every`-th suspension is captured
+    and pickled instead (0: never). Returns (result, lines, suspensions, parked)."""
+    suspend_host.MODE["park"] = True
+    lines = []
+    parked = 0
+    try:
+        t = sl.start(textwrap.dedent(src), "prog.star",
+                     predeclared={"act": act, "tools": tools}, print=lines.append)
+        t.parkable = True
+        r = t.run()
+        steps = 0
+        while isinstance(r, Suspended):
+            steps += 1
+            if t.status == "parked":
+                parked += 1
+                assert t.frames is None   # nothing captured
+                if capture_every and steps % capture_every == 0:
+                    t.capture()
+                    assert t.status == "suspended" and t.frames
+                    t = pickle.loads(pickle.dumps(t))
+                    t.parkable = True
+                    t.print = lines.append
+            r = t.resume(answer(r.request))
+        return r, lines, steps, parked
+    finally:
+        suspend_host.MODE["park"] = False
+
+
+@pytest.mark.parametrize("name", sorted(PROGRAMS))
+@pytest.mark.parametrize("capture_every", [0, 2], ids=["parked", "captured-every-2nd"])
+def test_parked_run_matches_direct_run(name, capture_every):
+    direct, direct_lines, _ = _run(PROGRAMS[name], False)
+    r, lines, steps, parked = _run_parked(PROGRAMS[name], capture_every)
+    assert isinstance(r, Done), r
+    assert steps > 0 and parked > 0
+    assert lines == direct_lines
+    assert sorted(r.value) == sorted(direct.value)
+
+
+def test_park_off_a_parkable_thread_or_in_a_host_callback_suspends_as_before():
+    suspend_host.MODE["park"] = True
+    try:
+        t = sl.start("x = act(1)\n", "p.star", predeclared={"act": act})
+        r = t.run()   # not parkable: an ordinary suspension
+        assert isinstance(r, Suspended) and t.status == "suspended" and t.frames
+        for src in ["x = sorted([3, 1, 2], key = lambda v: act(v))\n",
+                    "def f(v):\n    return act(v)\nx = sorted([3, 1, 2], key = f)\n"]:
+            suspend_host.MODE["park"] = True
+            t = sl.start(src, "p.star", predeclared={"act": act})
+            t.parkable = True
+            parked = t.run()
+            suspend_host.MODE["park"] = False
+            suspend_host.MODE["suspend"] = True
+            raised = sl.start(src, "p.star", predeclared={"act": act}).run()
+            suspend_host.MODE["suspend"] = False
+            # The error a suspension there gives, not a park.
+            assert isinstance(parked, Failed) and isinstance(raised, Failed)
+            assert parked.error.msg == raised.error.msg
+            assert "suspend" in parked.error.msg
+    finally:
+        suspend_host.MODE["park"] = suspend_host.MODE["suspend"] = False
+
+
+def test_parked_thread_resume_error_has_a_traceback_and_locks_hold_while_parked():
+    suspend_host.MODE["park"] = True
+    try:
+        t = sl.start("def f():\n    return act(1)\n\nx = f()\n", "p.star", predeclared={"act": act})
+        t.parkable = True
+        assert isinstance(t.run(), Suspended) and t.status == "parked"
+        r = t.resume_error("boom")
+        assert isinstance(r, Failed) and r.error.msg == "boom"
+        assert "p.star:4:5 in <toplevel>" in str(r.error) and "p.star:2:12 in f" in str(r.error)
+        t = sl.start("def f():\n    l = [1, 2]\n    for x in l:\n        act(x)\n        l.append(3)\n\nf()\n",
+                     "p.star", predeclared={"act": act})
+        t.parkable = True
+        t.run()
+        r = t.resume(1)
+    finally:
+        suspend_host.MODE["park"] = False
+    assert isinstance(r, Failed) and "iteration" in r.error.msg
+
+
+def test_parked_thread_pickles_only_once_captured_and_resumes_only_on_its_os_thread():
+    import threading
+    suspend_host.MODE["park"] = True
+    try:
+        t = sl.start("x = act(1) + act(2)\n", "p.star", predeclared={"act": act})
+        t.parkable = True
+        assert isinstance(t.run(), Suspended)
+        with pytest.raises(pickle.PicklingError):
+            pickle.dumps(t)
+        errors = []
+
+        def other():
+            try:
+                t.resume(5)
+            except RuntimeError as e:
+                errors.append(str(e))
+        th = threading.Thread(target=other)
+        th.start()
+        th.join()
+        assert errors and "OS thread it parked on" in errors[0]
+        assert t.status == "parked"   # still there, on its own thread
+        r = t.resume(5)
+        assert isinstance(r, Suspended) and r.request == 2
+        t.capture()
+        t = pickle.loads(pickle.dumps(t))
+        r = t.resume(7)
+    finally:
+        suspend_host.MODE["park"] = False
+    assert isinstance(r, Done) and r.value["x"] == 12
+
+
 DRIVER = r"""
 import pickle, sys
 sys.path.insert(0, sys.argv[3])
