@@ -94,15 +94,6 @@ class Hub(Protocol):
     def created(self, run_id: str) -> None: ...
 
 
-def new_flow_thread(fdef: FlowDef, args: tuple, kwargs: dict, max_steps: int | None) -> Thread:
-    """A child flow's Thread, run to its durable start point (nothing of it ran yet)."""
-    t = start_call(flow_main(), fdef, tuple(args), dict(kwargs), max_steps=max_steps)
-    r = t.run()
-    if not isinstance(r, Suspended) or not isinstance(r.request, StartRequest):
-        raise RuntimeError(f"flow {fdef.name}: did not stop at its start point ({r!r})")
-    return t
-
-
 def error_text(err: Any) -> str:
     """The message of a failed flow: `fail(x)` gives x, others the Starlark traceback."""
     return str(err)
@@ -162,9 +153,13 @@ class FlowRunner:
         self.parent = parent
         self.name = name
         self.thread = image.thread
+        # A flow that has not started: its (flow, args, kwargs), until its first step.
+        self.start: tuple | None = None
         if self.thread is None and image.start is not None:
+            self.start = image.start
             fdef, args, kwargs = image.start
-            self.thread = new_flow_thread(fdef, args, kwargs, hub.max_steps)
+            self.thread = start_call(flow_main(), fdef, tuple(args), dict(kwargs),
+                                     max_steps=hub.max_steps)
         self.fctx = image.fctx or FlowContext(flow_id, name, make_args({}))
         self.seq = image.seq
         self.last_result = image.last_result
@@ -217,6 +212,8 @@ class FlowRunner:
 
     def image(self) -> FlowImage:
         """The flow's state to checkpoint (a parked Thread is captured first)."""
+        if self.start is not None:
+            return FlowImage(None, None, 0, None, False, self.start)
         if self.thread is not None:
             self.thread.capture()
         return FlowImage(self.thread, self.fctx, self.seq, self.last_result, self.is_module)
@@ -232,6 +229,12 @@ class FlowRunner:
         self.journal = journal
         if self.is_module and outcome[0] == "ok" and isinstance(outcome[1], Result):
             self.last_result = outcome[1]  # the main block's last flow call
+        if self.start is not None:
+            # Its start is durable (the spec is its checkpoint): it runs from its first
+            # line, through the prelude's start point, with no capture and resume there.
+            self.start = None
+            self._drive(self._run(("new",), inline_start=True))
+            return
         self._drive(self._run(outcome))
 
     def durable(self, error: BaseException | None = None) -> None:
@@ -255,6 +258,7 @@ class FlowRunner:
         if isinstance(r, Suspended):
             req = r.request
             if isinstance(req, StartRequest):
+                # A Thread stopped at its start point (checkpoints of earlier versions).
                 return self._run(("ok", None))
             if isinstance(req, CallRequest):
                 return self._call(req)

@@ -29,7 +29,7 @@ from store import NOTSET, LIVE_STATES, Batch, Store, code_hash
 from .memory import release_free_memory
 from .codec import FlowImage, dumps_image, result_from_record
 from .creation import OnCreated, PendingCreations
-from .flow import CommitGate, FlowActor, FlowRunner, new_flow_thread, run_of
+from .flow import CommitGate, FlowActor, FlowRunner, run_of
 from .resources import ExecActor, TimerActor
 from .services import SERVICE_KINDS, Services
 from .supervisor import Supervisor
@@ -181,8 +181,7 @@ class Runtime:
                 fdef.bind((), kwargs)
             except FlowFailed as e:
                 raise RunError(e.msg) from None
-            thread = new_flow_thread(fdef, (), kwargs, self.max_steps)
-            image = FlowImage(thread, None, 0, None, False)
+            image = FlowImage(None, None, 0, None, False, (fdef, (), kwargs))
             b = Batch().put_code(source).create_run(
                 run_id, file=path, root_flow=run_id,
                 meta={"code": code, "mode": "flow", "flow": flow,

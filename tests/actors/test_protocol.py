@@ -362,6 +362,31 @@ def test_request_is_sent_only_once_its_commit_is_durable(store: Store, flows: Pa
     assert store.get_checkpoint("r1").seq == 2
 
 
+def test_a_flow_checkpointed_at_its_start_point_still_starts(store: Store, flows: Path) -> None:
+    """A flow that has not started is checkpointed as its (flow, args, kwargs) and
+    runs through the prelude's start point; earlier versions stored a Thread stopped
+    there. Such a checkpoint must still start, and run the flow once."""
+    from flowmetal.loading import FileLoader
+    from flowmetal.prelude import StartRequest, flow_main, packages
+    from flowmetal.starlark import Suspended, start_call
+    from actors.codec import dumps_image
+    from store import Batch
+    pre = predeclared("__main__")
+    g = exec_file(flows.read_text(), str(flows), predeclared=pre,
+                  loader=FileLoader(str(flows), pre, packages()))
+    t = start_call(flow_main(), g["main"], (), {})
+    r = t.run()
+    assert isinstance(r, Suspended) and isinstance(r.request, StartRequest)
+    store.commit(Batch().create_run("r1", file=str(flows), root_flow="r1")
+                 .create_flow("r1", run_id="r1", name="main", state="running")
+                 .put_checkpoint("r1", dumps_image(FlowImage(t, None, 0, None, False))))
+    with Runtime(store, virtual_time=True, max_restarts=0) as rt:
+        rt.resume_run("r1")
+        w = rt.wait_run("r1", 60)
+    assert repr(result_of(w)) == "Ok(2)", w.result
+    assert _output(store, "r1") == "child ran\n"
+
+
 def test_failed_commit_crashes_the_flow_and_nothing_is_announced(store: Store, flows: Path,
                                                                  monkeypatch) -> None:
     calls = []
