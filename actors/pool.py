@@ -230,6 +230,16 @@ class _Mailbox:
         return not self.q
 
 
+def stop_soon(ref: pykka.ActorRef) -> None:
+    """Stop the actor once it has handled the mail it has, as ``ref.stop(block=False)``
+    does, without the future for an answer nobody waits for (making one costs more
+    than the rest of a short-lived flow actor's stop)."""
+    try:
+        ref.tell(messages._ActorStop())  # noqa: SLF001 - pykka's own stop message
+    except ActorDeadError:
+        pass
+
+
 class PooledActor(pykka.Actor):
     """A pykka actor whose mailbox runs on a shared `Dispatcher` instead of its own
     thread. Same semantics as `ThreadingActor` as far as its users can tell: a

@@ -27,6 +27,7 @@ from flowmetal.starlark import Done, Failed, Suspended, start
 from store import NOTSET, LIVE_STATES, Batch, Store, code_hash
 
 from .memory import release_free_memory
+from .pool import stop_soon
 from .codec import FlowImage, dumps_image, result_from_record
 from .creation import OnCreated, PendingCreations
 from .flow import CommitGate, FlowActor, FlowRunner, run_of
@@ -307,7 +308,7 @@ class Runtime:
             return
         ref = self.actors.pop(flow_id, None)
         if ref is not None:
-            ref.stop(block=False)
+            stop_soon(ref)
 
     def _send(self, flow_id: str, message: tuple) -> None:
         """Deliver a message to the flow's actor, starting one from its checkpoint."""
@@ -551,7 +552,7 @@ class Runtime:
             self.actors.clear()
         for ref in refs:
             try:
-                ref.stop(block=False)
+                stop_soon(ref)
             except Exception:  # noqa: BLE001
                 pass
         if self.pool is not None:

@@ -25,6 +25,8 @@ from typing import Any
 
 from store import NOTSET
 
+from .pool import stop_soon
+
 _NOTSET = "\x00NOTSET"  # NOTSET is compared by identity; pickle would copy it
 
 
@@ -324,14 +326,14 @@ class WorkerHub:
         with self.lock:
             old = self.actors.pop(flow_id, None)
             if old is not None:
-                old.stop(block=False)
+                stop_soon(old)
             self.actors[flow_id] = FlowActor.start(self, flow_id, runner, first)
 
     def _stop(self, flow_id: str) -> None:
         with self.lock:
             ref = self.actors.pop(flow_id, None)
         if ref is not None:
-            ref.stop(block=False)
+            stop_soon(ref)
 
 
 def _watch_parent(parent_pid: int) -> None:
