@@ -602,5 +602,13 @@ class FlowActor(PooledActor):
         return None
 
     def on_failure(self, exc_type: Any, exc_value: Any, tb: Any) -> None:
+        r = self.runner
+        if r is not None and r.thread is not None and r.thread.status == "parked":
+            # Crashed with its caller parked (a failed inline-call commit): unwind that
+            # stack now, on the thread it parked on, or it would never be freed.
+            try:
+                r.thread.capture()
+            except Exception:  # noqa: BLE001 - the crash is what gets reported
+                pass
         text = "".join(traceback.format_exception_only(exc_type, exc_value)).strip()
         self.hub.crashed(self.flow_id, text)

@@ -605,19 +605,29 @@ def _runner() -> greenlet:
     free = getattr(_RUNNERS, "free", None)
     if free is None:
         free = _RUNNERS.free = []
-    g = free.pop() if free else greenlet(_run_programs)
+    if free:
+        g = free.pop()
+    else:
+        # Started at once with no job: greenlet keeps `run`'s arguments for the
+        # greenlet's whole life, and a first job passed that way would pin its Thread.
+        g = greenlet(_run_programs)
+        g.switch()
     g.parent = getcurrent()
     return g
 
 
-def _run_programs(job: tuple) -> None:
-    # A runner greenlet's life: run (thread, fn) to its end or a suspension, hand
-    # the outcome to the driver, wait for the next job. (It parks in `park`.)
+def _run_programs() -> None:
+    # A runner greenlet's life: wait for a job, run (thread, fn) to its end or a
+    # suspension (it parks in `park`), hand the outcome over, wait for the next.
+    # The outcome goes in a box its driver empties: a local holding it would keep
+    # the last program's result alive while the greenlet sits in the pool.
+    box: list = []
     while True:
+        job = getcurrent().parent.switch(box)
         thread, fn = job
-        out = thread._outcome(fn)
-        thread = fn = job = None
-        job = getcurrent().parent.switch(out)
+        job = None
+        box = [thread._outcome(fn)]
+        thread = fn = None
 
 
 class Thread:
@@ -668,7 +678,11 @@ class Thread:
 
     def capture(self) -> None:
         """Turn a parked Thread into a suspended one, on the same request: its stack
-        is unwound and captured, so that it can be pickled. (Nothing if not parked.)"""
+        is unwound and captured, so that it can be pickled. (Nothing if not parked.)
+
+        A host that abandons a parked Thread must capture it first: the garbage
+        collector cannot see into a suspended greenlet, so the parked stack (and the
+        Thread it refers to) would never be freed, nor its loops' locks released."""
         if self.status != "parked":
             return
         r = self._unpark(_CAPTURE)
@@ -719,6 +733,7 @@ class Thread:
             self.status = "parked"
             self._parked = (g, ctx, threading.get_ident())
             return Suspended(r.request)
+        r = r.pop()
         free = _RUNNERS.free
         if len(free) < _RUNNERS_KEPT:
             free.append(g)

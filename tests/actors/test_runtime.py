@@ -333,3 +333,59 @@ def test_inline_calls_park_their_caller_instead_of_capturing_it(
     # Starts, the checkpoint before the call after `print`, the slow child's sleep
     # and its caller's wait: a handful, not one per call.
     assert len(captures) < 10, len(captures)
+
+
+LOOPING_CALLER = '''
+def _one(fctx):
+    return 1
+
+one = flow(implementation = _one)
+
+def _caller(fctx):
+    t = 0
+    items = [1, 2, 3]
+    for i in items:
+        t += unwrap(one())
+    return t
+
+caller = flow(implementation = _caller)
+'''
+
+
+def test_a_flow_crashing_while_parked_leaves_no_stack_behind_and_runtimes_are_freed(
+        store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found in review: a flow actor that crashed with its caller parked (a failed
+    inline-call commit) left that stack alive for good — the garbage collector cannot
+    see into a suspended greenlet — with its loop's list locked; and pooled runner
+    greenlets kept the first program they ran, and so closed runtimes, alive."""
+    import gc
+    import weakref
+
+    from flowmetal.starlark import Thread, values
+    real = Store.commit_group
+    calls = []
+
+    def failing(self, batches):
+        calls.append(len(batches))
+        if len(calls) in (2, 4, 6):   # inline calls' commits (after the root's first)
+            raise OSError("disk hiccup")
+        return real(self, batches)
+    monkeypatch.setattr(Store, "commit_group", failing)
+    path = tmp_path / "caller.flow"
+    path.write_text(LOOPING_CALLER)
+    with Runtime(store, virtual_time=True, max_restarts=10, backoff=0.01) as rt:
+        rid, w = _run(rt, path, flow="caller")
+    assert repr(result_of(w)) == "Ok(3)"
+    assert len(calls) > 6
+    gc.collect()
+    assert not [o for o in gc.get_objects() if isinstance(o, Thread) and o.status == "parked"]
+    assert not values.ITERATING
+    # A closed runtime is not kept alive by the greenlets its flows ran in. (Not the
+    # one above: the crashes' logged tracebacks hold on to it.)
+    monkeypatch.setattr(Store, "commit_group", real)
+    with Runtime(store, virtual_time=True) as rt:
+        _run(rt, path, flow="caller")
+        ref = weakref.ref(rt)
+    del rt
+    gc.collect()
+    assert ref() is None
