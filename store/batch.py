@@ -598,8 +598,13 @@ def _call_ended(w: Writer, parent, pkey, flow_id, run_id, name, state, result, e
     fk = K.enc_id(flow_id)
     if w.get("flows", fk) is not None:
         raise ConflictError(f"flow {flow_id!r} exists already")
-    # The parent exists (and so does its run, which the parent's record names).
-    w.require_flow(K.enc_id(parent), parent)
+    # The parent is live (and so exists, and so does its run, which its record
+    # names): a flow cancelled (or ended) meanwhile must not go on calling, and a
+    # conflict here is what stops it.
+    if w.get("flows_live", K.enc_id(parent)) is None:
+        if w.get("flows", K.enc_id(parent)) is None:
+            raise NotFoundError(f"no flow {parent!r}")
+        raise ConflictError(f"flow {parent!r} has ended (cancelled?): it cannot call {flow_id!r}")
     _put_new_flow(w, fk, flow_id, run_id, name, parent, None, state, None, {},
                   result=result, error=error, ran=True)
     w.put("inbox_meta", fk, _INBOX_META.pack(0, 0, 1))   # ended: its inbox is closed

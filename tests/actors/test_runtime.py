@@ -389,3 +389,36 @@ def test_a_flow_crashing_while_parked_leaves_no_stack_behind_and_runtimes_are_fr
     del rt
     gc.collect()
     assert ref() is None
+
+
+def test_cancel_stops_a_flow_that_keeps_calling_inline(store: Store, tmp_path: Path) -> None:
+    """Found in review: a flow making inline calls never reads its mailbox between
+    them, and its calls' commits did not check that it was still live, so a cancelled
+    run went on calling (thousands of commits a second) until its loop ended."""
+    path = tmp_path / "busy.flow"
+    path.write_text('''
+def _one(fctx):
+    return 1
+
+one = flow(implementation = _one)
+
+def _busy(fctx):
+    t = 0
+    for i in range(1000000):
+        t += unwrap(one())
+    return t
+
+busy = flow(implementation = _busy)
+''')
+    with Runtime(store, virtual_time=True) as rt:
+        rid = rt.create_run(str(path), path.read_text(), flow="busy")
+        deadline = time.monotonic() + 30
+        while len(store.children(rid)) < 20 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert rt.cancel_run(rid) == [rid]
+        w = rt.wait_run(rid, 10)
+        assert w.state == "cancelled"
+        calls = len(store.children(rid))
+        time.sleep(0.5)
+        assert len(store.children(rid)) <= calls + 1   # at most the call in flight
+        assert store.get_flow(rid).state == "cancelled"

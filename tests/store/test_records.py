@@ -382,6 +382,12 @@ def test_call_ended_writes_an_ended_child_and_the_callers_journal(st):
     with pytest.raises(StoreError, match="terminal"):
         Batch().call_ended("r1", 3, "r1.3", run_id="r1", name="noop", state="running",
                            result=None, error=None, value=1, request=None)
+    # A caller that ended (cancelled under it) cannot go on calling.
+    st.commit(Batch().flow_finished("r1", "cancelled", result=res, error="cancelled"))
+    with pytest.raises(ConflictError, match="ended"):
+        st.commit(Batch().call_ended("r1", 4, "r1.4", run_id="r1", name="noop", state="ok",
+                                     result=res, error=None, value=1, request=None))
+    assert st.get_flow("r1.4") is None
 
 
 def test_unless_run_exists_writes_a_creation_once(st):
