@@ -345,8 +345,8 @@ class FlowRunner:
                            image=FlowImage(t, None, 0, None, False), fresh=True)
         r = child._run(("new",), inline_start=True)
         if isinstance(r, Suspended) or child.children:
-            # Unwound now (its loops' locks released, its greenlet back in the pool),
-            # not whenever the garbage collector gets to the parked stack.
+            # Unwound before it is dropped: the garbage collector cannot free a parked
+            # stack (see `Thread.capture`), nor release its loops' locks.
             t.capture()
             return NOTSET
         result = child._result(r)
