@@ -94,6 +94,15 @@ class Hub(Protocol):
     def created(self, run_id: str) -> None: ...
 
 
+def new_flow_thread(fdef: FlowDef, args: tuple, kwargs: dict, max_steps: int | None) -> Thread:
+    """A flow's Thread, run to its durable start point (nothing of it ran yet)."""
+    t = start_call(flow_main(), fdef, tuple(args), dict(kwargs), max_steps=max_steps)
+    r = t.run()
+    if not isinstance(r, Suspended) or not isinstance(r.request, StartRequest):
+        raise RuntimeError(f"flow {fdef.name}: did not stop at its start point ({r!r})")
+    return t
+
+
 def error_text(err: Any) -> str:
     """The message of a failed flow: `fail(x)` gives x, others the Starlark traceback."""
     return str(err)
@@ -258,7 +267,8 @@ class FlowRunner:
         if isinstance(r, Suspended):
             req = r.request
             if isinstance(req, StartRequest):
-                # A Thread stopped at its start point (checkpoints of earlier versions).
+                # A Thread stopped at its start point (a `--flow` root; children's
+                # checkpoints of earlier versions).
                 return self._run(("ok", None))
             if isinstance(req, CallRequest):
                 return self._call(req)

@@ -30,7 +30,7 @@ from .memory import release_free_memory
 from .pool import stop_soon
 from .codec import FlowImage, dumps_image, result_from_record
 from .creation import OnCreated, PendingCreations
-from .flow import CommitGate, FlowActor, FlowRunner, run_of
+from .flow import CommitGate, FlowActor, FlowRunner, new_flow_thread, run_of
 from .resources import ExecActor, TimerActor
 from .services import SERVICE_KINDS, Services
 from .supervisor import Supervisor
@@ -182,7 +182,14 @@ class Runtime:
                 fdef.bind((), kwargs)
             except FlowFailed as e:
                 raise RunError(e.msg) from None
-            image = FlowImage(None, None, 0, None, False, (fdef, (), kwargs))
+            # The root's Thread stopped at its start point, not its (flow, args) spec:
+            # a spec pickles the flow's whole module afresh for every run (~1.1 ms
+            # against ~0.45 ms here), where children of one flow value share those bytes.
+            # A Thread stopped at its start point, not the (flow, args) spec children
+            # get: a spec pickles the flow's module afresh for every run (~1.1 ms
+            # against ~0.45 ms), where the children of one flow value share its bytes.
+            image = FlowImage(new_flow_thread(fdef, (), kwargs, self.max_steps),
+                              None, 0, None, False)
             b = Batch().put_code(source).create_run(
                 run_id, file=path, root_flow=run_id,
                 meta={"code": code, "mode": "flow", "flow": flow,
