@@ -601,8 +601,9 @@ def _call_ended(w: Writer, parent, pkey, flow_id, run_id, name, state, result, e
     # The parent is live (and so exists, and so does its run, which its record
     # names): a flow cancelled (or ended) meanwhile must not go on calling, and a
     # conflict here is what stops it.
-    if w.get("flows_live", K.enc_id(parent)) is None:
-        if w.get("flows", K.enc_id(parent)) is None:
+    pk = K.enc_id(parent)
+    if w.get("flows_live", pk) is None:
+        if w.get("flows", pk) is None:
             raise NotFoundError(f"no flow {parent!r}")
         raise ConflictError(f"flow {parent!r} has ended (cancelled?): it cannot call {flow_id!r}")
     _put_new_flow(w, fk, flow_id, run_id, name, parent, None, state, None, {},

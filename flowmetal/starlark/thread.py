@@ -446,6 +446,13 @@ def _resume_function(fr: FrameRecord):
 
 
 _TRANSPARENT = {_resume.__code__, _Chain.enter.__code__}
+
+
+def _is_transparent(code: types.CodeType) -> bool:
+    """A host frame a suspension may pass through (the resume chain, method
+    dispatchers, the fast paths), unlike a host function calling back into Starlark.
+    (Method dispatchers are made on demand, so the sets are read each time.)"""
+    return code in _TRANSPARENT or code in values.DISPATCHER_CODES or code in fastpath.FAST_CODES
 _SCRATCH = P + "w"  # operands named inside one expression; dead between statements
 _EXCLUDE = {P + "k", P + "R", P + "L", P + "V", P + "e", P + "v", P + "lambda"}
 
@@ -476,7 +483,6 @@ def _site_error(code: types.CodeType, info: Any) -> str | None:
 def _capture(tb) -> list[FrameRecord] | StarlarkError:
     frames: list[FrameRecord] = []
     host_between = None
-    transparent = _TRANSPARENT | values.DISPATCHER_CODES | fastpath.FAST_CODES
     while tb is not None:
         frame = tb.tb_frame
         code = frame.f_code
@@ -492,7 +498,7 @@ def _capture(tb) -> list[FrameRecord] | StarlarkError:
             f_locals = frame.f_locals
             locals_ = {k: f_locals[k] for k in _kept_names(code) if k in f_locals}
             frames.append(FrameRecord(frame.f_globals[P + "module"], info.func, info.callsite, locals_))
-        elif code in transparent:
+        elif _is_transparent(code):
             pass
         elif frames:
             host_between = code.co_name
@@ -508,7 +514,6 @@ _PARKABLE_AT: dict[tuple, bool] = {}   # (code, offset) -> may a suspension pass
 def _may_park(frame) -> bool:
     """Would a suspension raised at `frame` be captured (not an error)? The same
     rules as `_capture`, read from the live stack, innermost first."""
-    transparent = _TRANSPARENT | values.DISPATCHER_CODES | fastpath.FAST_CODES
     seen = host = False
     while frame is not None:
         code = frame.f_code
@@ -525,7 +530,7 @@ def _may_park(frame) -> bool:
             if not ok:
                 return False
             seen = True
-        elif code not in transparent and seen:
+        elif seen and not _is_transparent(code):
             host = True
         frame = frame.f_back
     return seen

@@ -289,7 +289,7 @@ def test_a_run_and_its_source_are_committed_together(store: Store, tmp_path: Pat
     assert store.get_code(run.meta["code"]).decode() == path.read_text()
 
 
-INLINE_CALLS = '''
+CALLERS = '''
 def _one(fctx):
     return 1
 
@@ -311,11 +311,35 @@ def _caller(fctx):
     return t
 
 caller = flow(implementation = _caller)
+
+def _looping(fctx):
+    t = 0
+    items = [1, 2, 3]
+    for i in items:
+        t += unwrap(one())
+    return t
+
+looping = flow(implementation = _looping)
+
+def _busy(fctx):
+    t = 0
+    for i in range(1000000):
+        t += unwrap(one())
+    return t
+
+busy = flow(implementation = _busy)
 '''
 
 
+@pytest.fixture
+def callers(tmp_path: Path) -> Path:
+    path = tmp_path / "callers.flow"
+    path.write_text(CALLERS)
+    return path
+
+
 def test_inline_calls_park_their_caller_instead_of_capturing_it(
-        store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        store: Store, callers: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from flowmetal.starlark import thread as starlark_thread
     captures = []
     real = starlark_thread._capture
@@ -324,10 +348,8 @@ def test_inline_calls_park_their_caller_instead_of_capturing_it(
         captures.append(1)
         return real(tb)
     monkeypatch.setattr(starlark_thread, "_capture", counting)
-    path = tmp_path / "inline.flow"
-    path.write_text(INLINE_CALLS)
     with Runtime(store, virtual_time=True) as rt:
-        rid, w = _run(rt, path, flow="caller")
+        rid, w = _run(rt, callers, flow="caller")
     assert repr(result_of(w)) == "Ok(33)"
     assert "".join(c.text for c in store.read_output(rid)) == "t 30\n"
     # Starts, the checkpoint before the call after `print`, the slow child's sleep
@@ -335,25 +357,8 @@ def test_inline_calls_park_their_caller_instead_of_capturing_it(
     assert len(captures) < 10, len(captures)
 
 
-LOOPING_CALLER = '''
-def _one(fctx):
-    return 1
-
-one = flow(implementation = _one)
-
-def _caller(fctx):
-    t = 0
-    items = [1, 2, 3]
-    for i in items:
-        t += unwrap(one())
-    return t
-
-caller = flow(implementation = _caller)
-'''
-
-
 def test_a_flow_crashing_while_parked_leaves_no_stack_behind_and_runtimes_are_freed(
-        store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        store: Store, callers: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Found in review: a flow actor that crashed with its caller parked (a failed
     inline-call commit) left that stack alive for good — the garbage collector cannot
     see into a suspended greenlet — with its loop's list locked; and pooled runner
@@ -371,10 +376,8 @@ def test_a_flow_crashing_while_parked_leaves_no_stack_behind_and_runtimes_are_fr
             raise OSError("disk hiccup")
         return real(self, batches)
     monkeypatch.setattr(Store, "commit_group", failing)
-    path = tmp_path / "caller.flow"
-    path.write_text(LOOPING_CALLER)
     with Runtime(store, virtual_time=True, max_restarts=10, backoff=0.01) as rt:
-        rid, w = _run(rt, path, flow="caller")
+        rid, w = _run(rt, callers, flow="looping")
     assert repr(result_of(w)) == "Ok(3)"
     assert len(calls) > 6
     gc.collect()
@@ -384,34 +387,19 @@ def test_a_flow_crashing_while_parked_leaves_no_stack_behind_and_runtimes_are_fr
     # one above: the crashes' logged tracebacks hold on to it.)
     monkeypatch.setattr(Store, "commit_group", real)
     with Runtime(store, virtual_time=True) as rt:
-        _run(rt, path, flow="caller")
+        _run(rt, callers, flow="looping")
         ref = weakref.ref(rt)
     del rt
     gc.collect()
     assert ref() is None
 
 
-def test_cancel_stops_a_flow_that_keeps_calling_inline(store: Store, tmp_path: Path) -> None:
+def test_cancel_stops_a_flow_that_keeps_calling_inline(store: Store, callers: Path) -> None:
     """Found in review: a flow making inline calls never reads its mailbox between
     them, and its calls' commits did not check that it was still live, so a cancelled
     run went on calling (thousands of commits a second) until its loop ended."""
-    path = tmp_path / "busy.flow"
-    path.write_text('''
-def _one(fctx):
-    return 1
-
-one = flow(implementation = _one)
-
-def _busy(fctx):
-    t = 0
-    for i in range(1000000):
-        t += unwrap(one())
-    return t
-
-busy = flow(implementation = _busy)
-''')
     with Runtime(store, virtual_time=True) as rt:
-        rid = rt.create_run(str(path), path.read_text(), flow="busy")
+        rid = rt.create_run(str(callers), callers.read_text(), flow="busy")
         deadline = time.monotonic() + 30
         while len(store.children(rid)) < 20 and time.monotonic() < deadline:
             time.sleep(0.01)
