@@ -56,7 +56,7 @@ from store import NOTSET, Batch
 
 from .codec import (FlowImage, dumps_image, dumps_value, loads_image, outcome_record,
                     result_from_record, result_record)
-from .pool import PooledActor, current_turn
+from .pool import PooledActor, RunnerLoan, current_turn
 
 MAX_ID = 150
 
@@ -522,10 +522,17 @@ class CommitGate:
     it parked in one transaction, on its own thread — one fsync for all, no handoff
     to another thread — and each actor goes on at once (or crashes, if its batch
     failed: it restarts from its last checkpoint). Off the pool (a handler called by
-    hand) the batch is committed at once."""
+    hand) the batch is committed at once.
 
-    def __init__(self, store: Any):
+    With `overlap`, a turn's commit lends the right to run actors to another pool
+    thread while its pages are written and fsync'd (`actors.pool.RunnerLoan`): two
+    threads then take turns, one running its flows while the other's commit syncs.
+    Worth it in a process that has the store to itself; worker processes already
+    overlap one another's fsyncs (and there, lending only halves each commit)."""
+
+    def __init__(self, store: Any, *, overlap: bool = True):
         self.store = store
+        self.overlap = overlap
 
     def commit(self, batch: Batch, actor: Any) -> bool:
         """True: `batch` is durable now. False: the actor is parked until it is."""
@@ -538,7 +545,15 @@ class CommitGate:
 
     def _flush(self, items: list) -> list:
         # The end of a pool thread's turn: every parked actor's batch in one commit.
-        pendings = self.store.commit_group([b for b, _ in items])
+        batches = [b for b, _ in items]
+        if not self.overlap:
+            pendings = self.store.commit_group(batches)
+        else:
+            loan = RunnerLoan()
+            try:
+                pendings = self.store.commit_group(batches, before_commit=loan.lend)
+            finally:
+                loan.take_back()   # after the store's write lock is released
         return [_durable_then(actor, p.exception()) for (_, actor), p in zip(items, pendings)]
 
 

@@ -23,7 +23,10 @@ no committer thread, no message per commit.
 
 Only one pool thread runs actors at a time (it holds the dispatcher's token); the
 others join in only while it has been stuck in one slice or turn end for
-`SHARE_AFTER` (a long flow step, a slow fsync). Two threads running side by side
+`SHARE_AFTER` (a long flow step, a slow fsync). A turn's commit may lend the token
+for the length of its page writes and fsync, which need no GIL (`RunnerLoan`):
+another thread runs actors meanwhile, and the two take turns, each running its
+own parked actors' continuations while the other's commit syncs. Two threads running side by side
 mostly hand the GIL back and forth. So an `ask` from one pooled actor to another
 on the same dispatcher waits `SHARE_AFTER` before the other thread answers it:
 pooled actors should `tell`.
@@ -138,7 +141,8 @@ class Dispatcher:
     def _loop(self) -> None:
         ready, cond, token = self._ready, self._cond, self._token
         turn = _local.turn = Turn()
-        holding = False
+        _local.dispatcher = self
+        _local.holding = holding = False
         while True:
             actor = None
             with cond:
@@ -147,12 +151,12 @@ class Dispatcher:
                         if ready or turn.parked:
                             break
                         token.release()   # idle: the token goes to whoever has work
-                        holding = False
+                        _local.holding = holding = False
                     elif turn.parked:
                         break             # end our own turn first, token or not
                     elif ready:
                         if token.acquire(False):
-                            holding = True
+                            _local.holding = holding = True
                             break
                         # Run alongside the holder only while it is stuck in one long
                         # slice; until then leave the actor in `ready` (the holder
@@ -176,10 +180,69 @@ class Dispatcher:
                                     time.monotonic() - turn.since > TURN_SECONDS):
                     if holding:
                         self._busy_since = time.monotonic()
-                    turn.end()
+                    try:
+                        turn.end()
+                    finally:
+                        holding = _local.holding   # it may have lent the token
             except BaseException:  # noqa: BLE001 - a pool thread must survive anything
                 import traceback
                 traceback.print_exc()
+
+    def _lend(self) -> None:
+        # The holder is about to block without the GIL (a commit's fsync): another
+        # pool thread may run actors meanwhile.
+        # A thread back from its own commit waits on the token itself; one idle in
+        # `_loop` is woken only if there are actors to run (else waking it costs more
+        # than the loan can gain: a lone flow's commit).
+        with self._cond:
+            self._token.release()
+            _local.holding = False
+            if self._ready:
+                self._cond.notify()
+
+    def _take_back(self) -> None:
+        # The parked actors' continuations wait for the token like any other work:
+        # until its holder lets go (idle, or lending it for its own commit), or has
+        # been stuck in one slice for `SHARE_AFTER` (then run alongside it).
+        token = self._token
+        while not token.acquire(timeout=SHARE_AFTER / 4):
+            if time.monotonic() - self._busy_since > SHARE_AFTER:
+                return
+        _local.holding = True
+        self._busy_since = time.monotonic()
+
+
+class RunnerLoan:
+    """Lends a pool thread's right to run actors (see `Dispatcher`) to another pool
+    thread for the length of a call that blocks without needing the GIL — a group
+    commit's page writes and fsync — so that actors run meanwhile:
+
+        loan = RunnerLoan()
+        try:
+            store.commit_group(batches, before_commit=loan.lend)
+        finally:
+            loan.take_back()
+
+    `take_back` waits until the right is free again: call it only once nothing is
+    held that the other thread might need (the store's write lock). Off the pool, or
+    on a thread that does not hold the right, both are no-ops."""
+
+    __slots__ = ("dispatcher", "lent")
+
+    def __init__(self) -> None:
+        d = getattr(_local, "dispatcher", None)
+        self.dispatcher = d if d is not None and _local.holding else None
+        self.lent = False
+
+    def lend(self) -> None:
+        if self.dispatcher is not None and not self.lent:
+            self.lent = True
+            self.dispatcher._lend()
+
+    def take_back(self) -> None:
+        if self.lent:
+            self.lent = False
+            self.dispatcher._take_back()
 
 
 _default: Dispatcher | None = None

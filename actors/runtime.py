@@ -81,7 +81,7 @@ class Runtime:
                  max_restarts: int = 3, restart_window: float = 10.0,
                  backoff: float = 0.05, backoff_max: float = 2.0):
         self.store = store
-        self.commits = CommitGate(store)
+        self.commits = CommitGate(store, overlap=workers == 0)
         self.creations = PendingCreations(store)
         self.max_steps = max_steps
         self.inline_calls = inline_calls

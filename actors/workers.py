@@ -242,7 +242,7 @@ class WorkerHub:
         from .flow import CommitGate
         from .resources import ExecActor
         self.store = store
-        self.commits = CommitGate(store)
+        self.commits = CommitGate(store, overlap=False)
         self.conn = conn
         self.send_lock = threading.Lock()
         self.max_steps = options.get("max_steps")

@@ -101,9 +101,11 @@ class Pending:
                     traceback.print_exc()
 
 
-def apply_group(env, group: list[Pending]) -> None:
+def apply_group(env, group: list[Pending],
+                before_commit: Callable[[], None] | None = None) -> None:
     """Apply the group's batches in one write transaction; the caller holds
-    ``env.write_lock``. Sets each Pending's result or error (not `_finish`)."""
+    ``env.write_lock``. Sets each Pending's result or error (not `_finish`).
+    ``before_commit``: as for `Env.write`."""
     app_version = env.app_version
 
     # First all batches flat in one txn (cheapest); if one fails, the txn is rolled back
@@ -146,7 +148,7 @@ def apply_group(env, group: list[Pending]) -> None:
 
     while True:
         try:
-            env.write(run)
+            env.write(run, before_commit)
             return
         except _Retry:
             if len(group) == 1:
@@ -157,7 +159,7 @@ def apply_group(env, group: list[Pending]) -> None:
                 # Full, perhaps because of one big batch: give each batch its own chance.
                 for p in group:
                     if p._error is None:
-                        apply_group(env, [p])
+                        apply_group(env, [p], before_commit)
                 return
             err: BaseException = e
         except BaseException as e:  # noqa: BLE001 - the whole transaction failed

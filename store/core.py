@@ -151,16 +151,21 @@ class Store:
                 env.write_lock.release()
         return c.submit(batch).result(timeout)
 
-    def commit_group(self, batches: list[Batch]) -> list[Pending]:
+    def commit_group(self, batches: list[Batch], *,
+                     before_commit: Callable[[], None] | None = None) -> list[Pending]:
         """Apply several callers' batches in one write transaction on this thread (one
         fsync for all) and return once they are durable, with one done `Pending` per
         batch: a batch that fails is rolled back alone (its Pending holds the error),
-        as in group commit. For a thread that gathers its callers' batches itself."""
+        as in group commit. For a thread that gathers its callers' batches itself.
+        ``before_commit()``, if given, is called right before the transaction's commit
+        (its page writes and fsync, which need no GIL): to let other work run meanwhile.
+        The store's write lock is held from before that call until just before
+        `commit_group` returns."""
         env = self._env
         env.check()
         group = [Pending(b) for b in batches]
         with env.write_lock:
-            apply_group(env, [p for p in group if p.batch.ops])
+            apply_group(env, [p for p in group if p.batch.ops], before_commit)
         for p in group:
             if not p.batch.ops:
                 p._result = []

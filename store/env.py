@@ -12,6 +12,7 @@ import stat
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 import lmdb
 
@@ -167,9 +168,11 @@ class Env:
                 self.gate.leave()
             self.adopt_map_size()
 
-    def write(self, fn):
+    def write(self, fn, before_commit: Callable[[], None] | None = None):
         """Run ``fn(txn)`` in a write transaction and commit; grow the map and retry if
-        it is full. The caller holds ``write_lock``."""
+        it is full. The caller holds ``write_lock``. ``before_commit()``, if given, is
+        called right before the commit itself: the page writes and the fsync, during
+        which this thread needs no GIL (others may run meanwhile)."""
         self.check()
         while True:
             self.gate.enter()
@@ -178,6 +181,8 @@ class Env:
                 txn = self.env.begin(write=True)
                 try:
                     out = fn(txn)
+                    if before_commit is not None:
+                        before_commit()
                     txn.commit()
                     return out
                 except BaseException:

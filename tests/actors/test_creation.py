@@ -241,11 +241,11 @@ def test_a_failed_fallback_commit_is_tried_again_not_reported(
     real_group = store.commit_group
     failed = []
 
-    def failing_group(batches):
+    def failing_group(batches, **kw):
         if threading.current_thread().name == "run-creations" and len(failed) < 2:
             failed.append(1)
             raise StoreFullError("the disk is full")
-        return real_group(batches)
+        return real_group(batches, **kw)
     monkeypatch.setattr(store, "commit_group", failing_group)
     with Runtime(store) as rt:
         rt.creations.grace = 0.01

@@ -13,7 +13,8 @@ import pytest
 from actors import Runtime, result_of
 from actors.codec import FlowImage
 from actors.flow import FlowActor, FlowRunner
-from actors.pool import Dispatcher, PooledActor, current_turn
+from actors import pool as actor_pool
+from actors.pool import Dispatcher, PooledActor, RunnerLoan, current_turn
 from flowmetal.prelude import predeclared
 from flowmetal.starlark import exec_file
 from store import Store
@@ -190,6 +191,56 @@ def test_a_long_slice_holds_up_other_actors_only_briefly() -> None:
     finally:
         slow.stop()
         quick.stop()
+
+
+def test_a_turns_commit_lends_the_right_to_run_actors() -> None:
+    # While a turn's commit syncs (it needs no GIL), the other pool thread runs the
+    # ready actors as the runner (not only after SHARE_AFTER, alongside it); the
+    # parked actors go on once their thread has the right back.
+    pool = Dispatcher(2, "test-loan")
+    in_sync, other_ran, synced = threading.Event(), threading.Event(), threading.Event()
+    log: list = []
+
+    def flush(items):
+        loan = RunnerLoan()
+        loan.lend()
+        in_sync.set()
+        assert other_ran.wait(10)   # the fsync, as long as the other actor needs
+        log.append("synced")
+        synced.set()
+        loan.take_back()
+        return [lambda: log.append("continued")] * len(items)
+
+    class Committer(PooledActor):
+        dispatcher = pool
+
+        def on_receive(self, message):
+            if message == "park":
+                current_turn().park(self, "k", self, flush)
+            else:
+                log.append(message)
+
+    class Other(PooledActor):
+        dispatcher = pool
+
+        def on_receive(self, message):
+            log.append(("ran as the runner", actor_pool._local.holding))
+            other_ran.set()
+            synced.wait(10)
+            time.sleep(0.02)   # still running when the commit is done
+            log.append("other done")
+    committer, other = Committer.start(), Other.start()
+    try:
+        committer.tell("park")
+        assert in_sync.wait(10)
+        other.tell("go")
+        assert committer.ask("sync", timeout=10) is None
+        assert log == [("ran as the runner", True), "synced", "other done", "continued",
+                       "sync"]
+        assert RunnerLoan().dispatcher is None   # off the pool: lending is a no-op
+    finally:
+        committer.stop()
+        other.stop()
 
 
 def test_every_busy_actor_gets_run_on_a_shared_pool() -> None:
@@ -392,11 +443,11 @@ def test_failed_commit_crashes_the_flow_and_nothing_is_announced(store: Store, f
     calls = []
     real = Store.commit_group
 
-    def failing(self, batches):
+    def failing(self, batches, **kw):
         calls.append(batches)
         if len(calls) == 1:
             raise OSError("disk on fire")   # the whole turn's transaction fails
-        return real(self, batches)
+        return real(self, batches, **kw)
     monkeypatch.setattr(Store, "commit_group", failing)
     with Runtime(store, virtual_time=True, max_restarts=3, backoff=0.01) as rt:
         rid, w = _run(rt, flows, "main")

@@ -370,11 +370,11 @@ def test_a_flow_crashing_while_parked_leaves_no_stack_behind_and_runtimes_are_fr
     real = Store.commit_group
     calls = []
 
-    def failing(self, batches):
+    def failing(self, batches, **kw):
         calls.append(len(batches))
         if len(calls) in (2, 4, 6):   # inline calls' commits (after the root's first)
             raise OSError("disk hiccup")
-        return real(self, batches)
+        return real(self, batches, **kw)
     monkeypatch.setattr(Store, "commit_group", failing)
     with Runtime(store, virtual_time=True, max_restarts=10, backoff=0.01) as rt:
         rid, w = _run(rt, callers, flow="looping")

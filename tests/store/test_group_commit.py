@@ -159,3 +159,23 @@ def test_commit_group_on_the_callers_thread(st):
     assert [i.seq for i in st.intents("f1")] == []
     assert [m.body for m in st.inbox_messages("f1")] == ["a", "c"]
     assert st.stats()["groups"] == groups   # no committer thread was involved
+
+
+def test_commit_group_calls_before_commit_once_before_its_commit(st):
+    # The hook runs with the transaction written but not committed: a reader on
+    # another thread does not see the batch yet; after commit_group it does.
+    make_flow(st)
+    seen = []
+
+    def before_commit():
+        out = []
+        t = threading.Thread(target=lambda: out.append(
+            [m.body for m in st.inbox_messages("f1")]))
+        t.start()
+        t.join()
+        seen.append(out[0])
+    ps = st.commit_group([Batch().inbox_append("f1", "a"), Batch().inbox_append("f1", "b")],
+                         before_commit=before_commit)
+    assert [p.result() for p in ps] == [[0], [1]]
+    assert seen == [[]]
+    assert [m.body for m in st.inbox_messages("f1")] == ["a", "b"]
