@@ -520,9 +520,9 @@ class CommitGate:
     A FlowActor runs on a pool thread, and its batch waits for the end of that
     thread's turn (`actors.pool.Turn`): the turn commits the batches of every actor
     it parked in one transaction, on its own thread — one fsync for all, no handoff
-    to another thread — and each actor goes on at once (or crashes, if its batch
-    failed: it restarts from its last checkpoint). Off the pool (a handler called by
-    hand) the batch is committed at once.
+    to another thread — and each actor goes on as soon as its thread may run actors
+    again (or crashes, if its batch failed: it restarts from its last checkpoint).
+    Off the pool (a handler called by hand) the batch is committed at once.
 
     With `overlap`, a turn's commit lends the right to run actors to another pool
     thread while its pages are written and fsync'd (`actors.pool.RunnerLoan`): two

@@ -23,13 +23,15 @@ no committer thread, no message per commit.
 
 Only one pool thread runs actors at a time (it holds the dispatcher's token); the
 others join in only while it has been stuck in one slice or turn end for
-`SHARE_AFTER` (a long flow step, a slow fsync). A turn's commit may lend the token
-for the length of its page writes and fsync, which need no GIL (`RunnerLoan`):
-another thread runs actors meanwhile, and the two take turns, each running its
-own parked actors' continuations while the other's commit syncs. Two threads running side by side
+`SHARE_AFTER` (a long flow step, a slow fsync). Two threads running side by side
 mostly hand the GIL back and forth. So an `ask` from one pooled actor to another
 on the same dispatcher waits `SHARE_AFTER` before the other thread answers it:
 pooled actors should `tell`.
+
+A turn's commit may lend the token for the length of its page writes and fsync,
+which need no GIL (`RunnerLoan`): another thread runs actors meanwhile, and the two
+take turns rather than run side by side, each running its own parked actors'
+continuations while the other's commit syncs.
 """
 
 from __future__ import annotations
@@ -153,7 +155,12 @@ class Dispatcher:
                         token.release()   # idle: the token goes to whoever has work
                         _local.holding = holding = False
                     elif turn.parked:
-                        break             # end our own turn first, token or not
+                        # End our own turn first, token or not — with it if it is free
+                        # (after running alongside, this is how a thread gets back
+                        # to committing groups rather than one batch at a time).
+                        if token.acquire(False):
+                            _local.holding = holding = True
+                        break
                     elif ready:
                         if token.acquire(False):
                             _local.holding = holding = True
@@ -223,9 +230,13 @@ class RunnerLoan:
         finally:
             loan.take_back()
 
-    `take_back` waits until the right is free again: call it only once nothing is
-    held that the other thread might need (the store's write lock). Off the pool, or
-    on a thread that does not hold the right, both are no-ops."""
+    `take_back` waits until the right is free again — or, as any pool thread with
+    work does, until its holder has been stuck in one slice for `SHARE_AFTER`, and
+    then goes on without it, alongside. Call it only once nothing is held that the
+    other thread might need (the store's write lock: waiting for the right with it
+    held stalls both threads until that fallback). `lend` may be called more than
+    once (a retried commit); it lends once. Off the pool, or on a thread that does
+    not hold the right, both are no-ops."""
 
     __slots__ = ("dispatcher", "lent")
 
@@ -254,7 +265,8 @@ def default_dispatcher() -> Dispatcher:
     """The process's dispatcher (made on first use, again after fork). Its size:
     ``$FLOWMETAL_ACTOR_THREADS``, else 2 — flows are CPU-bound Python (one GIL) and
     only one thread runs actors at a time (see `Dispatcher`); the second keeps the
-    others going while one flow runs a long step."""
+    others going while one flow runs a long step, or while a commit syncs
+    (`RunnerLoan`)."""
     global _default, _default_pid
     pid = os.getpid()
     if _default is None or _default_pid != pid:

@@ -159,8 +159,10 @@ class Store:
         as in group commit. For a thread that gathers its callers' batches itself.
         ``before_commit()``, if given, is called right before the transaction's commit
         (its page writes and fsync, which need no GIL): to let other work run meanwhile.
-        The store's write lock is held from before that call until just before
-        `commit_group` returns."""
+        It is called once per attempt (again if the map had to grow, and per batch if
+        the group did not fit), so it must be idempotent, and the commit may still fail
+        after it. The store's write lock is held from before that call until just
+        before `commit_group` returns."""
         env = self._env
         env.check()
         group = [Pending(b) for b in batches]

@@ -171,7 +171,7 @@ class Env:
     def write(self, fn, before_commit: Callable[[], None] | None = None):
         """Run ``fn(txn)`` in a write transaction and commit; grow the map and retry if
         it is full. The caller holds ``write_lock``. ``before_commit()``, if given, is
-        called right before the commit itself: the page writes and the fsync, during
+        called right before each attempt's commit: the page writes and the fsync, during
         which this thread needs no GIL (others may run meanwhile)."""
         self.check()
         while True:

@@ -193,54 +193,109 @@ def test_a_long_slice_holds_up_other_actors_only_briefly() -> None:
         quick.stop()
 
 
+class _Lending:
+    """Two actors on their own two-thread pool. `committer`, told "park", parks; its
+    turn's flush lends the right to run actors, as a group commit does, and waits
+    (its "fsync") until `other`, told "go", has set `other_ran`; then it calls
+    `after_sync`, takes the right back, and its continuation is `go_on`. `other`
+    runs `other_go` on "go"."""
+
+    def __init__(self, name: str, other_go, go_on, after_sync=lambda: None):
+        self.pool = pool = Dispatcher(2, name)
+        self.in_sync, self.other_ran = threading.Event(), threading.Event()
+        self.log: list = []
+        lending = self
+
+        def flush(items):
+            loan = RunnerLoan()
+            loan.lend()
+            lending.in_sync.set()
+            assert lending.other_ran.wait(10)
+            after_sync()
+            loan.take_back()
+            return [go_on] * len(items)
+
+        class Committer(PooledActor):
+            dispatcher = pool
+
+            def on_receive(self, message):
+                if message == "park":
+                    current_turn().park(self, "k", self, flush)
+                else:
+                    lending.log.append(message)
+
+        class Other(PooledActor):
+            dispatcher = pool
+
+            def on_receive(self, message):
+                if message == "go":
+                    other_go()
+        self.committer, self.other = Committer.start(), Other.start()
+
+    def start(self) -> None:
+        self.committer.tell("park")
+        assert self.in_sync.wait(10)
+        self.other.tell("go")
+
+    def stop(self) -> None:
+        self.committer.stop()
+        self.other.stop()
+
+
 def test_a_turns_commit_lends_the_right_to_run_actors() -> None:
     # While a turn's commit syncs (it needs no GIL), the other pool thread runs the
     # ready actors as the runner (not only after SHARE_AFTER, alongside it); the
     # parked actors go on once their thread has the right back.
-    pool = Dispatcher(2, "test-loan")
-    in_sync, other_ran, synced = threading.Event(), threading.Event(), threading.Event()
-    log: list = []
+    synced = threading.Event()
 
-    def flush(items):
-        loan = RunnerLoan()
-        loan.lend()
-        in_sync.set()
-        assert other_ran.wait(10)   # the fsync, as long as the other actor needs
+    def other_go():
+        log.append(("ran as the runner", actor_pool._local.holding and t.pool._token.locked()))
+        t.other_ran.set()
+        synced.wait(10)
+        time.sleep(0.02)   # still running when the commit is done
+        log.append("other done")
+
+    def after_sync():
         log.append("synced")
         synced.set()
-        loan.take_back()
-        return [lambda: log.append("continued")] * len(items)
-
-    class Committer(PooledActor):
-        dispatcher = pool
-
-        def on_receive(self, message):
-            if message == "park":
-                current_turn().park(self, "k", self, flush)
-            else:
-                log.append(message)
-
-    class Other(PooledActor):
-        dispatcher = pool
-
-        def on_receive(self, message):
-            log.append(("ran as the runner", actor_pool._local.holding))
-            other_ran.set()
-            synced.wait(10)
-            time.sleep(0.02)   # still running when the commit is done
-            log.append("other done")
-    committer, other = Committer.start(), Other.start()
+    t = _Lending("test-loan", other_go, lambda: log.append("continued"), after_sync)
+    log = t.log
     try:
-        committer.tell("park")
-        assert in_sync.wait(10)
-        other.tell("go")
-        assert committer.ask("sync", timeout=10) is None
+        t.start()
+        assert t.committer.ask("sync", timeout=10) is None
         assert log == [("ran as the runner", True), "synced", "other done", "continued",
                        "sync"]
         assert RunnerLoan().dispatcher is None   # off the pool: lending is a no-op
     finally:
-        committer.stop()
-        other.stop()
+        t.stop()
+
+
+def test_a_thread_back_from_its_commit_runs_alongside_a_stuck_runner() -> None:
+    # Taking the right back after a commit gives up, as any waiting thread does, once
+    # its holder has been stuck in one slice for SHARE_AFTER: the continuation runs
+    # alongside, and the right stays with its holder (nothing releases it for it).
+    from actors.pool import SHARE_AFTER
+    continued = threading.Event()
+
+    def go_on():
+        log.append(("continued as the runner", actor_pool._local.holding))
+        continued.set()
+
+    def other_go():
+        t.other_ran.set()
+        assert continued.wait(10)   # stuck until the continuation ran alongside
+        time.sleep(SHARE_AFTER)     # the committer's thread goes idle meanwhile
+        log.append(("the right still held", t.pool._token.locked()))
+    t = _Lending("test-loan-stuck", other_go, go_on)
+    log = t.log
+    try:
+        t.start()
+        assert t.other.ask("sync", timeout=10) is None
+        assert t.committer.ask("sync", timeout=10) is None
+        assert log == [("continued as the runner", False), ("the right still held", True),
+                       "sync"]
+    finally:
+        t.stop()
 
 
 def test_every_busy_actor_gets_run_on_a_shared_pool() -> None:

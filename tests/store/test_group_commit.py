@@ -161,11 +161,18 @@ def test_commit_group_on_the_callers_thread(st):
     assert st.stats()["groups"] == groups   # no committer thread was involved
 
 
-def test_commit_group_calls_before_commit_once_before_its_commit(st):
-    # The hook runs with the transaction written but not committed: a reader on
-    # another thread does not see the batch yet; after commit_group it does.
+def test_commit_group_calls_before_commit_between_its_writes_and_its_commit(st, monkeypatch):
+    # The hook runs once the batches are written into the transaction and before it
+    # commits: a reader on another thread does not see them yet; afterwards it does.
+    from store.batch import Writer
     make_flow(st)
-    seen = []
+    order = []
+    real_apply = Writer.apply
+
+    def apply(self, batch):
+        order.append("apply")
+        return real_apply(self, batch)
+    monkeypatch.setattr(Writer, "apply", apply)
 
     def before_commit():
         out = []
@@ -173,9 +180,9 @@ def test_commit_group_calls_before_commit_once_before_its_commit(st):
             [m.body for m in st.inbox_messages("f1")]))
         t.start()
         t.join()
-        seen.append(out[0])
+        order.append(("before_commit", out[0]))
     ps = st.commit_group([Batch().inbox_append("f1", "a"), Batch().inbox_append("f1", "b")],
                          before_commit=before_commit)
     assert [p.result() for p in ps] == [[0], [1]]
-    assert seen == [[]]
+    assert order == ["apply", "apply", ("before_commit", [])]
     assert [m.body for m in st.inbox_messages("f1")] == ["a", "b"]
