@@ -116,9 +116,15 @@ def current_turn() -> Turn | None:
 
 
 class Dispatcher:
-    """A fixed pool of daemon threads running scheduled actors, FIFO."""
+    """A fixed pool of daemon threads running scheduled actors, FIFO.
 
-    def __init__(self, threads: int, name: str = "flowmetal-actors") -> None:
+    ``turn_seconds`` and ``turn_max`` bound a turn (see `Turn`); they are plain
+    attributes, read at every turn, so a process may change them for its own."""
+
+    def __init__(self, threads: int, name: str = "flowmetal-actors", *,
+                 turn_seconds: float = TURN_SECONDS, turn_max: int = TURN_MAX) -> None:
+        self.turn_seconds = turn_seconds
+        self.turn_max = turn_max
         self._ready: collections.deque = collections.deque()
         self._cond = threading.Condition(threading.Lock())
         # The right to run actors. Python runs one thread at a time anyway, and two
@@ -183,8 +189,9 @@ class Dispatcher:
                 # Also bounded in time, so that actors that never park (or run long
                 # steps) cannot keep the parked ones waiting; a thread running without
                 # the token ends its turn at once.
-                if turn.parked and (not holding or not ready or turn.parked >= TURN_MAX or
-                                    time.monotonic() - turn.since > TURN_SECONDS):
+                if turn.parked and (not holding or not ready or
+                                    turn.parked >= self.turn_max or
+                                    time.monotonic() - turn.since > self.turn_seconds):
                     if holding:
                         self._busy_since = time.monotonic()
                     try:

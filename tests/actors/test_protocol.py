@@ -193,6 +193,36 @@ def test_a_long_slice_holds_up_other_actors_only_briefly() -> None:
         quick.stop()
 
 
+def test_a_dispatchers_turn_ends_at_its_own_turn_max() -> None:
+    pool = Dispatcher(1, "test-turn-max", turn_seconds=60, turn_max=2)
+    gate, groups = threading.Event(), []
+
+    def flush(items):
+        groups.append(len(items))
+        return [lambda: None] * len(items)
+
+    class Parker(PooledActor):
+        dispatcher = pool
+
+        def on_receive(self, message):
+            if message == "wait":
+                gate.wait(10)   # holds the pool thread until all the others are ready
+            elif message == "park":
+                current_turn().park(self, "k", self, flush)
+    blocker, *parkers = [Parker.start() for _ in range(5)]
+    try:
+        blocker.tell("wait")
+        for p in parkers:
+            p.tell("park")
+        gate.set()
+        for p in parkers:
+            p.ask("sync", timeout=10)
+        assert groups == [2, 2]
+    finally:
+        for a in [blocker, *parkers]:
+            a.stop()
+
+
 class _Lending:
     """Two actors on their own two-thread pool. `committer`, told "park", parks; its
     turn's flush lends the right to run actors, as a group commit does, and waits
