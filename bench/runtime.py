@@ -109,7 +109,7 @@ def bench_concurrent(home: Path, file: Path, flows: int, steps: int, workers: in
     return flows * steps / dt
 
 
-def bench_resume(home: Path, file: Path, steps: int, trials: int = 5) -> float:
+def bench_resume(home: Path, file: Path, steps: int, trials: int = 9) -> float:
     """Seconds from a cold runtime to the end of a flow that slept after `steps` calls:
     the least of `trials` resumes, each from its own copy of the same store (the
     figure is a few ms, so one sample is mostly scheduling noise)."""
