@@ -410,3 +410,24 @@ def test_cancel_stops_a_flow_that_keeps_calling_inline(store: Store, callers: Pa
         time.sleep(0.5)
         assert len(store.children(rid)) <= calls + 1   # at most the call in flight
         assert store.get_flow(rid).state == "cancelled"
+
+
+def test_in_process_commits_lend_the_runner_and_workers_do_not(store: Store, callers: Path,
+                                                               monkeypatch) -> None:
+    # An in-process runtime's turns let the other pool thread run while they sync;
+    # with worker processes, which share the store's one writer, the parent's do not
+    # (and the workers' own CommitGate is made with overlap=False).
+    hooks = []
+    real = Store.commit_group
+
+    def recording(self, batches, **kw):
+        hooks.append(kw.get("before_commit") is not None)
+        return real(self, batches, **kw)
+    monkeypatch.setattr(Store, "commit_group", recording)
+    with Runtime(store, virtual_time=True) as rt:
+        _, w = _run(rt, callers, flow="looping")
+        assert rt.commits.overlap
+    assert repr(result_of(w)) == "Ok(3)"
+    assert hooks and all(hooks)
+    with Runtime(store, workers=1) as rt:
+        assert not rt.commits.overlap
