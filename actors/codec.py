@@ -6,6 +6,11 @@ stays one object). Values that cross flows or go into the journal (a child's Res
 an exec result, the results of a `wait`) are pickled with the language's pickler,
 which stores a Starlark function as (module, index, closure) rather than as Python
 code — so they may hold any Starlark value, functions included.
+
+A stored checkpoint names its modules by their sources' hashes, and the batch that
+writes it stores those sources in the store's `code` table (once each): every
+checkpoint of every flow would otherwise carry the prelude's source and its flow
+file's, tens of KB for a real file.
 """
 
 from __future__ import annotations
@@ -13,10 +18,11 @@ from __future__ import annotations
 import io
 import pickle
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from flowmetal.prelude import Err, FlowContext, Ok, Result
-from flowmetal.starlark import Thread
+from flowmetal.starlark import Thread, module_sources, source_sink
+from store import Batch
 from flowmetal.starlark.values import to_repr
 
 from flowmetal.starlark import Pickler as _StarlarkPickler
@@ -42,19 +48,29 @@ class FlowImage:
 # sees): ~0.5 ms and ~2.5 KB. A parent that starts 10,000 children of one flow would
 # pay that 10,000 times, so the bytes are made once per flow value and reused; and on
 # loading, equal bytes give the same (frozen, hence shareable) flow value.
-_FDEF_BYTES: dict[int, tuple[Any, bytes]] = {}   # id(flow) -> (flow, its pickle)
+_FDEF_BYTES: dict[tuple, tuple] = {}   # (id(flow), by ref) -> (flow, pickle, sources)
 _FDEF_LOADED: dict[bytes, Any] = {}              # pickle -> flow
 _CACHE_MAX = 512
 
 
 def _flow_bytes(fdef: Any) -> bytes:
-    hit = _FDEF_BYTES.get(id(fdef))
+    # Pickled as the checkpoint around it pickles modules: by source hash (then the
+    # sources go into its sink, on a hit too) or with their sources.
+    sink = source_sink()
+    key = (id(fdef), sink is not None)
+    hit = _FDEF_BYTES.get(key)
     if hit is not None and hit[0] is fdef:
+        if sink is not None:
+            sink.update(hit[2])
         return hit[1]
-    data = dumps_value(fdef)
+    sources: dict = {}
+    with module_sources(sink=sources if sink is not None else None):
+        data = dumps_value(fdef)
+    if sink is not None:
+        sink.update(sources)
     if len(_FDEF_BYTES) >= _CACHE_MAX:
         _FDEF_BYTES.clear()
-    _FDEF_BYTES[id(fdef)] = (fdef, data)  # holding fdef keeps its id unique
+    _FDEF_BYTES[key] = (fdef, data, sources)  # holding fdef keeps its id unique
     return data
 
 
@@ -81,7 +97,16 @@ class _Start:
         return (_start_from, (_flow_bytes(fdef), args, kwargs))
 
 
-def dumps_image(img: FlowImage) -> bytes:
+def dumps_image(img: FlowImage, sources: dict | None = None) -> bytes:
+    """A checkpoint payload. With `sources` (a dict), every module in it is pickled as
+    its source's hash and `sources` receives {hash: UTF-8 source}: the caller stores
+    those with the checkpoint (`put_sources`). Without, the payload carries the
+    sources itself (an image handed to a worker process rather than stored)."""
+    with module_sources(sink=sources):
+        return _dumps_image(img)
+
+
+def _dumps_image(img: FlowImage) -> bytes:
     if img.start is not None and not isinstance(img.start, _Start):
         img = FlowImage(img.thread, img.fctx, img.seq, img.last_result, img.is_module,
                         _Start(img.start))
@@ -96,8 +121,18 @@ def dumps_image(img: FlowImage) -> bytes:
     return buf.getvalue()
 
 
-def loads_image(data: bytes) -> FlowImage:
-    fmt, img = pickle.loads(data)
+def put_sources(b: Batch, sources: dict) -> None:
+    """Store the module sources `dumps_image` collected, in the batch that stores the
+    checkpoints referring to them (each source once per store: it is kept by content)."""
+    for h, data in sources.items():
+        b.put_code(data, known_hash=h)
+
+
+def loads_image(data: bytes, resolve: Callable[[str], Any] | None = None) -> FlowImage:
+    """A checkpoint payload's FlowImage. `resolve(hash)` gives the stored source of a
+    module this process has not compiled yet (`Store.get_code`)."""
+    with module_sources(resolve=resolve):
+        fmt, img = pickle.loads(data)
     if fmt != PAYLOAD_FORMAT:
         raise ValueError(f"checkpoint payload format {fmt} is not supported")
     return img
@@ -154,6 +189,6 @@ def outcome_from_record(rec: dict) -> tuple:
     return ("err", rec.get("error", "action failed"))
 
 
-__all__ = ["FlowImage", "dumps_image", "loads_image", "dumps_value", "loads_value",
+__all__ = ["FlowImage", "dumps_image", "put_sources", "loads_image", "dumps_value", "loads_value",
            "result_record", "result_from_record", "outcome_record", "outcome_from_record",
            "Ok", "Err"]

@@ -55,7 +55,7 @@ from flowmetal.starlark import Done, Suspended, Thread, start_call
 from store import NOTSET, Batch
 
 from .codec import (FlowImage, dumps_image, dumps_value, loads_image, outcome_record,
-                    result_from_record, result_record)
+                    put_sources, result_from_record, result_record)
 from .pool import PooledActor, RunnerLoan, current_turn
 
 MAX_ID = 150
@@ -307,11 +307,14 @@ class FlowRunner:
 
     def _child_ops(self, b: Batch) -> list:
         made = []
+        sources: dict = {}
         for cid, name, start in self.children:
             b.create_flow(cid, run_id=self.run_id, name=name, parent=self.flow_id,
                           state="pending")
-            b.put_checkpoint(cid, dumps_image(FlowImage(None, None, 0, None, False, start)))
+            b.put_checkpoint(cid, dumps_image(FlowImage(None, None, 0, None, False, start),
+                                              sources))
             made.append((cid, name, start))
+        put_sources(b, sources)
         self.children = []
         return made
 
@@ -369,7 +372,9 @@ class FlowRunner:
             # Our own output precedes the child's; committing it requires the
             # checkpoint that stops it from being printed again.
             self._consume(b)
-            b.put_checkpoint(self.flow_id, dumps_image(self.image()), seq=k)
+            sources: dict = {}
+            b.put_checkpoint(self.flow_id, dumps_image(self.image(), sources), seq=k)
+            put_sources(b, sources)
             for text in self.out:
                 b.append_output(self.run_id, text, flow_id=self.flow_id)
             self.out = []
@@ -419,7 +424,9 @@ class FlowRunner:
     def _suspend_on(self, k: int, kind: str, intent: dict, info: Any,
                     timer: float | None = None) -> Any:
         b = Batch()
-        ckpt = dumps_image(self.image())
+        sources: dict = {}
+        ckpt = dumps_image(self.image(), sources)
+        put_sources(b, sources)
         self._consume(b, ckpt, (k, intent), state="waiting", timer=timer,
                       output=self.out)
         self.out = []
@@ -497,7 +504,7 @@ def load_runner(hub: Hub, flow_id: str) -> tuple[FlowRunner, tuple | None]:
             return (FlowRunner(hub, flow_id, parent=None, name=rec.name, image=img),
                     ("go", ("new",), NOTSET))
         raise LookupError(f"flow {flow_id} has no checkpoint")
-    img = ck.load(loads_image)
+    img = ck.load(lambda data: loads_image(data, store.get_code))
     runner = FlowRunner(hub, flow_id, parent=rec.parent, name=rec.name, image=img)
     k = ck.seq
     if k is None:

@@ -329,7 +329,7 @@ class WorkerHub:
         runner = None
         if image is not None:
             runner = FlowRunner(self, flow_id, parent=parent, name=name,
-                                image=loads_image(image), fresh=fresh)
+                                image=loads_image(image, self.store.get_code), fresh=fresh)
             runner.creation = creation
         with self.lock:
             old = self.actors.pop(flow_id, None)

@@ -350,10 +350,12 @@ class Batch:
         return self
 
     # ------------------------------------------------------------ code
-    def put_code(self, source: str | bytes) -> "Batch":
-        """Store module source by content. Result: its hash (sha256 hex of the UTF-8 bytes)."""
+    def put_code(self, source: str | bytes, *, known_hash: str | None = None) -> "Batch":
+        """Store module source by content (once: a source stored already is left as
+        is). Result: its hash (sha256 hex of the UTF-8 bytes). `known_hash`: that
+        hash, when the caller has worked it out already (it is not checked)."""
         data = source.encode("utf-8") if isinstance(source, str) else bytes(source)
-        self.ops.append((_put_code, code_hash(data), data))
+        self.ops.append((_put_code, known_hash or code_hash(data), data))
         return self
 
     # ------------------------------------------------------------ batches of runs

@@ -158,7 +158,7 @@ def inspect_view(store: Any, run_id: str) -> list[dict] | None:
                 it = store.get_intent(f.id, ck.seq)
                 if it is not None:
                     entry["pending"] = _request_text(it.request)
-            img = ck.load(loads_image)
+            img = ck.load(lambda data: loads_image(data, store.get_code))
             thread = img.thread
             for fr in (thread.stack() if thread is not None else []):
                 file, line, col = fr.position()

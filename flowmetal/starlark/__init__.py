@@ -11,7 +11,9 @@ The public embedding API (our runtime and outside harnesses use exactly these):
   `Failed` or `Suspended`; a host builtin suspends the program by raising
   `Suspend(request)`, or `park(request)` to keep the program's stack alive when
   the Thread is `parkable` (the host then resumes it at once, or `capture`s it).
-  A suspended Thread pickles and resumes in another process.
+  A suspended Thread pickles and resumes in another process; within
+  `module_sources(sink=..., resolve=...)` its modules pickle as their sources'
+  hashes, for a host that stores sources by content.
 - `StarlarkError` (with `StarlarkSyntaxError`, `ResolveError`, `EvalError`),
   `struct(**fields)`, `freeze(value)`.
 
@@ -27,15 +29,15 @@ from typing import Any, Callable
 from . import builtins as _builtins  # noqa: F401  (fills the method tables)
 from . import methods as _methods  # noqa: F401
 from .errors import EvalError, Frame, ResolveError, StarlarkError, StarlarkSyntaxError, Suspend
-from .thread import (Done, Failed, FrameRecord, Pickler, Suspended, Thread, dumps, new_module,
-                     park)
+from .thread import (Done, Failed, FrameRecord, Pickler, Suspended, Thread, dumps, module_sources,
+                     new_module, park, source_sink)
 from .values import STARLARK_FUNCTIONS, Struct, freeze, struct
 
 __all__ = [
     "exec_file", "eval_expr", "start", "start_call", "Thread", "Done", "Failed", "Suspended",
     "Suspend", "StarlarkError", "StarlarkSyntaxError", "ResolveError", "EvalError", "Frame",
     "FrameRecord", "struct", "Struct", "freeze", "is_function", "Function", "Pickler", "dumps",
-    "park",
+    "park", "module_sources", "source_sink",
 ]
 
 

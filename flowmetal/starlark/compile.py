@@ -233,6 +233,9 @@ class Compiled:
     shadowed: frozenset[str]  # universe names shadowed by predeclared names
     eval_mode: bool
     code: object = None       # the Python code object of pysource
+    # (sha256 hex, UTF-8 bytes) of source, or None if it is not valid UTF-8; False
+    # until `thread.source_ref` works it out.
+    source_ref: object = False
 
 
 def module_key(source: str, filename: str, shadowed, eval_mode: bool) -> str:

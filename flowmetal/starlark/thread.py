@@ -19,6 +19,7 @@ unwound and captured (`Thread.capture`), exactly as `Suspend` would have done.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import pickle
 import re
@@ -338,7 +339,17 @@ class Module:
         g = self.globals
         state = ({py: g[py] for py in self.global_names().values() if py in g},
                  self.predeclared, self.done)
-        return (_rebuild_module, (c.source, c.filename, tuple(sorted(self.predeclared)), c.eval_mode), state)
+        names = tuple(sorted(self.predeclared))
+        sink = getattr(_SOURCES, "sink", None)
+        if sink is not None:
+            ref = source_ref(c)
+            if ref is not None:
+                sink[ref[0]] = ref[1]
+                key = (ref[0], c.filename, names, c.eval_mode)
+                if key not in _BY_REF and len(_BY_REF) < _BY_REF_MAX:
+                    _BY_REF[key] = c   # this process loads its own checkpoints unaided
+                return (_module_by_ref, key, state)
+        return (_rebuild_module, (c.source, c.filename, names, c.eval_mode), state)
 
     def __setstate__(self, state):
         globals_, predeclared, done = state
@@ -352,6 +363,82 @@ class Module:
 
 def _rebuild_module(source, filename, predeclared_names, eval_mode):
     compiled = get_compiled(source, filename, predeclared_names, eval_mode)
+    return Module(compiled, {}, None)
+
+
+# ---------------------------------------------------------------- module sources by reference
+#
+# A pickled module carries its source, and a checkpoint pickles every module its
+# stack and values reach: the prelude's (~2 KB) always, the flow file's (tens of KB
+# for a real one) almost always. A host that keeps sources by content (the store's
+# `code` table) pickles inside `module_sources(sink=...)` instead: each module is
+# then its source's hash, and the sink collects {hash: UTF-8 source} for the host to
+# store alongside. Loading inside `module_sources(resolve=...)` finds a source by its
+# hash in this process's compiled modules first and asks `resolve` only for others.
+
+_SOURCES = threading.local()
+_BY_REF: dict[tuple, Compiled] = {}   # (hash, filename, names, eval_mode) -> compiled
+_BY_REF_MAX = 4096
+
+
+def source_ref(compiled: Compiled) -> tuple[str, bytes] | None:
+    """(sha256 hex, bytes) of a module's UTF-8 source, worked out once per module;
+    None for a source that is not valid UTF-8 (it pickles inline)."""
+    ref = compiled.source_ref
+    if ref is False:
+        try:
+            data = compiled.source.encode("utf-8")
+        except UnicodeEncodeError:
+            ref = None
+        else:
+            ref = (hashlib.sha256(data).hexdigest(), data)
+        compiled.source_ref = ref
+    return ref
+
+
+class module_sources:
+    """Within this block, on this OS thread: modules pickle by their source's hash
+    into `sink` (a dict that receives {hash: source bytes}), and modules so pickled
+    load with sources from `resolve(hash) -> bytes | str | None` when this process
+    has not compiled them. Blocks nest; the inner one's settings win."""
+
+    def __init__(self, sink: dict | None = None,
+                 resolve: Callable[[str], Any] | None = None):
+        self.sink = sink
+        self.resolve = resolve
+        self._saved: tuple = ()
+
+    def __enter__(self) -> "module_sources":
+        self._saved = (getattr(_SOURCES, "sink", None), getattr(_SOURCES, "resolve", None))
+        _SOURCES.sink, _SOURCES.resolve = self.sink, self.resolve
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        _SOURCES.sink, _SOURCES.resolve = self._saved
+
+
+def source_sink() -> dict | None:
+    """The sink of the innermost `module_sources` block on this thread, if any."""
+    return getattr(_SOURCES, "sink", None)
+
+
+def _module_by_ref(ref: str, filename, predeclared_names, eval_mode):
+    key = (ref, filename, predeclared_names, eval_mode)
+    compiled = _BY_REF.get(key)
+    if compiled is None:
+        resolve = getattr(_SOURCES, "resolve", None)
+        data = resolve(ref) if resolve is not None else None
+        if data is None:
+            raise StarlarkError(f"the source of module {filename} ({ref[:12]}) is not stored: "
+                                "the checkpoint cannot be loaded")
+        source = data if isinstance(data, str) else bytes(data).decode("utf-8")
+        compiled = get_compiled(source, filename, predeclared_names, eval_mode)
+        found = source_ref(compiled)
+        if found is None or found[0] != ref:
+            raise StarlarkError(f"the stored source of module {filename} does not match "
+                                f"its hash {ref[:12]}")
+        if len(_BY_REF) < _BY_REF_MAX:
+            _BY_REF[key] = compiled
     return Module(compiled, {}, None)
 
 

@@ -289,6 +289,60 @@ def test_a_run_and_its_source_are_committed_together(store: Store, tmp_path: Pat
     assert store.get_code(run.meta["code"]).decode() == path.read_text()
 
 
+SLEEPERS = '''
+load("lib.star", "helper")
+
+# MAIN-FILE-MARKER: a real flow file is tens of KB; its checkpoints should not be.
+
+def _sleeper(fctx):
+    n = helper(fctx.args.n)
+    sleep(3600)
+    return n
+
+sleeper = flow(implementation = _sleeper, args = {"n": args.int()})
+
+def _main(fctx):
+    hs = [fctx.actions.run(sleeper, i) for i in range(3)]
+    t = 0
+    for r in fctx.actions.wait(hs):
+        t += unwrap(r)
+    return t
+
+main = flow(implementation = _main)
+'''
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_checkpoints_name_module_sources_kept_once_in_the_store(
+        store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: int) -> None:
+    from flowmetal.prelude import PRELUDE_SOURCE
+    from flowmetal.starlark import thread as starlark_thread
+    from store import code_hash
+    lib = "# LIB-MARKER\ndef helper(n):\n    return n * 10\n"
+    (tmp_path / "lib.star").write_text(lib)
+    path = tmp_path / "sleepers.flow"
+    path.write_text(SLEEPERS)
+    with Runtime(store, workers=workers) as rt:
+        rid = rt.create_run(str(path), SLEEPERS, flow="main")
+        deadline = time.monotonic() + 60
+        while len(store.due_timers(float("inf"))) < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    flows = store.run_flows(rid)
+    assert len(flows) == 4
+    for f in flows:
+        payload = store.get_checkpoint(f.id).payload
+        assert b"MARKER" not in payload and b"def _flow_main" not in payload, f.id
+    for source in (SLEEPERS, lib, PRELUDE_SOURCE):
+        assert store.get_code(code_hash(source.encode())) == source.encode()
+    # A process that has compiled none of them loads them from the store.
+    monkeypatch.setattr(starlark_thread, "_CACHE", {})
+    monkeypatch.setattr(starlark_thread, "_BY_REF", {})
+    with Runtime(store, virtual_time=True) as rt:
+        rt.resume_run(rid)
+        w = rt.wait_run(rid, 60)
+    assert repr(result_of(w)) == "Ok(30)"
+
+
 CALLERS = '''
 def _one(fctx):
     return 1

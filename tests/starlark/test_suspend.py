@@ -465,3 +465,72 @@ def test_pickler_names_importable_functions_like_cloudpickle_and_notices_rebindi
         assert ours([mod.f]) == plain([mod.f])
     finally:
         del sys.modules[mod.__name__]
+
+
+def _suspended_thread(src: str, filename: str) -> sl.Thread:
+    suspend_host.MODE["suspend"] = True
+    try:
+        t = sl.start(src, filename, predeclared={"act": act})
+        assert isinstance(t.run(), Suspended)
+    finally:
+        suspend_host.MODE["suspend"] = False
+    return t
+
+
+def _forget_compiled(monkeypatch):
+    """This process has compiled nothing: a source comes only from the resolver."""
+    from flowmetal.starlark import thread as th
+    monkeypatch.setattr(th, "_CACHE", {})
+    monkeypatch.setattr(th, "_BY_REF", {})
+
+
+def test_module_sources_pickle_modules_by_hash_and_resolve_them(monkeypatch):
+    import hashlib
+    marker = "# " + "a comment only the source has " * 40
+    src = f"{marker}\ndef f(x):\n    return act(x) + 1\ny = f(2)\nprint(y)\n"
+    t = _suspended_thread(src, "byref.star")
+    inline = pickle.dumps(t)
+    sink = {}
+    with sl.module_sources(sink=sink):
+        data = pickle.dumps(t)
+    assert marker.encode() in inline and marker.encode() not in data
+    assert len(data) < len(inline) // 2
+    h = hashlib.sha256(src.encode()).hexdigest()
+    assert sink == {h: src.encode()}
+
+    _forget_compiled(monkeypatch)
+    asked = []
+
+    def resolve(ref):
+        asked.append(ref)
+        return sink.get(ref)
+
+    with sl.module_sources(resolve=resolve):
+        t2 = pickle.loads(data)
+    assert asked == [h]
+    lines = []
+    t2.print = lines.append
+    assert isinstance(t2.resume(answer(2)), Done)
+    assert lines == [str(answer(2) + 1)]
+    # Loaded once, this process knows the module: no second look-up.
+    with sl.module_sources(resolve=resolve):
+        pickle.loads(data)
+    assert asked == [h]
+
+
+def test_a_module_whose_source_is_missing_or_altered_is_a_clear_error(monkeypatch):
+    t = _suspended_thread("y = act(1)\n", "gone.star")
+    sink = {}
+    with sl.module_sources(sink=sink):
+        data = pickle.dumps(t)
+    _forget_compiled(monkeypatch)
+    with pytest.raises(sl.StarlarkError, match=r"source of module gone.star .* is not stored"):
+        pickle.loads(data)   # no resolver at all
+    with sl.module_sources(resolve=lambda ref: None):
+        with pytest.raises(sl.StarlarkError, match="is not stored"):
+            pickle.loads(data)
+    with sl.module_sources(resolve=lambda ref: b"y = act(2)\n"):
+        with pytest.raises(sl.StarlarkError, match="does not match its hash"):
+            pickle.loads(data)
+    # An inline pickle (made outside `module_sources`) needs no resolver.
+    assert isinstance(pickle.loads(pickle.dumps(t)), sl.Thread)
