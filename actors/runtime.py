@@ -30,11 +30,15 @@ from .memory import release_free_memory
 from .pool import stop_soon
 from .codec import FlowImage, dumps_image, result_from_record
 from .creation import OnCreated, PendingCreations
+from .ownership import RunBusy, RunOwnership
 from .flow import CommitGate, FlowActor, FlowRunner, new_flow_thread, run_of
 from .resources import ExecActor, TimerActor
 from .services import SERVICE_KINDS, Services
 from .supervisor import Supervisor
 
+
+# How often `wait_run` looks in the store for a run ended by another process (s).
+ELSEWHERE_CHECK = 0.5
 
 # New flows running towards their first suspension at once (see `Runtime.starting`):
 # enough to keep group commit busy, few enough to bound memory.
@@ -43,6 +47,10 @@ MAX_STARTING = 256
 
 class RunError(Exception):
     """A run cannot be created or resumed (bad arguments, unknown flow, ...)."""
+
+
+class RunClaimed(RunError):
+    """The run is being run by another process (see `actors.ownership`)."""
 
 
 @dataclass
@@ -82,6 +90,8 @@ class Runtime:
                  backoff: float = 0.05, backoff_max: float = 2.0):
         self.store = store
         self.commits = CommitGate(store, overlap=workers == 0)
+        # The runs this runtime runs, claimed so that no other process runs them too.
+        self.owners = RunOwnership(store.home)
         self.creations = PendingCreations(store)
         self.max_steps = max_steps
         self.inline_calls = inline_calls
@@ -150,6 +160,18 @@ class Runtime:
         once the run is durable (at once, if it is committed here), or with the
         error that kept it out of the store. Tell no one the run id before that."""
         run_id = run_id or new_run_id()
+        try:
+            self.owners.claim(run_id)
+        except RunBusy as e:
+            raise RunClaimed(str(e)) from None
+        try:
+            return self._create_run(run_id, file, source, flow, args, on_created)
+        except BaseException:
+            self.owners.release(run_id)
+            raise
+
+    def _create_run(self, run_id: str, file: str, source: str, flow: str | None,
+                    args: dict[str, str] | None, on_created: OnCreated | None) -> str:
         path = os.path.abspath(file)
         # The source goes in with the run (one commit, one fsync, per submitted run).
         code = code_hash(source.encode("utf-8"))
@@ -244,10 +266,15 @@ class Runtime:
         run = self.store.get_run(run_id)
         if run is None:
             raise RunError(f"no run {run_id!r}")
-        self.watch(run_id)
         if run.state in ("ok", "err", "cancelled"):
+            self.watch(run_id)
             self._run_done(run_id, run.state, self._root_result(run_id))
             return
+        try:
+            self.owners.claim(run_id)
+        except RunBusy as e:
+            raise RunClaimed(str(e)) from None
+        self.watch(run_id)
         if run.state not in LIVE_STATES:
             self.store.commit(Batch().set_run_state(run_id, "running"))
         self.store.reader_check()
@@ -536,6 +563,8 @@ class Runtime:
         return f.result if f is not None else None
 
     def _run_done(self, run_id: str, state: str, result: Any) -> None:
+        # Ended (or crashed: then a `resume`, here or elsewhere, may claim it again).
+        self.owners.release(run_id)
         w = self.watch(run_id)
         if not w.done.is_set():
             w.state = state
@@ -544,9 +573,49 @@ class Runtime:
             self._notify_run_done(w)
 
     def wait_run(self, run_id: str, timeout: float | None = None) -> RunWatch:
+        """Wait (up to `timeout` s) for the run to end. A run that another process ends
+        meanwhile (`flowmetal cancel` through a daemon, while this runtime runs it) is
+        noticed in the store within `ELSEWHERE_CHECK` s: its flows here are stopped."""
         w = self.watch(run_id)
-        w.done.wait(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not w.done.is_set():
+            left = ELSEWHERE_CHECK if deadline is None else \
+                min(ELSEWHERE_CHECK, deadline - time.monotonic())
+            if left <= 0 or w.done.wait(left):
+                break
+            self._ended_elsewhere(run_id)
         return w
+
+    def _ended_elsewhere(self, run_id: str) -> None:
+        run = self.store.get_run(run_id)
+        if run is None or run.state not in ("ok", "err", "cancelled"):
+            return
+        with self.lock:
+            ids = {fid for fid in (*self.actors, *self.busy, *self.waits)
+                   if run_of(fid) == run_id}
+            self._drop_flows(ids)
+            self._run_done(run_id, run.state, self._root_result(run_id))
+            self._maybe_idle()
+        self._stop_actions(ids)
+
+    def _drop_flows(self, ids: Any) -> None:
+        # Flows that ended in the store without this runtime (cancelled): forget them
+        # here; an actor caught mid-step is not a crash (its commit conflicts).
+        self._cancelled = self._cancelled | frozenset(ids)
+        for fid in ids:
+            self._unhost(fid)
+            self.busy.discard(fid)
+            self.waits.pop(fid, None)
+            self.waiters.pop(fid, None)
+
+    def _stop_actions(self, ids: Any) -> None:
+        for fid in ids:
+            self.services.ended(fid)
+            # A command it is waiting on is stopped, not left to run to its end.
+            if self.pool is not None:
+                self.pool.cancel_actions(fid)
+            else:
+                self.exec.tell(("cancel", fid))
 
     # ================================================================ shutdown
     def close(self) -> None:
@@ -570,6 +639,8 @@ class Runtime:
                 a.stop(block=True, timeout=2)
             except Exception:  # noqa: BLE001
                 pass
+        # Last: its runs are anyone's to resume once nothing here acts for them.
+        self.owners.release_all()
 
     def __enter__(self) -> "Runtime":
         return self
@@ -628,12 +699,7 @@ class Runtime:
                 return d
             ids = [f.id for f in sorted(live, key=depth, reverse=True)]
             with self.lock:
-                self._cancelled = self._cancelled | frozenset(ids)
-                for fid in ids:
-                    self._unhost(fid)
-                    self.busy.discard(fid)
-                    self.waits.pop(fid, None)
-                    self.waiters.pop(fid, None)
+                self._drop_flows(ids)
                 b = Batch()
                 for fid in ids:
                     b.flow_finished(fid, "cancelled", result=rec, error=reason)
@@ -643,13 +709,7 @@ class Runtime:
                     continue  # one of them ended meanwhile: read again
                 self._run_done(run_id, "cancelled", rec)
                 self._maybe_idle()
-            for fid in ids:
-                self.services.ended(fid)
-                # A command it is waiting on is stopped, not left to run to its end.
-                if self.pool is not None:
-                    self.pool.cancel_actions(fid)
-                else:
-                    self.exec.tell(("cancel", fid))
+            self._stop_actions(ids)
             return ids
         raise RunError(f"run {run_id}: could not cancel (its flows kept changing)")
 

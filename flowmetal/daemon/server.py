@@ -221,12 +221,19 @@ class Daemon:
         ids = []
         for state in LIVE:
             ids += [r.id for r in self.store.list_runs(state, limit=1 << 30)]
+        from actors import RunClaimed
+        n = 0
         for rid in ids:
             try:
                 self.rt.resume_run(rid)
+                n += 1
+            except RunClaimed as e:
+                # `flowmetal run` in the foreground, say: it is that process's run.
+                # Once that process is gone, `flowmetal resume` continues it here.
+                log.info("not recovering run %s: %s", rid, e)
             except Exception as e:  # noqa: BLE001 - one bad run must not stop the rest
                 log.error("cannot recover run %s: %s", rid, e)
-        return len(ids)
+        return n
 
     def _run_ended(self, w: Any) -> None:
         # Runtime listener: called with the runtime lock held, so only hand off.
@@ -569,10 +576,12 @@ class Daemon:
         run = self._run(req)
         if run.state in ("ok", "err", "cancelled"):
             raise _Refused(f"run {run.id} already ended ({run.state})")
-        if run.state != "crashed":
-            # Every live run was recovered at start-up and is being run right now.
+        if run.state != "crashed" and self.rt.owners.holds(run.id):
+            # Recovered at start-up (or submitted here): being run right now.
             resumed = False
         else:
+            # Crashed, or a run that another process ran when this daemon started
+            # (claimed then, so not recovered): resumed here unless still claimed.
             from actors import RunError
             from store import StoreError
             try:

@@ -1,0 +1,108 @@
+"""One process per run: claims on runs (`actors.ownership`), with real processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from actors.ownership import RunBusy, RunOwnership
+
+HERE = Path(__file__).parent
+SLOW = HERE / "slow_steps.flow"
+FLOWMETAL = [sys.executable, "-c", "from flowmetal.cli import main; main()"]
+
+HOLDER = """
+import sys, time
+from actors.ownership import RunOwnership
+RunOwnership(sys.argv[1]).claim("r1")
+print("claimed", flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_claim_excludes_other_claimers_until_released(tmp_path: Path) -> None:
+    a, b = RunOwnership(tmp_path), RunOwnership(tmp_path)
+    a.claim("r1")
+    a.claim("r1")   # again by its holder: nothing happens
+    with pytest.raises(RunBusy, match=f"run r1 is being run by process {os.getpid()}"):
+        b.claim("r1")
+    b.claim("r2")
+    assert a.holds("r1") and not b.holds("r1")
+    a.release("r1")
+    assert not (tmp_path / "owners" / "r1").exists()
+    b.claim("r1")
+    b.release_all()
+    assert list((tmp_path / "owners").iterdir()) == []
+
+
+def test_a_claim_ends_with_its_process_however_it_dies(tmp_path: Path) -> None:
+    p = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path)],
+                         stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "claimed"
+        with pytest.raises(RunBusy) as e:
+            RunOwnership(tmp_path).claim("r1")
+        assert e.value.pid == p.pid
+        p.send_signal(signal.SIGKILL)
+        p.wait(10)
+        mine = RunOwnership(tmp_path)
+        mine.claim("r1")   # the file is still there, its lock is not
+        assert mine.holds("r1")
+    finally:
+        p.kill()
+        p.wait(10)
+
+
+def _env(home: Path) -> dict:
+    env = dict(os.environ)
+    env["FLOWMETAL_HOME"] = str(home)
+    env["FLOWMETAL_SYNC"] = "0"
+    return env
+
+
+def _start_run(home: Path, out: Path, n: int) -> tuple[subprocess.Popen, str]:
+    p = subprocess.Popen(FLOWMETAL + ["run", str(SLOW), "--flow", "steps", "--arg", f"n={n}",
+                                      "--arg", f"path={out}"],
+                         env=_env(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, start_new_session=True)
+    line = p.stderr.readline()
+    assert line.startswith("run "), line + p.stderr.read()
+    return p, line.split()[1]
+
+
+def _steps_done(out: Path) -> list[int]:
+    return [int(x) for x in out.read_text().split()] if out.exists() else []
+
+
+def test_resume_refuses_a_run_another_process_is_running_then_takes_it_over(
+        tmp_path: Path) -> None:
+    home, out = tmp_path / "home", tmp_path / "out.txt"
+    p, rid = _start_run(home, out, 20)
+    try:
+        deadline = time.monotonic() + 30
+        while len(_steps_done(out)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        r = subprocess.run(FLOWMETAL + ["resume", rid], env=_env(home), capture_output=True,
+                           text=True, timeout=60)
+        assert r.returncode == 1, r.stderr
+        assert f"run {rid} is being run by process {p.pid}" in r.stderr
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait(10)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait(10)
+    r = subprocess.run(FLOWMETAL + ["resume", rid], env=_env(home), capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().endswith("Ok(20)")
+    steps = _steps_done(out)
+    # Every step once, but for the one in flight at the kill; never the whole run twice.
+    assert sorted(set(steps)) == list(range(20))
+    assert len(steps) <= 21, steps
