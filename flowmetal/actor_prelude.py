@@ -735,7 +735,7 @@ def context_attr(fctx: Any, name: str) -> Any:
     if name == "inbox":
         return Inbox(fctx.flow_id)
     ext = getattr(fctx, "ext", None) or {}
-    if name in ext:
+    if name in ext and name in CONTEXT_ATTRS:   # not its bookkeeping (depth, ...)
         return ext[name]
     if name in ("resources", "secrets"):
         return struct()   # none declared: an empty struct, so hasattr() works
@@ -826,9 +826,15 @@ PRIVATE_HOST_NAMES["_flow_is_event"] = flow_is_event
 INHERIT_KEY = "\0inherit"
 
 
+# Flows nested deeper than this (a flow calling itself with no end, each call a
+# flow record and a waiting parent in the store) fail the call instead.
+MAX_FLOW_DEPTH = 1000
+
+
 def inherit(kwargs: dict) -> dict:
     """`kwargs` plus what a child inherits from the running flow: the secrets it may
-    use (the root's declaration, passed down) and the quota of the submitting user."""
+    use (the root's declaration, passed down), the quota of the submitting user and
+    its depth (a child deeper than `MAX_FLOW_DEPTH` is an error of the call)."""
     if INHERIT_KEY in kwargs:
         raise EvalError("invalid keyword argument")
     try:
@@ -836,12 +842,12 @@ def inherit(kwargs: dict) -> dict:
     except EvalError:
         return kwargs
     ext = getattr(fctx, "ext", None) or {}
-    names = ext.get("secret_names") or ()
-    quota = ext.get("quota")
-    if not names and quota is None:
-        return kwargs
+    depth = ext.get("depth", 0) + 1
+    if depth > MAX_FLOW_DEPTH:
+        raise EvalError(f"flow calls nested more than {MAX_FLOW_DEPTH} deep "
+                        "(a flow that calls itself without end?)")
     out = dict(kwargs)
-    out[INHERIT_KEY] = (tuple(names), quota)
+    out[INHERIT_KEY] = (tuple(ext.get("secret_names") or ()), ext.get("quota"), depth)
     return out
 
 
@@ -854,9 +860,11 @@ def bind_context(f: Any, host_fctx: Any, args: tuple, kwargs: dict) -> Any:
     prev = getattr(host_fctx, "ext", None) or {}
     names: tuple = ()
     quota = prev.get("quota")
+    depth = 0
     if inherited is not None:
-        names, q = inherited
+        names, q = inherited[:2]
         quota = q if q is not None else quota
+        depth = inherited[2] if len(inherited) > 2 else 0   # older start specs: 2
     names = tuple(prev.get("secret_names") or ()) + tuple(names)
     own = tuple(getattr(f, "secrets", ()) or ())
     if own:
@@ -871,6 +879,8 @@ def bind_context(f: Any, host_fctx: Any, args: tuple, kwargs: dict) -> Any:
         ext["secrets"] = secrets_struct(names)
     if quota is not None:
         ext["quota"] = quota
+    if depth:
+        ext["depth"] = depth
     frozen = freeze(bound)
     fargs = make_flow_args(f.params, frozen) if has_state(f.params) else make_args(frozen)
     return FlowContext(host_fctx.flow_id, f.name, fargs, ext or None)

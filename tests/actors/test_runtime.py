@@ -485,3 +485,40 @@ def test_in_process_commits_lend_the_runner_and_workers_do_not(store: Store, cal
     assert hooks and all(hooks)
     with Runtime(store, workers=1) as rt:
         assert not rt.commits.overlap
+
+
+DEEP = '''
+def _forever(fctx):
+    return unwrap(forever()) + 1
+
+forever = flow(implementation = _forever)
+
+def _rec(fctx):
+    return 0 if fctx.args.n == 0 else unwrap(rec(fctx.args.n - 1)) + 1
+
+rec = flow(implementation = _rec, args = {"n": args.int()})
+
+def _fan(fctx):
+    return fctx.args.n if fctx.args.n == 0 else unwrap(fctx.actions.wait(fctx.actions.run(fan, fctx.args.n - 1)))
+
+fan = flow(implementation = _fan, args = {"n": args.int()})
+'''
+
+
+def test_flows_nest_at_most_max_flow_depth_deep(store: Store, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from flowmetal import actor_prelude
+    monkeypatch.setattr(actor_prelude, "MAX_FLOW_DEPTH", 20)
+    path = tmp_path / "deep.flow"
+    path.write_text(DEEP)
+    with Runtime(store) as rt:
+        _, w = _run(rt, path, flow="forever")
+        assert w.state == "err"
+        assert "flow calls nested more than 20 deep" in repr(result_of(w))
+        assert len(store.run_flows(w.run_id)) == 21   # the root and 20 levels
+        _, w = _run(rt, path, flow="rec", args={"n": "20"})
+        assert repr(result_of(w)) == "Ok(20)"
+        _, w = _run(rt, path, flow="rec", args={"n": "21"})
+        assert "nested more than 20 deep" in repr(result_of(w))
+        _, w = _run(rt, path, flow="fan", args={"n": "21"})   # fctx.actions.run too
+        assert "nested more than 20 deep" in repr(result_of(w))
