@@ -43,6 +43,7 @@ restarts the flow from its last checkpoint — the store, not the mailbox, is th
 from __future__ import annotations
 
 import hashlib
+import pickle
 import traceback
 from typing import Any, Protocol
 
@@ -306,16 +307,18 @@ class FlowRunner:
             b.flow_suspended(self.flow_id, next_intent[0], checkpoint, next_intent[1], **kw)
 
     def _child_ops(self, b: Batch) -> list:
-        made = []
+        """Create the children started since the last commit (in `b`). Raises one of
+        `_UNSTORABLE`, `b` untouched and the children forgotten, if their arguments
+        cannot be pickled."""
+        made, self.children = self.children, []
         sources: dict = {}
-        for cid, name, start in self.children:
+        starts = [dumps_image(FlowImage(None, None, 0, None, False, start), sources)
+                  for _, _, start in made]
+        for (cid, name, _), ckpt in zip(made, starts):
             b.create_flow(cid, run_id=self.run_id, name=name, parent=self.flow_id,
                           state="pending")
-            b.put_checkpoint(cid, dumps_image(FlowImage(None, None, 0, None, False, start),
-                                              sources))
-            made.append((cid, name, start))
+            b.put_checkpoint(cid, ckpt)
         put_sources(b, sources)
-        self.children = []
         return made
 
     # -------------------------------------------------------------- child calls
@@ -362,18 +365,20 @@ class FlowRunner:
             # stack (see `Thread.capture`), nor release its loops' locks.
             t.capture()
             return NOTSET
-        result = child._result(r)
-        v = dumps_value(result)
-        rrec = result_record(result, v)
+        result, v, rrec = _stored_result(child._result(r))
         b = Batch()
         # Journal the action this step resumed from too: it costs nothing here, and a
         # restart then resumes with its result rather than performing it again.
         if self.out:
             # Our own output precedes the child's; committing it requires the
             # checkpoint that stops it from being printed again.
-            self._consume(b)
             sources: dict = {}
-            b.put_checkpoint(self.flow_id, dumps_image(self.image(), sources), seq=k)
+            try:
+                ckpt = dumps_image(self.image(), sources)
+            except _UNSTORABLE as e:
+                return self._run(("err", f"cannot checkpoint the flow: {_unstorable_why(e)}"))
+            self._consume(b)
+            b.put_checkpoint(self.flow_id, ckpt, seq=k)
             put_sources(b, sources)
             for text in self.out:
                 b.append_output(self.run_id, text, flow_id=self.flow_id)
@@ -424,13 +429,20 @@ class FlowRunner:
     def _suspend_on(self, k: int, kind: str, intent: dict, info: Any,
                     timer: float | None = None) -> Any:
         b = Batch()
+        kids = Batch()
         sources: dict = {}
-        ckpt = dumps_image(self.image(), sources)
+        try:
+            ckpt = dumps_image(self.image(), sources)
+            made = self._child_ops(kids)
+        except _UNSTORABLE as e:
+            # Its values cannot be pickled (nested too deep): a fault of the flow,
+            # which a restart would only repeat. The action fails where it was asked.
+            return self._run(("err", f"cannot checkpoint the flow: {_unstorable_why(e)}"))
         put_sources(b, sources)
         self._consume(b, ckpt, (k, intent), state="waiting", timer=timer,
                       output=self.out)
         self.out = []
-        made = self._child_ops(b)
+        b.extend(kids)
 
         def then() -> None:
             # Protocol step 3: the request leaves only now that it is durable.
@@ -453,14 +465,20 @@ class FlowRunner:
 
     def _finish(self, r: Any) -> Any:
         result = self._result(r)
-        rrec = result_record(result)
+        kids = Batch()
+        try:
+            made = self._child_ops(kids)
+        except _UNSTORABLE as e:
+            made = []
+            result = Err(f"cannot start its child flows: {_unstorable_why(e)}")
+        result, _, rrec = _stored_result(result)
         b = Batch()
         if self.journal is not NOTSET:
             seq, rec = self.journal
             if rec is not NOTSET:
                 b.journal_result(self.flow_id, seq, rec)
             self.journal = NOTSET
-        made = self._child_ops(b)
+        b.extend(kids)
         state = "ok" if result.ok else "err"
         b.flow_finished(self.flow_id, state, result=rrec,
                         error=None if result.ok else rrec["repr"], output=self.out)
@@ -471,6 +489,27 @@ class FlowRunner:
         def then() -> None:
             self.hub.finished(self.flow_id, self.parent, state, rrec, made)
         return self._commit(b, then)
+
+
+_UNSTORABLE = (RecursionError, pickle.PicklingError)
+
+
+def _unstorable_why(e: BaseException) -> str:
+    if isinstance(e, RecursionError) or "recursion" in str(e):
+        return "a value is nested too deeply"
+    return str(e)
+
+
+def _stored_result(result: Result) -> tuple[Result, bytes, dict]:
+    """(result, its pickle, its record); a result that cannot be pickled (nested too
+    deep) is replaced by an Err saying so: the flow's fault, not a crash to restart."""
+    try:
+        v = dumps_value(result)
+        return result, v, result_record(result, v)
+    except _UNSTORABLE as e:
+        result = Err(f"the flow's result cannot be stored: {_unstorable_why(e)}")
+        v = dumps_value(result)
+        return result, v, result_record(result, v)
 
 
 def module_root_thread(hub: Hub, run: Any) -> Thread:

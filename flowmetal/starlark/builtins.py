@@ -125,9 +125,7 @@ def chr_(i, /):
         raise EvalError(f"chr: Unicode code point {i} out of range (<0)")
     if i > 0x10FFFF:
         raise EvalError(f"chr: Unicode code point U+{i:X} out of range (>0x10FFFF)")
-    if 0xD800 <= i <= 0xDFFF:
-        return "\ufffd"  # a surrogate is not a valid code point (as in Go)
-    return chr(i)
+    return values.code_point(i)
 
 
 @_builtin("dict")

@@ -458,6 +458,14 @@ def _quote_char(c: str, is_bytes: bool) -> str:
     return f"\\U{o:08x}"
 
 
+def code_point(i: int) -> str:
+    """The string of code point `i` (0 <= i <= 0x10FFFF); a surrogate, which is no
+    valid code point, gives U+FFFD (as in starlark-go): strings are always valid text."""
+    if 0xD800 <= i <= 0xDFFF:
+        return "\ufffd"
+    return chr(i)
+
+
 def quote(s: str) -> str:
     """A double-quoted Starlark string literal denoting `s` (Go-like escapes)."""
     if s.isprintable() and '"' not in s and "\\" not in s:
@@ -1715,7 +1723,7 @@ def _format_one(conv: str, x) -> str:
         if type(x) is int:
             if not 0 <= x <= 0x10FFFF:
                 raise EvalError(f"%c format requires a valid Unicode code point, got {x}")
-            return chr(x)
+            return code_point(x)
         if type(x) is str and len(x) == 1:
             return x
         raise EvalError(f"%c format requires a single-character string or an int, got {type_name(x)}")

@@ -522,3 +522,52 @@ def test_flows_nest_at_most_max_flow_depth_deep(store: Store, tmp_path: Path,
         assert "nested more than 20 deep" in repr(result_of(w))
         _, w = _run(rt, path, flow="fan", args={"n": "21"})   # fctx.actions.run too
         assert "nested more than 20 deep" in repr(result_of(w))
+
+
+UNSTORABLE = '''
+def _deep(n):
+    x = []
+    for i in range(n):
+        x = [x]
+    return x
+
+def _checkpoint(fctx):
+    x = _deep(fctx.args.n)
+    sleep(0)
+    return 1
+
+checkpoint = flow(implementation = _checkpoint, args = {"n": args.int()})
+
+def _result(fctx):
+    return _deep(fctx.args.n)
+
+result = flow(implementation = _result, args = {"n": args.int()})
+
+def _calls(fctx):
+    return result(fctx.args.n)
+
+calls = flow(implementation = _calls, args = {"n": args.int()})
+
+def _spawns(fctx):
+    fctx.actions.run(result, _deep(fctx.args.n))
+    return 1
+
+spawns = flow(implementation = _spawns, args = {"n": args.int()})
+'''
+
+
+@pytest.mark.parametrize("flow,error", [
+    ("checkpoint", "cannot checkpoint the flow: a value is nested too deeply"),
+    ("result", "the flow's result cannot be stored: a value is nested too deeply"),
+    ("calls", "the flow's result cannot be stored: a value is nested too deeply"),
+    ("spawns", "cannot start its child flows: a value is nested too deeply"),
+])
+def test_values_too_deep_to_store_fail_the_flow_not_its_infrastructure(
+        store: Store, tmp_path: Path, flow: str, error: str) -> None:
+    path = tmp_path / "unstorable.flow"
+    path.write_text(UNSTORABLE)
+    with Runtime(store, virtual_time=True, max_restarts=1) as rt:
+        _, w = _run(rt, path, flow=flow, args={"n": "20000"})
+        assert rt.supervisor.ask(("restarts",)) == {}
+    assert w.state == "err", w.result
+    assert error in repr(result_of(w))

@@ -259,6 +259,9 @@ EXPRS = [
     ("'%r' % 'x'", '"x"'),
     ("'%r' % [1, 'a']", '[1, "a"]'),
     ("'%s' % None", "None"),
+    # %c of a surrogate is U+FFFD, as chr() gives: a string is always valid text
+    ("'%c' % 0xD800", "\ufffd"),
+    ("'%c' % 0x1F600", "\U0001F600"),
     ("'%s' % True", "True"),
     ("'%s and %s' % ('a', 'b')", "a and b"),
     ("'100%%' % ()", "100%"),
