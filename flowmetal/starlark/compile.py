@@ -200,6 +200,29 @@ def _has_loops(ir) -> bool:
     return False
 
 
+def _refunding(ir, pos) -> list:
+    """`ir` with the frame's unused steps given back to the budget before each
+    `return` and at the end: loops draw steps in chunks (see `context.draw_steps`),
+    and a frame that kept its chunk's rest would charge a function with a two-step
+    loop, called a million times, 256 million steps."""
+    refund = f"{P}refund({P}k)"
+
+    def walk(nodes):
+        out = []
+        for n in nodes:
+            if isinstance(n, S) and (n.text == "return" or n.text.startswith("return ")):
+                out.append(S(refund, n.pos))
+            elif isinstance(n, If):
+                n = If(n.cond, n.pos, walk(n.then), walk(n.orelse))
+            elif isinstance(n, While):
+                n = While(n.cond, n.pos, walk(n.body))
+            elif isinstance(n, For):
+                n = For(n.seq, n.it, n.simple_target, n.assign, n.pos, walk(n.body), n.lockable)
+            out.append(n)
+        return out
+    return walk(ir) + [S(refund, pos)]
+
+
 def _callsites(ir) -> tuple[int, ...]:
     out: list[int] = []
 
@@ -1367,6 +1390,7 @@ class _Compiler:
         ir = self.function_ir(scope)
         if _has_loops(ir):
             self.emit(indent, f"{P}k = 0", func=f)
+            ir = _refunding(ir, self.pos(scope.node) if not scope.is_module else (1, 1))
         self.emit_ir(ir, indent, scope, resume)
 
     def emit_function(self, scope: Scope, indent: int, header: str, pos):

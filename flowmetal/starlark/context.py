@@ -20,7 +20,9 @@ DEFAULT_MAX_STEPS = 200_000_000
 """Default step budget: loop iterations plus loop entries, about 10 s of work."""
 
 STEP_CHUNK = 256
-"""Loops count iterations in a frame-local countdown and draw from the budget in chunks."""
+"""Loops count iterations in a frame-local countdown and draw from the budget in
+chunks; a frame gives back what it did not use when it returns. So a budget of N
+allows N iterations, less what the frames on the stack hold (under 256 each)."""
 
 
 def _stdout_print(text: str) -> None:
@@ -60,13 +62,35 @@ def install(ctx: Context | None) -> Context | None:
 
 
 def draw_steps(n: int = STEP_CHUNK) -> int:
-    """Take `n` steps from the current budget; an exhausted budget is an error."""
+    """A loop's tick found its frame's steps spent: take up to `n` more from the
+    current budget (what is left, near its end). Returns how many the frame may
+    still take, the one ticking now excluded; an exhausted budget is an error."""
+    ctx = current()
+    left = ctx.steps_left
+    if left <= 0:
+        raise EvalError(f"step budget exhausted ({ctx.max_steps} steps): "
+                        "the program runs too long (a runaway loop?)")
+    if n > left:
+        n = left
+    ctx.steps_left = left - n
+    return n - 1
+
+
+def charge_steps(n: int) -> None:
+    """Take exactly `n` steps from the current budget (a comprehension's length,
+    charged up front); more than is left is an error."""
     ctx = current()
     ctx.steps_left -= n
     if ctx.steps_left < 0:
+        ctx.steps_left = 0
         raise EvalError(f"step budget exhausted ({ctx.max_steps} steps): "
                         "the program runs too long (a runaway loop?)")
-    return n
+
+
+def refund_steps(k: int) -> None:
+    """A frame returns the steps it drew and did not take (see `draw_steps`)."""
+    if k > 0:
+        current().steps_left += k
 
 
 # A program may allocate many values each under the per-value size cap; what

@@ -165,7 +165,7 @@ def _compiter(seq):
         n = len(it)
     except TypeError:
         n = 0
-    context.draw_steps(n + 1)
+    context.charge_steps(n + 1)
     return it
 
 
@@ -275,7 +275,7 @@ HELPERS: dict[str, Any] = {
     P + "setindex": values.setindex, P + "unpack": values.unpack,
     P + "iterate": values.iterate, P + "iterable": values.iterable, P + "compiter": _compiter,
     P + "lock": values.lock, P + "unlock": values.unlock,
-    P + "next": next, P + "STOP": _STOP, P + "Exc": Exception, P + "draw": context.draw_steps,
+    P + "next": next, P + "STOP": _STOP, P + "Exc": Exception, P + "draw": context.draw_steps, P + "refund": context.refund_steps,
     P + "conv": _conv, P + "resume": _resume, P + "Cell": values.Cell, P + "cellof": _cellof,
     P + "load": _load, P + "loaded": _loaded, P + "starargs": values.starargs,
     P + "kwargs": values.kwargs, P + "dict_literal": values.dict_literal,

@@ -334,6 +334,30 @@ def test_small_budget_rejects_what_a_large_one_allows(sl):
         sl.exec_file(src, max_steps=1_000)
 
 
+def test_a_budget_of_n_steps_allows_n_loop_iterations(sl):
+    src = "t = 0\nfor i in range(300):\n    t += i\n"
+    assert sl.exec_file(src, max_steps=300)["t"] == sum(range(300))
+    with pytest.raises(sl.StarlarkError, match="step budget exhausted"):
+        sl.exec_file(src, max_steps=299)
+    # Two loops share one budget, each taking only what it runs.
+    two = src + "for j in range(30):\n    t += j\n"
+    assert sl.exec_file(two, max_steps=330)["t"] == sum(range(300)) + sum(range(30))
+    with pytest.raises(sl.StarlarkError):
+        sl.exec_file(two, max_steps=329)
+
+
+def test_a_function_with_a_short_loop_is_charged_its_iterations_only(sl):
+    # Loops draw steps in chunks of 256; a returning frame gives back what it did not
+    # use (before, each of these 2,000 calls kept its chunk: 512,000 steps charged).
+    # A frame still holds the rest of its chunk while it calls: up to 255 more.
+    src = ("def f(x):\n    n = 0\n    for c in x:\n        n += 1\n        if n == 2:\n"
+           "            return n\n    return n\n"
+           "t = 0\nfor i in range(2000):\n    t += f([1, 2, 3]) + f([])\n")
+    assert sl.exec_file(src, max_steps=6_000 + 255)["t"] == 4000
+    with pytest.raises(sl.StarlarkError, match="step budget exhausted"):
+        sl.exec_file(src, max_steps=5_999)
+
+
 def test_budget_exhaustion_via_comprehension_and_builtins(sl):
     _must_fail_cleanly(sl, "x = [i for i in range(1 << 40)]\n", **_budget(100_000))
 
