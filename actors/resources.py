@@ -9,7 +9,11 @@ earliest timer as soon as nothing else can run, advancing the clock to its due t
 `ExecActor` runs commands for `fctx.actions.exec`, each in its own thread (a
 command may run for minutes; the actor's mailbox must not wait for it), with a
 timeout, capped output, and ``FLOWMETAL_ACTION_ID=<flow id>:<seq>`` in the
-environment so commands can deduplicate re-issued actions. Secret values in ``env``
+environment so commands can deduplicate re-issued actions. The timeout bounds the
+whole command, including any background child that keeps its output open; with no
+timeout, such a child is killed (with the rest of the command's process group)
+`DRAIN_GRACE` seconds after the command exits, so that a daemonised grandchild
+cannot hold a flow forever. Secret values in ``env``
 (by name in the request) are revealed only for the command, and redacted from its
 output. A cancelled flow's running commands are stopped: SIGTERM to the command's
 process group (it runs in a session of its own), SIGKILL if it is still there
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import heapq
 import os
+import selectors
 import signal
 import subprocess
 import threading
@@ -32,6 +37,8 @@ from flowmetal.starlark import struct
 
 DEFAULT_OUTPUT_CAP = 1 << 20  # bytes kept of each of stdout and stderr
 KILL_GRACE = 5.0               # seconds between SIGTERM and SIGKILL on cancel
+DRAIN_GRACE = 2.0              # seconds output may stay open after the command exits
+EXIT_POLL = 0.1                # how often a command with no timeout is checked for exit
 
 
 class TimerActor(pykka.ThreadingActor):
@@ -116,28 +123,172 @@ class TimerActor(pykka.ThreadingActor):
         self.alarm.start()
 
 
-def _read_capped(stream: Any, cap: int, sink: list) -> None:
-    total = 0
-    truncated = False
-    while True:
-        chunk = stream.read(65536)
-        if not chunk:
-            break
-        if total < cap:
-            keep = chunk[:cap - total]
-            sink.append(keep)
-            total += len(keep)
-            truncated = truncated or len(keep) < len(chunk)
+class _Capped:
+    """The first `cap` bytes of one output stream (the rest is read and dropped, so the
+    command never blocks on a full pipe)."""
+
+    __slots__ = ("cap", "chunks", "total", "truncated")
+
+    def __init__(self, cap: int):
+        self.cap = cap
+        self.chunks: list[bytes] = []
+        self.total = 0
+        self.truncated = False
+
+    def add(self, chunk: bytes) -> None:
+        if self.total < self.cap:
+            keep = chunk[:self.cap - self.total]
+            self.chunks.append(keep)
+            self.total += len(keep)
+            self.truncated = self.truncated or len(keep) < len(chunk)
         else:
-            truncated = True  # keep draining so the command never blocks on a full pipe
-    if truncated:
-        sink.append(b"\n[output truncated]\n")
+            self.truncated = True
+
+    def text(self) -> str:
+        data = b"".join(self.chunks)
+        if self.truncated:
+            data += b"\n[output truncated]\n"
+        return data.decode("utf-8", "replace")
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL the command's process group (it runs in a session of its own, so the
+    group id is the command's pid; the id is not reused while the group has members)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except OSError:
+        try:
+            proc.kill()
+        except OSError:
+            pass
+
+
+def _close(f: Any) -> None:
+    try:
+        f.close()
+    except OSError:
+        pass
+
+
+def _pump(proc: subprocess.Popen, data: bytes | None, out: _Capped, err: _Capped,
+          deadline: float | None, drain_grace: float) -> str:
+    """Feed `data` to the command's stdin and read its stdout and stderr, in this
+    thread, until both reach end of file: "eof". Two things stop it earlier:
+
+    * `deadline` (a monotonic time) passes: "timeout". The timeout covers everything
+      the command does, feeding its input and draining its output included, so a
+      command that leaves a background child holding its output open times out
+      like a command that runs too long.
+    * with no deadline, the main process exits and its output is still held open
+      `drain_grace` seconds later (by a background or daemonised child — the pipe
+      stays open as long as any process holds it): "held". Waiting for such a
+      child could take forever and stall the flow, and the command the flow asked
+      for is over; so the command's process group is killed, and what is still
+      buffered in the pipes is read (for at most one more second).
+    """
+    sel = selectors.DefaultSelector()
+    for f, sink in ((proc.stdout, out), (proc.stderr, err)):
+        os.set_blocking(f.fileno(), False)
+        sel.register(f.fileno(), selectors.EVENT_READ, sink)
+    view = memoryview(data) if data else None
+    if proc.stdin is not None:
+        if view is not None:
+            os.set_blocking(proc.stdin.fileno(), False)
+            sel.register(proc.stdin.fileno(), selectors.EVENT_WRITE, None)
+        else:
+            _close(proc.stdin)
+    exited_at: float | None = None
+    give_up: float | None = None    # set once the group has been killed for holding on
+    try:
+        while sel.get_map():
+            now = time.monotonic()
+            if deadline is not None:
+                if now >= deadline:
+                    return "timeout"
+                wait: float | None = deadline - now
+            elif give_up is not None:
+                if now >= give_up:
+                    return "held"
+                wait = give_up - now
+            else:
+                if exited_at is None and proc.poll() is not None:
+                    exited_at = now
+                if exited_at is None:
+                    wait = EXIT_POLL    # no deadline: only the exit can stop the wait
+                elif now >= exited_at + drain_grace:
+                    _kill_group(proc)
+                    give_up = now + 1.0
+                    continue
+                else:
+                    wait = exited_at + drain_grace - now
+            for key, _ in sel.select(wait):
+                if key.data is None:    # stdin is writable
+                    try:
+                        n = os.write(key.fd, view[:65536])
+                    except BlockingIOError:
+                        continue
+                    except OSError:     # the command closed its stdin or exited
+                        n = len(view)
+                    view = view[n:]
+                    if not len(view):
+                        sel.unregister(key.fd)
+                        _close(proc.stdin)
+                    continue
+                try:
+                    chunk = os.read(key.fd, 65536)
+                except BlockingIOError:
+                    continue
+                if chunk:
+                    key.data.add(chunk)
+                else:
+                    sel.unregister(key.fd)
+        return "eof" if give_up is None else "held"
+    finally:
+        sel.close()
+
+
+def _null_byte(argv: list, env: dict, cwd: str | None) -> str | None:
+    """What in the request cannot be passed to the OS because it holds a NUL byte (or
+    is an impossible environment variable name); None if nothing."""
+    for i, a in enumerate(argv, 1):
+        if "\0" in a:
+            return f"argument {i} contains a NUL byte"
+    for k, v in env.items():
+        if "\0" in k:
+            return f"environment variable name {k!r} contains a NUL byte"
+        if "=" in k:
+            return f"environment variable name {k!r} contains '='"
+        if "\0" in v:  # (never show the value: it may be a secret)
+            return f"environment variable {k} contains a NUL byte"
+    if cwd is not None and "\0" in cwd:
+        return "cwd contains a NUL byte"
+    return None
+
+
+def _cwd_problem(cwd: str) -> str | None:
+    """Why `cwd` cannot be a command's working directory; None if it can."""
+    if not os.path.exists(cwd):
+        return f"working directory does not exist: {cwd}"
+    if not os.path.isdir(cwd):
+        return f"working directory is not a directory: {cwd}"
+    if not os.access(cwd, os.X_OK):
+        return f"permission denied: working directory {cwd}"
+    return None
 
 
 def run_command(request: dict, action_id: str, cap: int = DEFAULT_OUTPUT_CAP,
-                started: Callable[[subprocess.Popen], None] | None = None) -> tuple:
+                started: Callable[[subprocess.Popen], None] | None = None,
+                drain_grace: float = DRAIN_GRACE) -> tuple:
     """Run one exec request; the outcome ("ok", struct) or ("err", message).
-    `started(proc)` is called once the process exists (to be able to stop it)."""
+    `started(proc)` is called once the process exists (to be able to stop it).
+
+    The timeout, if any, bounds the whole command: feeding its input, its run, and
+    reading its output to the end (a background child that keeps the output open
+    counts). Past it the command's process group is killed and the outcome is the
+    timeout error. With no timeout, a command whose output is still held open
+    `drain_grace` seconds after its main process exited has its process group
+    killed, and the outcome is the main process's exit code and the output read by
+    then (see `_pump`)."""
     from flowmetal.secrets import Redactor, SecretError, process_source, reveal
     argv = request["argv"]
     env = dict(os.environ)
@@ -152,53 +303,55 @@ def run_command(request: dict, action_id: str, cap: int = DEFAULT_OUTPUT_CAP,
     env["FLOWMETAL_ACTION_ID"] = action_id
     timeout = request.get("timeout")
     data = request.get("input")
+    cwd = request.get("cwd")
+    bad = _null_byte(argv, env, cwd)
+    if bad is not None:
+        return ("err", f"exec: {bad}")
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE if data is not None else
                                 subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, env=env, cwd=request.get("cwd"),
+                                stderr=subprocess.PIPE, env=env, cwd=cwd,
                                 start_new_session=True)
-    except FileNotFoundError:
-        where = f" in {request['cwd']}" if request.get("cwd") else ""
-        return ("err", f"exec: command not found: {argv[0]}{where}")
-    except PermissionError:
-        return ("err", f"exec: permission denied: {argv[0]}")
     except OSError as e:
+        # The child changes directory before it looks for the program: a bad cwd
+        # fails first, and is reported as such (not as a missing command).
+        problem = _cwd_problem(cwd) if cwd else None
+        if problem is not None:
+            return ("err", f"exec: {problem}")
+        if isinstance(e, FileNotFoundError):
+            where = f" in {cwd}" if cwd else ""
+            return ("err", f"exec: command not found: {argv[0]}{where}")
+        if isinstance(e, PermissionError):
+            return ("err", f"exec: permission denied: {argv[0]}")
         return ("err", f"exec: cannot run {argv[0]}: {e.strerror or e}")
     if started is not None:
         started(proc)
-    out: list[bytes] = []
-    err: list[bytes] = []
-    readers = [threading.Thread(target=_read_capped, args=(proc.stdout, cap, out), daemon=True),
-               threading.Thread(target=_read_capped, args=(proc.stderr, cap, err), daemon=True)]
-    for r in readers:
-        r.start()
-    if data is not None:
-        try:
-            proc.stdin.write(data.encode("utf-8"))
-        except (BrokenPipeError, OSError):
-            pass
-        finally:
-            try:
-                proc.stdin.close()
-            except OSError:
-                pass
+    out, err = _Capped(cap), _Capped(cap)
+    deadline = time.monotonic() + timeout if timeout is not None else None
     try:
-        code = proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        try:
-            os.killpg(proc.pid, 9)
-        except OSError:
-            proc.kill()
-        proc.wait()
-        for r in readers:
-            r.join(1)
-        return ("err", f"exec: {argv[0]} timed out after {timeout:g} s")
-    for r in readers:
-        r.join()
+        how = _pump(proc, data.encode("utf-8") if data is not None else None, out, err,
+                    deadline, drain_grace)
+        if how == "eof":   # the main process may still run, its output closed
+            try:
+                proc.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                how = "timeout"
+        if how == "timeout":
+            _kill_group(proc)
+            proc.wait()
+            return ("err", f"exec: {argv[0]} timed out after {timeout:g} s")
+        code = proc.wait()
+    finally:
+        for f in (proc.stdin, proc.stdout, proc.stderr):
+            if f is not None:
+                _close(f)
+    stderr = err.text()
+    if how == "held":
+        stderr += (f"\n[exec: output still held open {drain_grace:g} s after the command "
+                   "exited; the rest of its process group was killed]\n")
     # A command may print the secrets it was given; its result is journaled.
-    return ("ok", struct(exit_code=code,
-                         stdout=redact.text(b"".join(out).decode("utf-8", "replace")),
-                         stderr=redact.text(b"".join(err).decode("utf-8", "replace"))))
+    return ("ok", struct(exit_code=code, stdout=redact.text(out.text()),
+                         stderr=redact.text(stderr)))
 
 
 class ExecActor(pykka.ThreadingActor):
