@@ -35,6 +35,10 @@ class StarlarkError(Exception):
     Starlark traceback, outermost frame first. `str(err)` renders all of it.
     """
 
+    # Frames of a module that failed while `load()` ran it: they follow the frames
+    # of the load itself in this error's traceback.
+    loaded: tuple = ()
+
     def __init__(self, msg: str, filename: str = "", line: int = 0, col: int = 0,
                  stack: list[Frame] | None = None):
         super().__init__(msg)
@@ -50,7 +54,7 @@ class StarlarkError(Exception):
             # Computed lazily from the Python traceback the error travelled
             # through: only the compiled Starlark frames on it are kept.
             from . import thread as _thread
-            self._stack = _thread.starlark_stack(self.__traceback__)
+            self._stack = _thread.starlark_stack(self.__traceback__) + list(self.loaded)
             if self._stack and not self.filename:
                 top = self._stack[-1]
                 self.filename, self.line, self.col = top.filename, top.line, top.col

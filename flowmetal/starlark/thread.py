@@ -140,7 +140,14 @@ def _load(module: "Module", name: str):
     try:
         result = module.loader(name)
     except StarlarkError as e:
-        raise EvalError(f"cannot load {name}: {e.msg}") from None
+        # The traceback goes on into the loaded module, down to where it failed (a
+        # syntax error: its position), so that the error names that file:line:col.
+        err = EvalError(f"cannot load {name}: {e.msg}")
+        inner = list(e.stack)
+        if not inner and e.filename:
+            inner = [Frame(e.filename, e.line, e.col, "<toplevel>")]
+        err.loaded = tuple(inner)
+        raise err from None
     except Exception as e:  # a host loader's failure is the program's error
         raise EvalError(f"cannot load {name}: {e}") from None
     if not isinstance(result, dict):

@@ -727,3 +727,26 @@ def test_valid_program_runs_under_python_warnings_as_errors(sl):
         warnings.simplefilter("error")
         g = sl.exec_file(src, "werror.star")
     assert g["ok"] == 1
+
+
+def test_an_error_in_a_loaded_module_names_its_file_line_and_col(tmp_path):
+    import flowmetal.starlark as fs
+    from flowmetal.loading import FileLoader
+    (tmp_path / "syn.star").write_text("x = 1 +\n")
+    (tmp_path / "rt.star").write_text("def g():\n    return 1 // 0\nx = g()\n")
+    (tmp_path / "mid.star").write_text('load("rt.star", "x")\n')
+    cases = {
+        "syn.star": ["syn.star:1:8 in <toplevel>"],
+        "rt.star": ["rt.star:3:5 in <toplevel>", "rt.star:2:5 in g"],
+        "mid.star": ["mid.star:1:1 in <toplevel>", "rt.star:3:5 in <toplevel>",
+                     "rt.star:2:5 in g"],
+    }
+    for lib, inner in cases.items():
+        main = tmp_path / "main.star"
+        main.write_text(f'load("{lib}", "x")\nprint(x)\n')
+        r = fs.start(main.read_text(), str(main), loader=FileLoader(str(main))).run()
+        assert isinstance(r, fs.Failed)
+        frames = [str(f).replace(str(tmp_path) + "/", "") for f in r.error.stack]
+        assert frames == ["main.star:1:1 in <toplevel>"] + inner
+        assert r.error.position().endswith(inner[-1].split(" in ")[0])
+        assert f"cannot load {lib}: " in r.error.msg
