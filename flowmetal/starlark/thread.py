@@ -630,6 +630,22 @@ def _may_park(frame) -> bool:
     return seen
 
 
+def _depth_error(e: RecursionError) -> EvalError:
+    # Thousands of frames deep: the traceback keeps the way in and the way out.
+    frames = starlark_stack(e.__traceback__)
+    msg = "maximum call depth exceeded"
+    if len(frames) > 2 * _DEPTH_SHOWN:
+        msg += (f" ({len(frames)} Starlark frames deep; the outermost and innermost "
+                f"{_DEPTH_SHOWN} are shown)")
+        frames = frames[:_DEPTH_SHOWN] + frames[-_DEPTH_SHOWN:]
+    err = EvalError(msg)
+    err.stack = frames
+    return err
+
+
+_DEPTH_SHOWN = 5
+
+
 def starlark_stack(tb) -> list[Frame]:
     """The Starlark traceback (outermost first) of a Python traceback."""
     out: list[Frame] = []
@@ -861,7 +877,7 @@ class Thread:
         except RecursionError as e:
             release_locks(e.__traceback__)
             self.status = "failed"
-            return Failed(EvalError("maximum call depth exceeded"))
+            return Failed(_depth_error(e))
         except Exception as e:  # any other Python exception: a Starlark error
             release_locks(e.__traceback__)
             err = _conv(e)

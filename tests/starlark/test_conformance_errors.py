@@ -750,3 +750,14 @@ def test_an_error_in_a_loaded_module_names_its_file_line_and_col(tmp_path):
         assert frames == ["main.star:1:1 in <toplevel>"] + inner
         assert r.error.position().endswith(inner[-1].split(" in ")[0])
         assert f"cannot load {lib}: " in r.error.msg
+
+
+def test_call_depth_exceeded_has_a_traceback_with_the_way_in_and_out():
+    import flowmetal.starlark as fs
+    src = "def rec(n):\n    return rec(n + 1)\n\nx = rec(0)\n"
+    r = fs.start(src, "rec.star").run()
+    assert isinstance(r, fs.Failed)
+    assert r.error.msg.startswith("maximum call depth exceeded (")
+    frames = [str(f) for f in r.error.stack]
+    assert frames == ["rec.star:4:5 in <toplevel>"] + ["rec.star:2:12 in rec"] * 9
+    assert r.error.position() == "rec.star:2:12"
