@@ -62,6 +62,10 @@ class RunWatch:
     result: Any = None   # the root flow's result record (dict) or an error string
 
 
+def _discard(text: str) -> None:
+    pass
+
+
 def new_run_id() -> str:
     """A new run id: the time, then 48 random bits (a daemon may create a thousand
     runs a second; with fewer bits two of them would share an id every few minutes)."""
@@ -189,7 +193,8 @@ class Runtime:
             first = ("go", ("new",), NOTSET)
             name = "__main__"
         else:
-            fdef = self._flow_def(file, source, flow)
+            printed: list[str] = []
+            fdef = self._flow_def(file, source, flow, printed)
             kwargs = {}
             decl = dict(fdef.params)
             for k, text in (args or {}).items():
@@ -215,6 +220,8 @@ class Runtime:
                       "args": dict(args or {}), "name": file})
             b.create_flow(run_id, run_id=run_id, name=fdef.name, state="running",
                           meta={"file": file})
+            for line in printed:   # the module's top level ran for this run
+                b.append_output(run_id, line + "\n", flow_id=run_id)
             image_bytes = dumps_image(image)
             b.put_checkpoint(run_id, image_bytes)
             first = ("go", ("ok", None), NOTSET)
@@ -240,10 +247,14 @@ class Runtime:
             self._host(run_id, runner, first, image_bytes)
         return run_id
 
-    def _flow_def(self, file: str, source: str, flow: str) -> FlowDef:
+    def _flow_def(self, file: str, source: str, flow: str,
+                  printed: list[str] | None = None) -> FlowDef:
+        """Flow `flow` of the module, run (top level only) once; what its top level
+        prints goes to `printed` (else nowhere: not this process's stdout)."""
         pre = predeclared("__main__")
         thread = start(source, file, predeclared=pre, loader=FileLoader(file, pre, packages()),
-                       max_steps=self.max_steps)
+                       max_steps=self.max_steps,
+                       print=printed.append if printed is not None else _discard)
         r = thread.run()
         if isinstance(r, Failed):
             raise r.error

@@ -571,3 +571,15 @@ def test_values_too_deep_to_store_fail_the_flow_not_its_infrastructure(
         assert rt.supervisor.ask(("restarts",)) == {}
     assert w.state == "err", w.result
     assert error in repr(result_of(w))
+
+
+def test_what_the_top_level_prints_for_a_flow_root_is_the_runs_output(
+        store: Store, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = tmp_path / "top.flow"
+    path.write_text('print("loading")\n\ndef _m(fctx):\n    print("in m")\n    return 1\n\n'
+                    'm = flow(implementation = _m)\n')
+    with Runtime(store) as rt:
+        rid, w = _run(rt, path, flow="m")
+    assert repr(result_of(w)) == "Ok(1)"
+    assert "".join(c.text for c in store.read_output(rid)) == "loading\nin m\n"
+    assert "loading" not in capsys.readouterr().out   # not this process's stdout
