@@ -8,8 +8,11 @@ from pathlib import Path
 
 
 def home_dir(explicit: str | os.PathLike | None = None) -> Path:
-    """The home directory to use (created with mode 0700 if missing)."""
-    if explicit:
+    """The home directory to use (created with mode 0700 if missing). An explicit
+    home that is empty is an error (ValueError), never the default home."""
+    if explicit is not None:
+        if not os.fspath(explicit).strip():
+            raise ValueError("the home directory must not be an empty path")
         home = Path(explicit)
     elif os.environ.get("FLOWMETAL_HOME"):
         home = Path(os.environ["FLOWMETAL_HOME"])

@@ -62,6 +62,16 @@ class RunWatch:
     result: Any = None   # the root flow's result record (dict) or an error string
 
 
+def _refused_arg(name: str, text: str, kind: str, why: ValueError) -> str:
+    """One line for an `--arg NAME=TEXT` that is not a valid `kind`; a long TEXT is
+    cut short, and then the reason is added (the reader cannot see the value)."""
+    if len(text) <= 60 and "\n" not in text:
+        return f"--arg {name}={text}: not a valid {kind}"
+    shown = text.replace("\n", " ")[:57] + "..."
+    reason = str(why).splitlines()[0][:100] if str(why) else ""
+    return f"--arg {name}={shown}: not a valid {kind}" + (f" ({reason})" if reason else "")
+
+
 def _discard(text: str) -> None:
     pass
 
@@ -203,8 +213,8 @@ class Runtime:
                                    f"{', '.join(decl) or 'none'})")
                 try:
                     kwargs[k] = decl[k].from_text(text)
-                except ValueError:
-                    raise RunError(f"--arg {k}={text}: not a valid {decl[k].kind}") from None
+                except ValueError as e:
+                    raise RunError(_refused_arg(k, text, decl[k].kind, e)) from None
             try:
                 fdef.bind((), kwargs)
             except FlowFailed as e:

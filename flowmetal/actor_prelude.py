@@ -472,11 +472,7 @@ class StateSpec(ArgSpec):
         return value  # a caller may choose the initial state
 
     def from_text(self, text: str) -> Any:
-        import json
-        try:
-            return json.loads(text)
-        except ValueError:
-            return text
+        return ArgSpec("any").from_text(text)   # as args.any(): JSON, else the text
 
     def starlark_repr(self) -> str:
         return f"args.state(initial = {to_repr(self.default)})"

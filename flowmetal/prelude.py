@@ -23,6 +23,7 @@ from typing import Any, Callable, Protocol
 from .starlark import (Done, EvalError, Struct, Suspend, freeze, is_function, park, start,
                        struct)
 from .starlark.values import to_repr, type_name
+from .jsondepth import MAX_JSON_DEPTH, nesting_exceeds
 from .secrets import Secret, to_plain
 
 __all__ = [
@@ -198,15 +199,21 @@ class ArgSpec:
             if low in ("0", "false", "no", "off"):
                 return False
             raise ValueError(f"not a bool: {text!r}")
-        if k in ("list", "dict"):
-            v = json.loads(text)
-            if not isinstance(v, list if k == "list" else dict):
-                raise ValueError(f"not a JSON {k}: {text!r}")
-            return v
+        # A deeper value could be neither decoded nor checkpointed reliably: refused
+        # here, before any run exists.
+        if nesting_exceeds(text, MAX_JSON_DEPTH):
+            raise ValueError(f"JSON nested more than {MAX_JSON_DEPTH} levels deep")
         try:
-            return json.loads(text)
+            v = json.loads(text)
+        except RecursionError:
+            raise ValueError(f"JSON nested more than {MAX_JSON_DEPTH} levels deep") from None
         except ValueError:
+            if k in ("list", "dict"):
+                raise
             return text
+        if k in ("list", "dict") and not isinstance(v, list if k == "list" else dict):
+            raise ValueError(f"not a JSON {k}: {text!r}")
+        return v
 
     def starlark_repr(self) -> str:
         d = f"default = {to_repr(self.default)}" if self.has_default else ""

@@ -27,6 +27,7 @@ a restart never kills flows that were running fine).
 
 from __future__ import annotations
 
+import logging
 import os
 import pwd
 import re
@@ -42,6 +43,13 @@ __all__ = ["Limits", "QuotaConfig", "QuotaConfigError", "QuotaExceeded", "QuotaI
            "set_process_book", "process_quota_info"]
 
 FILE_NAME = "quotas.toml"
+
+# Problems with the quotas file found while a runtime runs (the daemon sends these to
+# its log). Silent unless someone listens: `run` and `resume` check the file
+# themselves before they start and say so on stderr.
+log = logging.getLogger("flowmetal.quotas")
+log.addHandler(logging.NullHandler())
+
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 _SIZE = re.compile(r"\s*(\d+)\s*([kmgt]?)i?b?\s*\Z", re.I)
 
@@ -167,6 +175,7 @@ class QuotaBook:
         self._config = QuotaConfig()
         self._checked = float("-inf")
         self.error: str | None = None
+        self._good = False   # whether a configuration was ever read (or no file)
         self._lock = threading.Lock()
 
     def config(self) -> QuotaConfig:
@@ -183,8 +192,14 @@ class QuotaBook:
             if key != self._key:
                 try:
                     self._config = QuotaConfig.load(self.home)
+                    if self.error is not None:
+                        log.info("%s: read again; its limits apply", self.path)
                     self.error = None
+                    self._good = True
                 except QuotaConfigError as e:
+                    if str(e) != self.error:
+                        log.warning("%s; %s", e, "keeping the previous limits"
+                                    if self._good else "no quotas are enforced")
                     self.error = str(e)
                 self._key = key
             return self._config

@@ -6,12 +6,91 @@ import sys
 
 import click
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the language loads lazily: read-only commands start faster
     from ..starlark import StarlarkError
 
 EXIT_OK, EXIT_ERR, EXIT_USAGE = 0, 1, 2
+
+HOME_HELP = "State directory (default: $FLOWMETAL_HOME, $XDG_STATE_HOME/flowmetal, " \
+            "~/.local/state/flowmetal)."
+
+
+
+def _check_home(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    # An empty --home (say `--home "$UNSET_VAR"`) must not silently mean the default.
+    if value is not None and not value.strip():
+        raise click.UsageError("--home must not be empty", ctx=ctx)
+    return value
+
+
+def home_option(fn):
+    """`--home DIR`, shared by every command that touches a home directory."""
+    return click.option("--home", default=None, help=HOME_HELP, callback=_check_home)(fn)
+
+
+def is_utf8(text: str) -> bool:
+    """Whether ``text`` encodes as UTF-8: command-line bytes that are not UTF-8 reach
+    Python as lone surrogates, which the store, the socket and stdout all refuse."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def id_problem(value: str) -> str | None:
+    """Why ``value`` cannot be a run, flow, batch or message id, or None. The store's
+    rules (non-empty UTF-8 without NUL, at most MAX_ID_BYTES bytes), checked before
+    the store (or the daemon) sees the id, so that misuse is a one-line usage error."""
+    from store.keys import MAX_ID_BYTES
+    if not value:
+        return "must not be empty"
+    if not is_utf8(value):
+        return f"{shown(value)} is not valid UTF-8"
+    b = value.encode("utf-8")
+    if b"\x00" in b:
+        return f"{shown(value)} must not contain NUL"
+    if len(b) > MAX_ID_BYTES:
+        return f"{shown(value)} is longer than {MAX_ID_BYTES} bytes"
+    return None
+
+
+def shown(value: str, width: int = 40) -> str:
+    """``value`` quoted for a one-line message (long values cut short; bytes that are
+    not UTF-8, which reach us as surrogates, shown as bytes)."""
+    cut = value if len(value) <= width else value[:width]
+    text = repr(cut) if is_utf8(cut) else repr(cut.encode("utf-8", "surrogateescape"))
+    return text if cut is value else text + "..."
+
+
+def check_id(value: str, what: str = "run id") -> str:
+    """``value`` if it is a well-formed id, else a usage error (exit 2)."""
+    why = id_problem(value)
+    if why is not None:
+        raise click.UsageError(f"{what} {why}")
+    return value
+
+
+def _check_id_param(ctx: click.Context, param: click.Parameter,
+                    value: str | None) -> str | None:
+    why = None if value is None else id_problem(value)
+    if why is not None:
+        raise click.BadParameter(why, ctx=ctx, param=param)
+    return value
+
+
+def id_argument(name: str, metavar: str | None = None):
+    """A positional id argument (RUN_ID, BATCH_ID, ...) checked as `check_id` does."""
+    return click.argument(name, metavar=metavar, callback=_check_id_param)
+
+
+def run_id_argument(fn):
+    """The RUN_ID argument of `resume`, `status`, `logs`, `cancel`, ..."""
+    return id_argument("run_id")(fn)
+
+
 
 
 def root_flow_options(fn):
@@ -22,6 +101,25 @@ def root_flow_options(fn):
     return click.option("--flow", "flow_name", default=None,
                         help="Run this flow as the root (default: the file's "
                              "`if __name__ == \"__flow__\":` block).")(fn)
+
+
+def quota_file_problem(home: Any) -> str | None:
+    """What is wrong with ``HOME/quotas.toml`` (one line naming the file), or None
+    when it is fine or absent."""
+    from ..quotas import QuotaConfig, QuotaConfigError
+    try:
+        QuotaConfig.load(home)
+    except QuotaConfigError as e:
+        return str(e)
+    return None
+
+
+def warn_quota_file(command: str, home: Any, consequence: str) -> None:
+    """Say on stderr (one line) that the home's quotas file is broken, and what that
+    means for this command. A broken file is never silently ignored."""
+    problem = quota_file_problem(home)
+    if problem is not None:
+        click.echo(f"flowmetal {command}: warning: {problem}; {consequence}", err=True)
 
 
 def read_source(path: str) -> str:
@@ -42,9 +140,14 @@ def parse_arg_pairs(pairs: tuple[str, ...]) -> dict[str, str]:
     for p in pairs:
         name, eq, value = p.partition("=")
         if not eq or not name.strip():
-            raise click.UsageError(f"--arg {p!r}: expected name=value")
+            raise click.UsageError(f"--arg {shown(p)}: expected name=value")
+        if not is_utf8(p):
+            # Bytes that are not UTF-8 (surrogates in argv) cannot be stored or printed.
+            raise click.UsageError(f"--arg {shown(p)}: not valid UTF-8")
         out[name.strip()] = value
     return out
+
+
 
 
 def report_error(err: StarlarkError) -> int:

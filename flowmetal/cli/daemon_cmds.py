@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import re
 import sys
@@ -24,11 +25,11 @@ from typing import Any, Callable
 
 import click
 
-from .common import (EXIT_ERR, EXIT_OK, EXIT_USAGE, parse_arg_pairs, read_source,
-                     root_flow_options)
-
-_HOME_HELP = "State directory (default: $FLOWMETAL_HOME, $XDG_STATE_HOME/flowmetal, " \
-             "~/.local/state/flowmetal)."
+from ..jsondepth import MAX_JSON_DEPTH, nesting_exceeds
+from .common import (EXIT_ERR, EXIT_OK, EXIT_USAGE, home_option, id_argument,
+                     parse_arg_pairs, read_source, root_flow_options, run_id_argument,
+                     warn_quota_file)
+from .common import shown as _shown
 
 
 # ====================================================================== helpers
@@ -151,8 +152,15 @@ def follow_run(client: Any, frames: Any, as_json: bool) -> int:
 
 # ====================================================================== daemon
 
+class _ToDaemonLog(logging.Handler):
+    """Hands records of another logger (the quotas') to the daemon's log."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        logging.getLogger("flowmetal.daemon").handle(record)
+
+
 @click.command("daemon")
-@click.option("--home", default=None, help=_HOME_HELP)
+@home_option
 @click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True,
               help="Worker processes hosting the flows (0: in the daemon's process).")
 @click.option("--verbose", "-v", is_flag=True, help="Log every submission.")
@@ -163,9 +171,26 @@ def daemon_command(home: str | None, workers: int, verbose: bool) -> None:
     SIGTERM or SIGINT stop it gracefully. Logs go to HOME/daemon.log and stderr.
     """
     from flowmetal.daemon.server import run_daemon
+    from .common import quota_file_problem
     sync = os.environ.get("FLOWMETAL_SYNC", "1") not in ("0", "false", "no")
+    path = _home(home)
+    # A broken quotas file stops the daemon from starting, where `run` only warns:
+    # the daemon runs unattended for a long time, for every flow of the home, with
+    # its stderr in a log nobody may read; starting it with no limits at all when
+    # the operator wrote some would lift them silently for as long as it runs (once
+    # running, a file broken by an edit keeps the last good limits, and the daemon
+    # logs why). Refusing is loud (a supervisor shows the failure), and loses
+    # nothing: the runs wait in the store and carry on at the next start.
+    problem = quota_file_problem(path)
+    if problem is not None:
+        _fail(f"flowmetal daemon: {problem}; fix (or remove) it and start the daemon "
+              "again")
+    # Quota problems found while running go to the daemon's log.
+    qlog = logging.getLogger("flowmetal.quotas")
+    qlog.addHandler(_ToDaemonLog())
+    qlog.setLevel(logging.INFO)
     try:
-        code = run_daemon(_home(home), workers=workers, sync=sync, verbose=verbose)
+        code = run_daemon(path, workers=workers, sync=sync, verbose=verbose)
     except Exception as e:  # noqa: BLE001 - one line, never a traceback
         _fail(f"flowmetal daemon: {type(e).__name__}: {e}")
     sys.exit(code)
@@ -173,12 +198,16 @@ def daemon_command(home: str | None, workers: int, verbose: bool) -> None:
 
 # ====================================================================== submit
 
+# What a broken quotas file means for a run the daemon hosts (see `daemon_command`).
+_KEEPS_LIMITS = "a running daemon keeps the limits it last read from it"
+
+
 @click.command("submit")
 @click.argument("file", type=click.Path(dir_okay=False))
 @root_flow_options
 @click.option("--wait", is_flag=True, help="Stream the run's output and exit like "
               "`flowmetal run` (0 for Ok, 1 for Err).")
-@click.option("--home", default=None, help=_HOME_HELP)
+@home_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @_guard("submit")
 def submit_command(file: str, flow_name: str | None, arg_pairs: tuple[str, ...],
@@ -193,6 +222,7 @@ def submit_command(file: str, flow_name: str | None, arg_pairs: tuple[str, ...],
     if args and flow_name is None:
         raise click.UsageError("--arg needs --flow (the main block takes no arguments)")
     with _client(home) as c:
+        warn_quota_file("submit", _home(home), _KEEPS_LIMITS)
         fields = {"file": os.path.abspath(file), "source": source, "flow": flow_name,
                   "args": args}
         if not wait:
@@ -205,13 +235,13 @@ def submit_command(file: str, flow_name: str | None, arg_pairs: tuple[str, ...],
 # ====================================================================== status
 
 @click.command("status")
-@click.argument("run_id")
-@click.option("--home", default=None, help=_HOME_HELP)
+@run_id_argument
+@home_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @_guard("status")
 def status_command(run_id: str, home: str | None, as_json: bool) -> None:
     """A run's state, its tree of flows, its pending actions and times."""
-    from flowmetal.daemon.views import status_view
+    from flowmetal.daemon.views import flow_tree, status_view
     st = _open_store(home)
     v = status_view(st, run_id)
     if v is None:
@@ -229,19 +259,11 @@ def status_command(run_id: str, home: str | None, as_json: bool) -> None:
     if v["result"] is not None:
         click.echo(f"result   {_oneline(v['result'], 200)}")
     click.echo("flows:")
-    kids: dict[str | None, list] = {}
-    ids = {f["id"] for f in v["flows"]}
-    for f in v["flows"]:
-        kids.setdefault(f["parent"] if f["parent"] in ids else None, []).append(f)
-
-    def show(f: dict, depth: int) -> None:
+    now = time.time()
+    for depth, f in flow_tree(v["flows"]):
         res = f"  -> {_oneline(f['result'], 50)}" if f["result"] else ""
         click.echo(f"  {'  ' * depth}{f['id']}  {f['name']}  [{f['state']}]  "
-                   f"{_dur(f['created'], f['finished'] or time.time())}{res}")
-        for k in kids.get(f["id"], []):
-            show(k, depth + 1)
-    for f in kids.get(None, []):
-        show(f, 0)
+                   f"{_dur(f['created'], f['finished'] or now)}{res}")
     if v["pending"]:
         click.echo("pending actions:")
         for p in v["pending"]:
@@ -256,9 +278,9 @@ def status_command(run_id: str, home: str | None, as_json: bool) -> None:
 # ====================================================================== logs
 
 @click.command("logs")
-@click.argument("run_id")
+@run_id_argument
 @click.option("--follow", "-f", is_flag=True, help="Keep printing until the run ends.")
-@click.option("--home", default=None, help=_HOME_HELP)
+@home_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per output chunk.")
 @_guard("logs")
 def logs_command(run_id: str, follow: bool, home: str | None, as_json: bool) -> None:
@@ -296,8 +318,8 @@ def logs_command(run_id: str, follow: bool, home: str | None, as_json: bool) -> 
 # ====================================================================== history
 
 @click.command("history")
-@click.argument("run_id")
-@click.option("--home", default=None, help=_HOME_HELP)
+@run_id_argument
+@home_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @_guard("history")
 def history_command(run_id: str, home: str | None, as_json: bool) -> None:
@@ -326,8 +348,8 @@ def history_command(run_id: str, home: str | None, as_json: bool) -> None:
 # ====================================================================== inspect
 
 @click.command("inspect")
-@click.argument("run_id")
-@click.option("--home", default=None, help=_HOME_HELP)
+@run_id_argument
+@home_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @_guard("inspect")
 def inspect_command(run_id: str, home: str | None, as_json: bool) -> None:
@@ -361,8 +383,8 @@ def inspect_command(run_id: str, home: str | None, as_json: bool) -> None:
 # ====================================================================== cancel
 
 @click.command("cancel")
-@click.argument("run_id")
-@click.option("--home", default=None, help=_HOME_HELP)
+@run_id_argument
+@home_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @_guard("cancel")
 def cancel_command(run_id: str, home: str | None, as_json: bool) -> None:
@@ -380,23 +402,32 @@ def cancel_command(run_id: str, home: str | None, as_json: bool) -> None:
 # ====================================================================== prune
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+# The longest age a timedelta can hold (~2.7 million years); longer is a usage error.
+_MAX_DURATION = 999_999_999 * 86400.0
 
 
 def parse_duration(text: str) -> float:
     """'90s', '15m', '12h', '7d', '2w', '1d12h' or plain seconds -> seconds."""
     t = text.strip().lower()
     if re.fullmatch(r"\d+(\.\d+)?", t):
-        return float(t)
-    parts = re.findall(r"(\d+(?:\.\d+)?)([smhdw])", t)
-    if not parts or "".join(a + b for a, b in parts) != t:
-        raise click.BadParameter(f"{text!r} is not a duration (e.g. 90s, 15m, 12h, 7d)")
-    return sum(float(n) * _UNITS[u] for n, u in parts)
+        seconds = float(t)
+    else:
+        parts = re.findall(r"(\d+(?:\.\d+)?)([smhdw])", t)
+        if not parts or "".join(a + b for a, b in parts) != t:
+            raise click.BadParameter(f"{text!r} is not a duration (e.g. 90s, 15m, 12h, 7d)",
+                                     param_hint="'--older-than'")
+        seconds = sum(float(n) * _UNITS[u] for n, u in parts)
+    if not seconds <= _MAX_DURATION:   # also catches inf (a float of 400 digits)
+        raise click.BadParameter(f"{_shown(text)} is too long a duration (at most "
+                                 f"{_MAX_DURATION / 86400:.0f} days)",
+                                 param_hint="'--older-than'")
+    return seconds
 
 
 @click.command("prune")
 @click.option("--older-than", "older_than", required=True, metavar="DURATION",
               help="Remove ended runs that finished longer ago than this (e.g. 7d, 12h).")
-@click.option("--home", default=None, help=_HOME_HELP)
+@home_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @_guard("prune")
 def prune_command(older_than: str, home: str | None, as_json: bool) -> None:
@@ -435,16 +466,23 @@ def _read_inputs(path: str) -> list[dict]:
     except OSError as e:
         raise click.UsageError(f"{path}: {e.strerror}") from None
     with f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except ValueError as e:
-                raise click.UsageError(f"{path}:{n}: not JSON: {e}") from None
-            if not isinstance(obj, dict):
-                raise click.UsageError(f"{path}:{n}: each line must be a JSON object")
-            items.append(obj)
+        try:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                # An item's values are flow arguments: at most MAX_JSON_DEPTH deep.
+                if nesting_exceeds(line, MAX_JSON_DEPTH + 1):
+                    raise click.UsageError(f"{path}:{n}: nested more than "
+                                           f"{MAX_JSON_DEPTH + 1} levels deep")
+                try:
+                    obj = json.loads(line)
+                except ValueError as e:
+                    raise click.UsageError(f"{path}:{n}: not JSON: {e}") from None
+                if not isinstance(obj, dict):
+                    raise click.UsageError(f"{path}:{n}: each line must be a JSON object")
+                items.append(obj)
+        except UnicodeDecodeError:
+            raise click.UsageError(f"{path}: not UTF-8 text") from None
     return items
 
 
@@ -530,7 +568,7 @@ def _watch_batch(home: str | None, batch_id: str, total: int, as_json: bool) -> 
 @click.option("--arg", "arg_pairs", multiple=True, metavar="NAME=VALUE",
               help="Default argument for every item (an item's own values win).")
 @click.option("--detach", is_flag=True, help="Print the batch id and return at once.")
-@click.option("--home", default=None, help=_HOME_HELP)
+@home_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @_guard("batch")
 def batch_run_command(file: str, inputs: str, flow_name: str, concurrency: int,
@@ -545,6 +583,7 @@ def batch_run_command(file: str, inputs: str, flow_name: str, concurrency: int,
     args = parse_arg_pairs(arg_pairs)
     items = _read_inputs(inputs)
     with _client(home) as c:
+        warn_quota_file("batch", _home(home), _KEEPS_LIMITS)
         r = c.call("batch_create", file=os.path.abspath(file), source=source,
                    flow=flow_name, args=args, items=items, concurrency=concurrency)
     bid = r["batch_id"]
@@ -557,8 +596,8 @@ def batch_run_command(file: str, inputs: str, flow_name: str, concurrency: int,
 
 
 @batch_group.command("status")
-@click.argument("batch_id")
-@click.option("--home", default=None, help=_HOME_HELP)
+@id_argument("batch_id")
+@home_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @_guard("batch status")
 def batch_status_command(batch_id: str, home: str | None, as_json: bool) -> None:
@@ -582,17 +621,20 @@ def batch_status_command(batch_id: str, home: str | None, as_json: bool) -> None
 
 
 @batch_group.command("retry")
-@click.argument("batch_id")
+@id_argument("batch_id")
 @click.option("--failed", is_flag=True, required=True,
               help="Re-run the failed items (required: finished items never re-run).")
 @click.option("--wait/--no-wait", default=True, show_default=True,
               help="Show progress until the batch ends again.")
-@click.option("--home", default=None, help=_HOME_HELP)
+@home_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @_guard("batch retry")
 def batch_retry_command(batch_id: str, failed: bool, wait: bool, home: str | None,
                         as_json: bool) -> None:
     """Re-run only the failed items of a batch."""
+    st = _open_store(home)
+    if st.get_batch(batch_id) is None:
+        _fail(f"flowmetal batch retry: no batch {batch_id!r}")
     with _client(home) as c:
         r = c.call("batch_retry", batch=batch_id)
     n = r["retried"]
@@ -602,14 +644,13 @@ def batch_retry_command(batch_id: str, failed: bool, wait: bool, home: str | Non
         return
     if not as_json:
         click.echo(f"batch {batch_id}: retrying {n} item(s)", err=True)
-    st = _open_store(home)
     total = st.get_batch(batch_id).size
     sys.exit(_watch_batch(home, batch_id, total, as_json))
 
 
 @batch_group.command("list")
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
-@click.option("--home", default=None, help=_HOME_HELP)
+@home_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @_guard("batch list")
 def batch_list_command(limit: int, home: str | None, as_json: bool) -> None:
@@ -643,6 +684,7 @@ def resume_via_daemon(home: str | None, run_id: str) -> int | None:
     except DaemonNotRunning:
         return None
     with c:
+        warn_quota_file("resume", _home(home), _KEEPS_LIMITS)
         try:
             return follow_run(c, c.stream("resume", run=run_id, wait=True), False)
         except DaemonError as e:

@@ -18,11 +18,12 @@ from typing import Any
 
 import click
 
-from .common import (EXIT_ERR, EXIT_OK, parse_arg_pairs, read_source, report_error,
-                     root_flow_options)
+from .common import (EXIT_ERR, EXIT_OK, home_option, parse_arg_pairs,
+                     read_source, report_error, root_flow_options, run_id_argument,
+                     warn_quota_file)
 
-_HOME_HELP = "State directory (default: $FLOWMETAL_HOME, $XDG_STATE_HOME/flowmetal, " \
-             "~/.local/state/flowmetal)."
+# What a broken quotas file means for a run hosted by this process.
+_NO_LIMITS = "no quotas are enforced for this run"
 
 
 def _open_store(home: str | None):
@@ -112,7 +113,7 @@ def _finish_run(rt: Any, store: Any, run_id: str) -> int:
 @click.command("run")
 @click.argument("file", type=click.Path(dir_okay=False))
 @root_flow_options
-@click.option("--home", default=None, help=_HOME_HELP)
+@home_option
 @click.option("--virtual-time", is_flag=True, help="Fire timers as soon as nothing "
               "else can run, advancing a virtual clock (long sleeps cost nothing).")
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
@@ -133,6 +134,7 @@ def run_command(file: str, flow_name: str | None, arg_pairs: tuple[str, ...],
     if args and flow_name is None:
         raise click.UsageError("--arg needs --flow (the main block takes no arguments)")
     store = _open_store(home)
+    warn_quota_file("run", store.home, _NO_LIMITS)
     rt = Runtime(store, workers=workers, virtual_time=virtual_time, max_steps=max_steps)
     run_id = new_run_id()
     try:
@@ -151,8 +153,8 @@ def run_command(file: str, flow_name: str | None, arg_pairs: tuple[str, ...],
 
 
 @click.command("resume")
-@click.argument("run_id")
-@click.option("--home", default=None, help=_HOME_HELP)
+@run_id_argument
+@home_option
 @click.option("--virtual-time", is_flag=True, help="As for `run`.")
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
               help="Worker processes hosting the flows (0: in this process).")
@@ -172,6 +174,7 @@ def resume_command(run_id: str, home: str | None, virtual_time: bool, workers: i
     store = _open_store(home)
     if store.get_run(run_id) is None:
         raise click.UsageError(f"no run {run_id!r} in {store.home}")
+    warn_quota_file("resume", store.home, _NO_LIMITS)
     rt = Runtime(store, workers=workers, virtual_time=virtual_time)
     try:
         rt.resume_run(run_id)
@@ -231,7 +234,7 @@ def _runs_in_states(store: Any, states: tuple[str, ...], limit: int) -> list:
 
 
 @click.command("list")
-@click.option("--home", default=None, help=_HOME_HELP)
+@home_option
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
 @click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
 @click.option("--state", "states", multiple=True, metavar="STATE",

@@ -23,10 +23,9 @@ from typing import Any
 
 import click
 
-EXIT_OK, EXIT_ERR, EXIT_USAGE = 0, 1, 2
-
-_HOME_HELP = "State directory (default: $FLOWMETAL_HOME, $XDG_STATE_HOME/flowmetal, " \
-             "~/.local/state/flowmetal)."
+from ..jsondepth import MAX_JSON_DEPTH, nesting_exceeds
+from .common import (EXIT_ERR, EXIT_OK, EXIT_USAGE, check_id,  # noqa: F401
+                     home_option, id_argument, is_utf8)
 
 
 class SendError(Exception):
@@ -40,10 +39,17 @@ def _home(home: str | None) -> Path:
 
 def parse_message(text: str) -> Any:
     """The JSON text as a message body (plain data), or a usage error."""
+    if not is_utf8(text):
+        raise click.UsageError("the message is not valid UTF-8")
+    if nesting_exceeds(text, MAX_JSON_DEPTH):
+        raise click.UsageError(f"the message is nested more than {MAX_JSON_DEPTH} "
+                               "levels deep") from None
     try:
         value = json.loads(text)
     except ValueError as e:
         raise click.UsageError(f"the message is not valid JSON: {e}") from None
+    except RecursionError:  # belt and braces: the depth check comes first
+        raise click.UsageError("the message is nested too deeply") from None
     return value
 
 
@@ -103,11 +109,11 @@ def deliver(home: Path, target: str, body: Any, msg_id: str | None) -> dict:
 
 
 @click.command("send")
-@click.argument("target", metavar="RUN_OR_FLOW_ID")
+@id_argument("target", metavar="RUN_OR_FLOW_ID")
 @click.argument("message", metavar="JSON")
 @click.option("--id", "msg_id", default=None, metavar="ID",
               help="Message id: sending the same id again delivers nothing twice.")
-@click.option("--home", default=None, help=_HOME_HELP)
+@home_option
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
 def send_command(target: str, message: str, msg_id: str | None, home: str | None,
                  as_json: bool) -> None:
@@ -119,6 +125,8 @@ def send_command(target: str, message: str, msg_id: str | None, home: str | None
     body = parse_message(message)
     if msg_id is not None and not msg_id.strip():
         raise click.UsageError("--id must not be empty")
+    if msg_id is not None:
+        check_id(msg_id, "--id")
     try:
         r = deliver(_home(home), target, body, msg_id)
     except SendError as e:

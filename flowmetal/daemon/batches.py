@@ -250,7 +250,7 @@ class BatchSupervisor:
     def _retry(self, batch_id: str) -> int:
         rec = self.store.get_batch(batch_id)
         if rec is None:
-            raise LookupError(f"no batch {batch_id!r}")
+            raise LookupError(f"no batch {batch_id!r} in {self.store.home}")
         live = self.batches.get(batch_id)
         bt = Batch()
         n = 0

@@ -13,6 +13,10 @@ client may pipeline requests.
 
 Error kinds let the client pick its exit status: ``usage`` and ``syntax`` (2),
 everything else (1).
+
+A frame's JSON nests at most `MAX_DEPTH` arrays/objects deep: a deeper one is
+answered with a (recoverable) protocol error before it is decoded, so no peer can
+make a reader run out of Python recursion.
 """
 
 from __future__ import annotations
@@ -23,7 +27,12 @@ import socket
 import struct
 from typing import Any
 
+from ..jsondepth import nesting_exceeds
+
 MAX_FRAME = 16 * 1024 * 1024
+# Far below what `json` can decode in any thread (Python's default recursion limit is
+# 1000), far above what any request needs (a `flowmetal send` message nests <= 100).
+MAX_DEPTH = 500
 _HEADER = struct.Struct(">I")
 SOCKET_NAME = "daemon.sock"
 LOCK_NAME = "daemon.lock"
@@ -45,8 +54,14 @@ class PeerClosed(Exception):
 
 
 def encode_frame(obj: Any) -> bytes:
-    """One frame holding ``obj`` as JSON (raises ProtocolError if it is too big)."""
-    data = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    """One frame holding ``obj`` as JSON (raises ProtocolError if it is too big, or
+    too deep to encode)."""
+    try:
+        data = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    except RecursionError:
+        raise ProtocolError("frame is nested too deeply to encode") from None
+    except UnicodeEncodeError:   # a lone surrogate: bytes that were never UTF-8
+        raise ProtocolError("frame holds text that is not valid UTF-8") from None
     if len(data) > MAX_FRAME:
         raise ProtocolError(f"frame of {len(data)} bytes exceeds the {MAX_FRAME}-byte cap")
     return _HEADER.pack(len(data)) + data
@@ -80,10 +95,15 @@ def recv_frame(sock: socket.socket, max_size: int = MAX_FRAME) -> Any:
     if n > max_size:
         raise ProtocolError(f"frame of {n} bytes exceeds the {max_size}-byte cap", fatal=True)
     data = _recv_exact(sock, n)
+    # The whole frame has been read, so an error here leaves the stream in step.
+    if nesting_exceeds(data, MAX_DEPTH):
+        raise ProtocolError(f"frame is nested more than {MAX_DEPTH} levels deep")
     try:
         return json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as e:
         raise ProtocolError(f"frame is not JSON: {e}") from None
+    except RecursionError:
+        raise ProtocolError("frame is nested too deeply") from None
 
 
 def peer_uid(sock: socket.socket) -> int | None:

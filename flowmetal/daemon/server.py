@@ -627,7 +627,8 @@ class Daemon:
         try:
             n = self.batches.retry(bid)
         except LookupError as e:
-            raise _Refused(str(e).strip("'\"")) from None
+            # A KeyError's str() quotes its message: take the message itself.
+            raise _Refused(str(e.args[0]) if e.args else str(e)) from None
         return {"ok": True, "batch_id": bid, "retried": n}
 
     # ================================================================ shutdown

@@ -89,6 +89,27 @@ def status_view(store: Any, run_id: str) -> dict | None:
             "flows": [_flow_view(f) for f in flows], "pending": pending}
 
 
+def flow_tree(flows: list[dict]) -> list[tuple[int, dict]]:
+    """The flows of a `status_view` as (depth, flow) in tree order: each root (a flow
+    whose parent is not among them) in order, each flow followed by its children in
+    order. Iterative: a run may nest flows thousands deep."""
+    ids = {f["id"] for f in flows}
+    kids: dict[str | None, list[dict]] = {}
+    for f in flows:
+        kids.setdefault(f["parent"] if f["parent"] in ids else None, []).append(f)
+    out: list[tuple[int, dict]] = []
+    seen: set[str] = set()
+    stack = [(0, f) for f in reversed(kids.get(None, []))]
+    while stack:
+        depth, f = stack.pop()
+        if f["id"] in seen:
+            continue  # a parent cycle in a damaged store: show each flow once
+        seen.add(f["id"])
+        out.append((depth, f))
+        stack.extend((depth + 1, k) for k in reversed(kids.get(f["id"], [])))
+    return out
+
+
 def _value_text(v: Any) -> Any:
     """A journaled outcome record as text (it holds a pickled Starlark value that was
     written by our own runtime into our own store — never data off the socket)."""

@@ -1,0 +1,378 @@
+"""Edge cases of the command line found by exploratory testing: malformed ids, deeply
+nested JSON, an empty --home, very deep flow trees, broken quota files, overlong
+durations. Each must end in a clear one-line error (or warning), never a Python
+traceback. The CLI runs in subprocesses, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CLI = [sys.executable, "-m", "flowmetal"]
+DEEP = "[" * 5000 + "]" * 5000
+
+ARGS_FLOW = """
+def _main(fctx):
+    return [fctx.args.n, fctx.args.a]
+
+main = flow(implementation = _main,
+            args = {"n": args.int(), "a": args.any(default = None), "l": args.list(default = [])})
+"""
+
+DEEP_FLOW = """
+def _f(fctx):
+    return 0 if fctx.args.n == 0 else unwrap(f(n = fctx.args.n - 1)) + 1
+
+f = flow(implementation = _f, args = {"n": args.int()})
+"""
+
+
+def env_for(home: Path | None) -> dict:
+    env = dict(os.environ, FLOWMETAL_SYNC="0")
+    env.pop("XDG_STATE_HOME", None)
+    if home is not None:
+        env["FLOWMETAL_HOME"] = str(home)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def fm(home: Path | None, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(CLI + list(args), env=env_for(home), capture_output=True,
+                          text=True, errors="replace", timeout=timeout, cwd=ROOT)
+
+
+def no_traceback(p: subprocess.CompletedProcess) -> None:
+    """No Python traceback (a Starlark one, in a flow's Err, is fine)."""
+    assert "Traceback (most recent call last):\n  File" not in p.stderr + p.stdout, p.stderr
+    assert "Error" not in p.stderr.replace("Error:", ""), p.stderr  # no exception names
+
+
+def error_line(p: subprocess.CompletedProcess) -> str:
+    """The one line that says what went wrong (click's usage errors end with it)."""
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert lines, p
+    return lines[-1]
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def args_flow(tmp_path: Path) -> Path:
+    p = tmp_path / "args.flow"
+    p.write_text(ARGS_FLOW)
+    return p
+
+
+# ---------------------------------------------------------------- 1: malformed ids
+
+BAD_IDS = [("", "must not be empty"), ("x" * 600, "is longer than 200 bytes"),
+           ("\udcff", "is not valid UTF-8")]   # "\udcff": the byte 0xff in argv
+
+ID_COMMANDS = [["resume"], ["status"], ["logs"], ["history"], ["inspect"], ["cancel"],
+               ["batch", "status"], ["batch", "retry", "--failed"], ["send", "{}"]]
+
+
+@pytest.mark.parametrize("cmd", ID_COMMANDS, ids=lambda c: "-".join(c))
+def test_malformed_ids_are_usage_errors(home: Path, cmd: list) -> None:
+    for bad, why in BAD_IDS:
+        # The id goes right after the command words (send: RUN_OR_FLOW_ID JSON).
+        words = [w for w in cmd if not w.startswith("-") and w != "{}"]
+        rest = [w for w in cmd if w not in words]
+        p = fm(home, *words, bad, *rest)
+        assert p.returncode == 2, (bad[:10], p.stderr)
+        no_traceback(p)
+        assert why in error_line(p), p.stderr
+
+
+def test_malformed_message_id(home: Path) -> None:
+    for bad, why in BAD_IDS[1:]:
+        p = fm(home, "send", "r-some-run", "{}", "--id", bad)
+        assert p.returncode == 2 and why in error_line(p), p.stderr
+        no_traceback(p)
+
+
+# ---------------------------------------------------------------- 2, 3: deep JSON
+
+def test_send_deeply_nested_message(home: Path) -> None:
+    p = fm(home, "send", "r-some-run", DEEP)
+    assert p.returncode == 2, p.stderr
+    assert "nested more than 100 levels" in error_line(p)
+    no_traceback(p)
+
+
+def test_run_with_deeply_nested_arg(home: Path, args_flow: Path) -> None:
+    for name in ("a", "l"):   # args.any() and args.list()
+        p = fm(home, "run", str(args_flow), "--flow", "main", "--arg", "n=1",
+               "--arg", f"{name}={DEEP}")
+        assert p.returncode == 2, p.stderr
+        line = error_line(p)
+        assert f"--arg {name}=[[[" in line and "not a valid" in line, line
+        assert "nested more than 100 levels" in line and len(line) < 200, line
+        no_traceback(p)
+    # Mistyped values still read as before; 100 levels and brackets in strings are fine.
+    p = fm(home, "run", str(args_flow), "--flow", "main", "--arg", "n=ten")
+    assert p.returncode == 2 and error_line(p) == "Error: --arg n=ten: not a valid int"
+    ok = "[" * 100 + "]" * 100
+    p = fm(home, "run", str(args_flow), "--flow", "main", "--arg", "n=1",
+           "--arg", f"l={ok}", "--arg", 'a=["' + "[" * 300 + '"]')
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.splitlines()[-1] == 'Ok([1, ["' + "[" * 300 + '"]])'
+
+
+def test_arg_values_that_are_not_utf8(home: Path, args_flow: Path) -> None:
+    # Bytes that are not UTF-8 reach Python as surrogates; stored or printed, they
+    # crashed the flow (restarted 3 times) instead of being refused.
+    p = fm(home, "run", str(args_flow), "--flow", "main", "--arg", "n=1", "--arg",
+           "a=x\udcffy")
+    assert p.returncode == 2 and "not valid UTF-8" in error_line(p), p.stderr
+    no_traceback(p)
+
+
+def test_batch_inputs_too_deep_or_not_utf8(home: Path, args_flow: Path,
+                                          tmp_path: Path) -> None:
+    deep = tmp_path / "deep.jsonl"
+    deep.write_text('{"n": 1}\n{"a": ' + DEEP + "}\n")
+    binary = tmp_path / "binary.jsonl"
+    binary.write_bytes(b'{"n": 1}\n{"a": "\xff"}\n')
+    for inputs, why in ((deep, ":2: nested more than 101 levels deep"),
+                        (binary, ": not UTF-8 text")):
+        p = fm(home, "batch", str(args_flow), "--flow", "main", "--inputs", str(inputs))
+        assert p.returncode == 2, p.stderr
+        assert error_line(p) == f"Error: {inputs}{why}"
+        no_traceback(p)
+
+
+# ---------------------------------------------------------------- 4: --home ""
+
+@pytest.mark.parametrize("cmd", [["list"], ["status", "r1"], ["run", "x.flow"],
+                                 ["send", "r1", "{}"], ["daemon"]], ids=lambda c: c[0])
+def test_empty_home_is_a_usage_error(tmp_path: Path, cmd: list) -> None:
+    fallback = tmp_path / "env-home"
+    p = fm(fallback, *cmd, "--home", "", timeout=30)   # (a daemon would not end)
+    assert p.returncode == 2, p.stderr
+    assert error_line(p) == "Error: --home must not be empty"
+    assert not fallback.exists()   # $FLOWMETAL_HOME was not used instead
+
+
+# ---------------------------------------------------------------- 5: deep flow trees
+
+def test_status_of_a_very_deep_tree(home: Path, tmp_path: Path) -> None:
+    src = tmp_path / "deep.flow"
+    src.write_text(DEEP_FLOW)
+    # A chain of 1,200 nested flows, or as many as the runtime allows (it ends the
+    # run Err when flow calls nest too deep): either way a tree too deep to render
+    # recursively.
+    p = fm(home, "run", str(src), "--flow", "f", "--arg", "n=1200")
+    rid = [ln.split()[1] for ln in p.stderr.splitlines() if ln.startswith("run ")][0]
+    p = fm(home, "status", rid)
+    assert p.returncode == 0, p.stderr[-500:]
+    no_traceback(p)
+    lines = p.stdout.splitlines()
+    flows = lines[lines.index("flows:") + 1:]
+    assert len(flows) >= 1000
+    for depth, line in enumerate(flows):   # each flow one level below the one before
+        assert line.startswith("  " + "  " * depth + rid), (depth, line[:100])
+
+
+def _old_tree(flows: list[dict]) -> list[tuple[int, str]]:
+    """The recursive rendering `status` had (the order and depths it printed)."""
+    kids: dict = {}
+    ids = {f["id"] for f in flows}
+    for f in flows:
+        kids.setdefault(f["parent"] if f["parent"] in ids else None, []).append(f)
+    out = []
+
+    def show(f: dict, depth: int) -> None:
+        out.append((depth, f["id"]))
+        for k in kids.get(f["id"], []):
+            show(k, depth + 1)
+    for f in kids.get(None, []):
+        show(f, 0)
+    return out
+
+
+def test_flow_tree_order_is_unchanged() -> None:
+    from flowmetal.daemon.views import flow_tree
+    flows = [{"id": i, "parent": p} for i, p in [
+        ("r", None), ("r.1", "r"), ("r.2", "r"), ("r.1.1", "r.1"), ("x", "gone"),
+        ("r.2.1", "r.2"), ("r.1.2", "r.1"), ("r.1.1.1", "r.1.1"), ("y", None)]]
+    assert [(d, f["id"]) for d, f in flow_tree(flows)] == _old_tree(flows)
+
+
+# ---------------------------------------------------------------- 7: quota files
+
+BROKEN_QUOTAS = [("[default\n", "Expected ']'"),
+                 ('[default]\nconcurrent_flows = "two"\n', "must be a whole number"),
+                 ("[default]\nconcurrent_flows = -1\n", "must not be negative"),
+                 ("[default]\nflows = 3\n", "unknown limit 'flows'")]
+
+
+@pytest.mark.parametrize("text, problem", BROKEN_QUOTAS,
+                         ids=["toml", "string", "negative", "unknown-key"])
+def test_run_warns_about_a_broken_quota_file(home: Path, args_flow: Path, text: str,
+                                             problem: str) -> None:
+    home.mkdir(mode=0o700)
+    (home / "quotas.toml").write_text(text)
+    p = fm(home, "run", str(args_flow), "--flow", "main", "--arg", "n=2")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.splitlines()[-1] == "Ok([2, None])"
+    warning = [ln for ln in p.stderr.splitlines() if "warning" in ln]
+    assert len(warning) == 1, p.stderr
+    assert str(home / "quotas.toml") in warning[0] and problem in warning[0]
+
+
+def test_daemon_refuses_a_broken_quota_file(home: Path) -> None:
+    home.mkdir(mode=0o700)
+    (home / "quotas.toml").write_text("[default\n")
+    p = fm(home, "daemon", "--workers", "0", timeout=30)
+    assert p.returncode == 1
+    assert str(home / "quotas.toml") in error_line(p) and "Expected ']'" in p.stderr
+    no_traceback(p)
+    assert not (home / "daemon.sock").exists()
+
+
+def test_quota_book_logs_a_broken_file(tmp_path: Path, caplog) -> None:
+    from flowmetal.quotas import QuotaBook
+    q = tmp_path / "quotas.toml"
+    q.write_text("[default]\nconcurrent_flows = 2\n")
+    book = QuotaBook(tmp_path)
+    book.RECHECK = 0
+    with caplog.at_level(logging.INFO, logger="flowmetal.quotas"):
+        assert book.limits_for("u").concurrent_flows == 2
+        q.write_text("[default]\nconcurrent_flows = -1\n# edited\n")
+        assert book.limits_for("u").concurrent_flows == 2   # the last good limits
+        book.config()                                        # said once, not per look
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [f"{q}: [default] concurrent_flows must not be negative; "
+                        "keeping the previous limits"]
+
+
+# ---------------------------------------------------------------- 8: prune durations
+
+def test_prune_with_an_enormous_duration(home: Path) -> None:
+    for text in ("99999999999999999999d", "9" * 400):
+        p = fm(home, "prune", "--older-than", text)
+        assert p.returncode == 2, p.stderr
+        assert "too long a duration" in error_line(p)
+        no_traceback(p)
+    p = fm(home, "prune", "--older-than", "999999999d")
+    assert p.returncode == 0 and "removed 0" in p.stdout
+
+
+# ---------------------------------------------------------------- with a daemon: 3, 6, 7, 8
+
+@pytest.fixture(scope="module")
+def daemon_home():
+    # Unix socket paths are short (108 bytes): keep the home near the root.
+    home = Path(tempfile.mkdtemp(prefix="fmedge-", dir="/tmp"))
+    proc = subprocess.Popen(CLI + ["daemon", "--home", str(home), "--workers", "0"],
+                            env=env_for(home), cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        from flowmetal.daemon.client import Client, DaemonNotRunning
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, proc.stderr.read()
+            try:
+                with Client.connect(home) as c:
+                    if c.ping()["pid"] == proc.pid:
+                        break
+            except (DaemonNotRunning, OSError):
+                pass
+            assert time.monotonic() < deadline, "the daemon did not come up"
+            time.sleep(0.05)
+        yield home
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+        proc.stderr.close()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _frame(sock: socket.socket, payload: bytes) -> dict:
+    sock.sendall(struct.pack(">I", len(payload)) + payload)
+    header = b""
+    while len(header) < 4:
+        chunk = sock.recv(4 - len(header))
+        assert chunk, "the daemon closed the connection"
+        header += chunk
+    (n,) = struct.unpack(">I", header)
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        assert chunk, "the daemon closed the connection"
+        data += chunk
+    return json.loads(data)
+
+
+def test_daemon_answers_a_deeply_nested_frame(daemon_home: Path) -> None:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(30)
+        s.connect(str(daemon_home / "daemon.sock"))
+        for depth in (5000, 100_000):
+            body = "[" * depth + "]" * depth
+            r = _frame(s, ('{"op":"send","target":"r-x","body":' + body + "}").encode())
+            assert r["ok"] is False and r["kind"] == "protocol", r
+            assert "nested" in r["error"]
+        r = _frame(s, b'{"op":"ping"}')   # the same connection goes on
+        assert r["ok"] is True
+    log = (daemon_home / "daemon.log").read_text()
+    assert "Traceback" not in log and "RecursionError" not in log
+
+
+def test_submit_with_deeply_nested_arg(daemon_home: Path, args_flow: Path) -> None:
+    p = fm(daemon_home, "submit", str(args_flow), "--flow", "main", "--arg", "n=1",
+           "--arg", f"a={DEEP}")
+    assert p.returncode == 2, p.stderr
+    line = error_line(p)
+    assert line.startswith("flowmetal submit: --arg a=[[[") and "not a valid any" in line
+    assert "internal error" not in line and len(line) < 200, line
+
+
+def test_batch_retry_of_a_missing_batch(daemon_home: Path) -> None:
+    p = fm(daemon_home, "batch", "retry", "nonexist", "--failed")
+    assert p.returncode == 1
+    assert error_line(p) == "flowmetal batch retry: no batch 'nonexist'"
+    # The daemon's own answer (to any client) keeps its closing quote too.
+    from flowmetal.daemon.client import Client, DaemonError
+    with Client.connect(daemon_home) as c:
+        with pytest.raises(DaemonError) as e:
+            c.call("batch_retry", batch="nonexist")
+    assert "no batch 'nonexist'" in str(e.value)
+
+
+def test_submit_warns_about_a_broken_quota_file(daemon_home: Path, args_flow: Path) -> None:
+    q = daemon_home / "quotas.toml"
+    q.write_text("[default\n")
+    try:
+        time.sleep(1.1)   # the daemon looks at the file at most once a second
+        p = fm(daemon_home, "submit", str(args_flow), "--flow", "main", "--arg", "n=4",
+               "--wait")
+        assert p.returncode == 0 and p.stdout.splitlines()[-1] == "Ok([4, None])", p.stderr
+        warning = [ln for ln in p.stderr.splitlines() if "warning" in ln]
+        assert len(warning) == 1 and str(q) in warning[0] and "Expected ']'" in warning[0]
+        log = (daemon_home / "daemon.log").read_text()
+        assert f"WARNING {q}: Expected ']'" in log and "keeping the previous limits" in log
+    finally:
+        q.unlink()
