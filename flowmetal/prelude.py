@@ -560,8 +560,8 @@ def current_host() -> FlowHost:
     """The FlowHost of the flow running on this OS thread (an error outside flows)."""
     stack = getattr(_local, "stack", None)
     if not stack:
-        raise EvalError("no flow is running here: actions need the flow runtime "
-                        "(use `flowmetal run`)")
+        raise EvalError("no flow is running here: actions belong in a flow's "
+                        "implementation (or the `__flow__` block), not at top level")
     return stack[-1]
 
 
@@ -687,7 +687,9 @@ def err_(error: Any = None, /) -> Err:
     return Err(freeze(error))
 
 
-ok_.__name__, err_.__name__ = "Ok", "Err"
+# Python's messages for a bad call (`Ok(1, 2)`) name the function by its qualname.
+ok_.__name__ = ok_.__qualname__ = "Ok"
+err_.__name__ = err_.__qualname__ = "Err"
 
 
 # ---------------------------------------------------------------- the Starlark part

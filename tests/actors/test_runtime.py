@@ -583,3 +583,16 @@ def test_what_the_top_level_prints_for_a_flow_root_is_the_runs_output(
     assert repr(result_of(w)) == "Ok(1)"
     assert "".join(c.text for c in store.read_output(rid)) == "loading\nin m\n"
     assert "loading" not in capsys.readouterr().out   # not this process's stdout
+
+
+def test_messages_name_what_the_user_wrote(store: Store, tmp_path: Path) -> None:
+    from flowmetal.starlark import StarlarkError
+    path = tmp_path / "msgs.flow"
+    path.write_text("def _m(fctx):\n    return Ok(1, 2)\n\nm = flow(implementation = _m)\n")
+    top = tmp_path / "top.flow"
+    top.write_text("sleep(1)\n\ndef _m(fctx):\n    return 1\n\nm = flow(implementation = _m)\n")
+    with Runtime(store) as rt:
+        _, w = _run(rt, path, flow="m")
+        assert "Ok() takes from 0 to 1 positional arguments" in repr(result_of(w))
+        with pytest.raises(StarlarkError, match="actions belong in a flow's implementation"):
+            rt.create_run(str(top), top.read_text(), flow="m")
