@@ -584,8 +584,11 @@ class Runtime:
         return f.result if f is not None else None
 
     def _run_done(self, run_id: str, state: str, result: Any) -> None:
-        # Ended (or crashed: then a `resume`, here or elsewhere, may claim it again).
-        self.owners.release(run_id)
+        if state != "crashed":
+            self.owners.release(run_id)
+        # A crashed run stays claimed: other flows of it may still run here (one flow
+        # past its restart intensity stops only itself). It is resumed through this
+        # runtime (a daemon), or by anyone once this one closes.
         w = self.watch(run_id)
         if not w.done.is_set():
             w.state = state
