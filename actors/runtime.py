@@ -295,6 +295,13 @@ class Runtime:
             self.owners.claim(run_id)
         except RunBusy as e:
             raise RunClaimed(str(e)) from None
+        with self.lock:
+            old = self.watches.get(run_id)
+            if old is not None and old.done.is_set():
+                del self.watches[run_id]   # it crashed here before: watch it anew
+            # Flows of it that still run here (a crashed run's other flows, or any
+            # resumed twice) go on as they are: a second actor would act twice.
+            here = set(self.actors) | self.busy | set(self.waits)
         self.watch(run_id)
         if run.state not in LIVE_STATES:
             self.store.commit(Batch().set_run_state(run_id, "running"))
@@ -302,7 +309,8 @@ class Runtime:
         # live_flows() is the live index (not the run's history, which may be long).
         live = [f for f in self.store.live_flows() if f.run_id == run_id]
         for f in live:
-            self._recover_flow(f, run)
+            if f.id not in here:
+                self._recover_flow(f, run)
 
     def _recover_flow(self, f: Any, run: Any) -> None:
         store = self.store

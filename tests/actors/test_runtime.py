@@ -596,3 +596,20 @@ def test_messages_name_what_the_user_wrote(store: Store, tmp_path: Path) -> None
         assert "Ok() takes from 0 to 1 positional arguments" in repr(result_of(w))
         with pytest.raises(StarlarkError, match="actions belong in a flow's implementation"):
             rt.create_run(str(top), top.read_text(), flow="m")
+
+
+def test_resuming_a_run_this_runtime_is_running_does_not_run_it_twice(
+        store: Store, tmp_path: Path) -> None:
+    out = tmp_path / "out.txt"
+    path = Path(__file__).parent / "slow_steps.flow"
+    with Runtime(store) as rt:
+        rid = rt.create_run(str(path), path.read_text(), flow="steps",
+                            args={"n": "6", "path": str(out)})
+        deadline = time.monotonic() + 30
+        while not out.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        rt.resume_run(rid)
+        rt.resume_run(rid)
+        w = rt.wait_run(rid, 60)
+    assert repr(result_of(w)) == "Ok(6)"
+    assert out.read_text().split() == [str(i) for i in range(6)]
