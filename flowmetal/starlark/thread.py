@@ -577,6 +577,7 @@ def _site_error(code: types.CodeType, info: Any) -> str | None:
 def _capture(tb) -> list[FrameRecord] | StarlarkError:
     frames: list[FrameRecord] = []
     host_between = None
+    unused = 0   # steps the frames drew for their loops and did not take
     while tb is not None:
         frame = tb.tb_frame
         code = frame.f_code
@@ -592,6 +593,9 @@ def _capture(tb) -> list[FrameRecord] | StarlarkError:
             f_locals = frame.f_locals
             locals_ = {k: f_locals[k] for k in _kept_names(code) if k in f_locals}
             frames.append(FrameRecord(frame.f_globals[P + "module"], info.func, info.callsite, locals_))
+            k = f_locals.get(_STEPS_HELD)
+            if type(k) is int and k > 0:
+                unused += k
         elif _is_transparent(code):
             pass
         elif frames:
@@ -599,7 +603,13 @@ def _capture(tb) -> list[FrameRecord] | StarlarkError:
         tb = tb.tb_next
     if not frames:
         return EvalError("suspension outside any Starlark frame")
+    # The resumed frames start their count afresh: give back what they held, or a
+    # flow that acts a million times would lose up to 255 steps of budget each time.
+    context.refund_steps(unused)
     return frames
+
+
+_STEPS_HELD = P + "k"   # a frame's loop-step countdown (see compile.tick)
 
 
 _PARKABLE_AT: dict[tuple, bool] = {}   # (code, offset) -> may a suspension pass there

@@ -534,3 +534,22 @@ def test_a_module_whose_source_is_missing_or_altered_is_a_clear_error(monkeypatc
             pickle.loads(data)
     # An inline pickle (made outside `module_sources`) needs no resolver.
     assert isinstance(pickle.loads(pickle.dumps(t)), sl.Thread)
+
+
+def test_suspending_in_a_loop_costs_no_budget_beyond_its_iterations():
+    # Each suspension unwinds the loop's frame; the steps it drew and had not taken
+    # go back to the budget (before, up to 255 were lost per suspension).
+    src = "t = 0\nfor i in range(2000):\n    t += act(i)\n"
+    suspend_host.MODE["suspend"] = True
+    try:
+        t = sl.start(src, "loop.star", predeclared={"act": act}, max_steps=2000)
+        r = t.run()
+        n = 0
+        while isinstance(r, Suspended):
+            n += 1
+            t = pickle.loads(pickle.dumps(t))
+            r = t.resume(answer(r.request))
+    finally:
+        suspend_host.MODE["suspend"] = False
+    assert isinstance(r, Done), r
+    assert n == 2000
