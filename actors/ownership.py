@@ -41,12 +41,13 @@ class RunOwnership:
         self._held: dict[str, int] = {}    # run id -> fd of its locked file
         self._lock = threading.Lock()
 
-    def claim(self, run_id: str) -> None:
-        """Claim `run_id` for this process (a no-op if this runtime holds it already);
-        `RunBusy` if another process (or another runtime of this one) holds it."""
+    def claim(self, run_id: str) -> bool:
+        """Claim `run_id` for this process: True if claimed now, False if this runtime
+        held it already; `RunBusy` if another process (or another runtime of this
+        one) holds it."""
         with self._lock:
             if run_id in self._held:
-                return
+                return False
             self.dir.mkdir(mode=0o700, exist_ok=True)
             path = self.dir / run_id
             while True:
@@ -66,6 +67,7 @@ class RunOwnership:
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
             self._held[run_id] = fd
+            return True
 
     def holds(self, run_id: str) -> bool:
         """Whether this runtime has claimed `run_id`."""
@@ -78,7 +80,8 @@ class RunOwnership:
             if fd is None:
                 return
             try:
-                os.unlink(self.dir / run_id)   # while locked: see the module's docstring
+                if _same_file(fd, self.dir / run_id):   # (not one made after ours went)
+                    os.unlink(self.dir / run_id)   # while locked: see the module docstring
             except OSError:
                 pass
             os.close(fd)

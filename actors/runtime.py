@@ -175,14 +175,29 @@ class Runtime:
         error that kept it out of the store. Tell no one the run id before that."""
         run_id = run_id or new_run_id()
         try:
-            self.owners.claim(run_id)
+            if not self.owners.claim(run_id):
+                raise RunError(f"run {run_id} exists already (this runtime runs it)")
         except RunBusy as e:
             raise RunClaimed(str(e)) from None
+        if on_created is not None:
+            on_created = self._forget_if_refused(run_id, on_created)
         try:
             return self._create_run(run_id, file, source, flow, args, on_created)
         except BaseException:
             self.owners.release(run_id)
             raise
+
+    def _forget_if_refused(self, run_id: str, on_created: OnCreated) -> OnCreated:
+        # A deferred creation that never reached the store: nothing of the run exists,
+        # so no one may wait on it or hold it (a daemon on a full disk would otherwise
+        # keep a claim and a watch per refused submission).
+        def told(error: BaseException | None) -> None:
+            if error is not None:
+                self.owners.release(run_id)
+                with self.lock:
+                    self.watches.pop(run_id, None)
+            on_created(error)
+        return told
 
     def _create_run(self, run_id: str, file: str, source: str, flow: str | None,
                     args: dict[str, str] | None, on_created: OnCreated | None) -> str:
@@ -292,9 +307,19 @@ class Runtime:
             self._run_done(run_id, run.state, self._root_result(run_id))
             return
         try:
-            self.owners.claim(run_id)
+            claimed = self.owners.claim(run_id)
         except RunBusy as e:
             raise RunClaimed(str(e)) from None
+        try:
+            self._resume_claimed(run_id, run)
+        except BaseException:
+            # Failed before any flow of it was hosted here (its flows' own failures
+            # go to the supervisor): if it was not ours before, leave it to others.
+            if claimed:
+                self.owners.release(run_id)
+            raise
+
+    def _resume_claimed(self, run_id: str, run: Any) -> None:
         with self.lock:
             old = self.watches.get(run_id)
             if old is not None and old.done.is_set():
@@ -310,7 +335,7 @@ class Runtime:
         live = [f for f in self.store.live_flows() if f.run_id == run_id]
         for f in live:
             if f.id not in here:
-                self._recover_flow(f, run)
+                self._recover_flow_or_report(f, run)
 
     def _recover_flow(self, f: Any, run: Any) -> None:
         store = self.store
@@ -558,7 +583,15 @@ class Runtime:
             run = self.store.get_run(f.run_id)
             self._unhost(flow_id)
             self.waits.pop(flow_id, None)
-        self._recover_flow(f, run)
+        self._recover_flow_or_report(f, run)
+
+    def _recover_flow_or_report(self, f: Any, run: Any) -> None:
+        # A flow that cannot even be loaded (a damaged checkpoint) is one more crash
+        # for the supervisor to count, not an exception in whoever called this.
+        try:
+            self._recover_flow(f, run)
+        except Exception as e:  # noqa: BLE001
+            self.crashed(f.id, f"{type(e).__name__}: {e}")
 
     def give_up(self, flow_id: str, error: str) -> None:
         """Past the restart intensity: the run is `crashed` (its flows stay live in the
@@ -619,10 +652,14 @@ class Runtime:
         return w
 
     def _ended_elsewhere(self, run_id: str) -> None:
+        # Only a cancel can end a run from elsewhere while this runtime holds it: an
+        # `ok`/`err` in the store is this runtime's own end, about to be reported.
         run = self.store.get_run(run_id)
-        if run is None or run.state not in ("ok", "err", "cancelled"):
+        if run is None or run.state != "cancelled":
             return
         with self.lock:
+            if self.watch(run_id).done.is_set():
+                return
             ids = {fid for fid in (*self.actors, *self.busy, *self.waits)
                    if run_of(fid) == run_id}
             self._drop_flows(ids)

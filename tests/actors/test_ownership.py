@@ -28,8 +28,8 @@ time.sleep(120)
 
 def test_a_claim_excludes_other_claimers_until_released(tmp_path: Path) -> None:
     a, b = RunOwnership(tmp_path), RunOwnership(tmp_path)
-    a.claim("r1")
-    a.claim("r1")   # again by its holder: nothing happens
+    assert a.claim("r1") is True
+    assert a.claim("r1") is False   # again by its holder: nothing happens
     with pytest.raises(RunBusy, match=f"run r1 is being run by process {os.getpid()}"):
         b.claim("r1")
     b.claim("r2")
@@ -106,3 +106,21 @@ def test_resume_refuses_a_run_another_process_is_running_then_takes_it_over(
     # Every step once, but for the one in flight at the kill; never the whole run twice.
     assert sorted(set(steps)) == list(range(20))
     assert len(steps) <= 21, steps
+
+
+def test_a_run_id_this_runtime_runs_cannot_be_created_again(tmp_path: Path) -> None:
+    from actors import RunError, Runtime, result_of
+    from store import Store
+    out = tmp_path / "out.txt"
+    st = Store.open(tmp_path / "home", sync=False)
+    try:
+        with Runtime(st) as rt:
+            rid = rt.create_run(str(SLOW), SLOW.read_text(), flow="steps",
+                                args={"n": "3", "path": str(out)})
+            with pytest.raises(RunError, match="exists already"):
+                rt.create_run(str(SLOW), SLOW.read_text(), flow="nope", run_id=rid)
+            assert rt.owners.holds(rid)   # the refused one did not release the live one
+            assert repr(result_of(rt.wait_run(rid, 60))) == "Ok(3)"
+        assert out.read_text().split() == ["0", "1", "2"]
+    finally:
+        st.close()

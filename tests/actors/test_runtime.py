@@ -613,3 +613,26 @@ def test_resuming_a_run_this_runtime_is_running_does_not_run_it_twice(
         w = rt.wait_run(rid, 60)
     assert repr(result_of(w)) == "Ok(6)"
     assert out.read_text().split() == [str(i) for i in range(6)]
+
+
+def test_a_damaged_checkpoint_crashes_its_run_on_resume_not_the_runtime(
+        store: Store, tmp_path: Path) -> None:
+    from store import Batch
+    path = tmp_path / "nap.flow"
+    path.write_text("def _nap(fctx):\n    sleep(3600)\n    return 1\n\n"
+                    "nap = flow(implementation = _nap)\n")
+    with Runtime(store) as rt:
+        rid = rt.create_run(str(path), path.read_text(), flow="nap")
+        deadline = time.monotonic() + 30
+        while not store.timers(rid) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    store.commit(Batch().put("checkpoints", rid.encode(), b"not a checkpoint"))
+    with Runtime(store, max_restarts=1, backoff=0.01, virtual_time=True) as rt:
+        rt.resume_run(rid)                # the damage is the supervisor's, not ours
+        w = rt.wait_run(rid, 30)
+        assert w.state == "crashed", w.result
+        assert "damaged" in w.result or "checkpoint" in w.result, w.result
+        assert rt.supervisor.is_alive()
+        # The runtime goes on serving other runs.
+        _, w2 = _run(rt, EXAMPLES / "fanout.flow", flow="main", args={"n": "2"})
+        assert repr(result_of(w2)) == "Ok(1)"

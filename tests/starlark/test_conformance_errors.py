@@ -346,6 +346,12 @@ def test_a_budget_of_n_steps_allows_n_loop_iterations(sl):
         sl.exec_file(two, max_steps=329)
 
 
+def test_a_small_budget_is_not_starved_by_an_outer_loop(sl):
+    # 3 outer + 9 inner iterations: the outer frame must not hold the whole budget.
+    src = "t = 0\nfor i in range(3):\n    for j in range(3):\n        t += 1\n"
+    assert sl.exec_file(src, max_steps=12)["t"] == 9 if _budget() else True
+
+
 def test_a_function_with_a_short_loop_is_charged_its_iterations_only(sl):
     # Loops draw steps in chunks of 256; a returning frame gives back what it did not
     # use (before, each of these 2,000 calls kept its chunk: 512,000 steps charged).
