@@ -72,13 +72,19 @@ class Client:
 
     # ------------------------------------------------------------ frames
     def send(self, req: dict) -> None:
-        P.send_frame(self.sock, req)
+        try:
+            P.send_frame(self.sock, req)
+        except (BrokenPipeError, ConnectionResetError):
+            # Not the CLI's own stdout closing (which the commands exit on quietly).
+            raise DaemonError("the daemon closed the connection (a request in flight "
+                              "may or may not have been done)", "unavailable") from None
 
     def recv(self) -> dict:
         try:
             reply = P.recv_frame(self.sock)
         except P.PeerClosed:
-            raise DaemonError("the daemon closed the connection", "unavailable") from None
+            raise DaemonError("the daemon closed the connection (a request in flight "
+                              "may or may not have been done)", "unavailable") from None
         except P.ProtocolError as e:
             raise DaemonError(f"bad reply from the daemon: {e}", "protocol") from None
         if not isinstance(reply, dict):

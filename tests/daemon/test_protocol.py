@@ -90,3 +90,32 @@ def test_daemon_refuses_a_peer_with_another_uid(tmp_path: Path) -> None:
             P.recv_frame(a)
     t.join(5)
     assert not t.is_alive()
+
+
+def test_a_daemon_that_hangs_up_gets_a_message_not_a_silent_exit(home: Path) -> None:
+    from .conftest import fm
+    srv = socket.socket(socket.AF_UNIX)
+    srv.bind(str(home / P.SOCKET_NAME))
+    srv.listen(5)
+    stop = threading.Event()
+
+    def hang_up() -> None:
+        srv.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                c, _ = srv.accept()
+            except socket.timeout:
+                continue
+            c.close()
+    t = threading.Thread(target=hang_up, daemon=True)
+    t.start()
+    try:
+        flow = home / "any.flow"
+        flow.write_text("def _m(fctx):\n    return 1\n\nm = flow(implementation = _m)\n")
+        r = fm(home, "submit", str(flow), "--flow", "m", timeout=60)
+    finally:
+        stop.set()
+        t.join(5)
+        srv.close()
+    assert r.returncode == 1
+    assert "the daemon closed the connection" in r.stderr, (r.stdout, r.stderr)
