@@ -37,6 +37,7 @@ from flowmetal.starlark import struct
 
 DEFAULT_OUTPUT_CAP = 1 << 20  # bytes kept of each of stdout and stderr
 KILL_GRACE = 5.0               # seconds between SIGTERM and SIGKILL on cancel
+STOP_GRACE = 2.0               # the same when the process stops (see ExecActor.shutdown)
 DRAIN_GRACE = 2.0              # seconds output may stay open after the command exits
 EXIT_POLL = 0.1                # how often a command with no timeout is checked for exit
 
@@ -359,7 +360,10 @@ class ExecActor(pykka.ThreadingActor):
 
     Messages: ("exec", flow_id, seq, request_dict); ("cancel", flow_id) stops the
     flow's running commands (their outcome is still replied; a cancelled flow's
-    runtime ignores it).
+    runtime ignores it); ("shutdown", grace), asked when the process stops, stops
+    every running command and replies nothing for them: their actions stay pending
+    in the store and are issued again at the next start, never left running
+    alongside their second run.
     """
 
     use_daemon_thread = True
@@ -374,6 +378,7 @@ class ExecActor(pykka.ThreadingActor):
         self.running: dict[str, set[_Command]] = {}
         self.lock = threading.Lock()
         self.cancelled: dict[str, None] = {}   # recently cancelled flows, oldest first
+        self.shutting_down = False
 
     def on_receive(self, message: Any) -> Any:
         if message[0] == "exec":
@@ -382,7 +387,27 @@ class ExecActor(pykka.ThreadingActor):
                              name=f"exec-{flow_id}:{seq}", daemon=True).start()
         elif message[0] == "cancel":
             self.cancel(message[1])
+        elif message[0] == "shutdown":
+            self.shutdown(message[1])
         return None
+
+    def shutdown(self, grace: float) -> None:
+        """Stop every running command: SIGTERM now, SIGKILL to what is left after
+        `grace` seconds, and return once all are over (or abandoned). Their outcomes
+        are not replied, and commands asked for from now on do not start."""
+        with self.lock:
+            self.shutting_down = True
+            commands = [c for cs in self.running.values() for c in cs]
+        for c in commands:
+            c.signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for c in commands:
+            c.done.wait(max(0.0, deadline - time.monotonic()))
+        for c in commands:
+            if not c.done.is_set():
+                c.signal(signal.SIGKILL)
+        for c in commands:
+            c.done.wait(1.0)
 
     def cancel(self, flow_id: str) -> None:
         """Stop the flow's running commands (and refuse any it starts from now on)."""
@@ -401,11 +426,13 @@ class ExecActor(pykka.ThreadingActor):
             command.proc = proc
             with self.lock:
                 self.running.setdefault(flow_id, set()).add(command)
-                late = flow_id in self.cancelled
+                late = flow_id in self.cancelled or self.shutting_down
             if late:  # cancelled while it was being started
                 command.stop(self.kill_grace)
         with self.lock:
             refused = flow_id in self.cancelled
+            if self.shutting_down:
+                return   # pending in the store: issued again at the next start
         if refused:
             outcome = ("err", "exec: cancelled")
         else:
@@ -421,6 +448,8 @@ class ExecActor(pykka.ThreadingActor):
                         commands.discard(command)
                         if not commands:
                             del self.running[flow_id]
+        if self.shutting_down:
+            return   # stopped by the shutdown, not finished: its action stays pending
         self.reply(flow_id, seq, outcome)
 
 
@@ -441,20 +470,21 @@ class _Command:
         members, and no signal is sent once the command is over."""
         if self.proc is None or self.done.is_set():
             return
-        pgid = self.proc.pid   # the command runs in a session (and group) of its own
-
-        def signal_group(sig: int) -> None:
-            try:
-                os.killpg(pgid, sig)
-            except (ProcessLookupError, PermissionError):
-                pass
-
-        signal_group(signal.SIGTERM)
+        self.signal(signal.SIGTERM)
 
         def finish() -> None:
             if not self.done.wait(grace):
-                signal_group(signal.SIGKILL)
-        threading.Thread(target=finish, name=f"stop-{pgid}", daemon=True).start()
+                self.signal(signal.SIGKILL)
+        threading.Thread(target=finish, name=f"stop-{self.proc.pid}", daemon=True).start()
+
+    def signal(self, sig: int) -> None:
+        """Send `sig` to the command's process group (nothing once it is over)."""
+        if self.proc is None or self.done.is_set():
+            return
+        try:
+            os.killpg(self.proc.pid, sig)   # its own session, so its own group
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 def wall_clock() -> float:

@@ -32,7 +32,7 @@ from .codec import FlowImage, dumps_image, result_from_record
 from .creation import OnCreated, PendingCreations
 from .ownership import RunBusy, RunOwnership
 from .flow import CommitGate, FlowActor, FlowRunner, new_flow_thread, run_of
-from .resources import ExecActor, TimerActor
+from .resources import STOP_GRACE, ExecActor, TimerActor
 from .services import SERVICE_KINDS, Services
 from .supervisor import Supervisor
 
@@ -692,6 +692,12 @@ class Runtime:
             self.closed = True
             refs = list(self.actors.values())
             self.actors.clear()
+        # Running commands stop with this process: their actions stay pending and are
+        # issued again by whoever resumes the run, never alongside a first copy.
+        try:
+            self.exec.ask(("shutdown", STOP_GRACE), timeout=STOP_GRACE + 5)
+        except Exception:  # noqa: BLE001 - closing goes on regardless
+            pass
         for ref in refs:
             try:
                 stop_soon(ref)

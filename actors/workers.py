@@ -26,6 +26,7 @@ from typing import Any
 from store import NOTSET
 
 from .pool import default_dispatcher, stop_soon
+from .resources import STOP_GRACE
 
 _NOTSET = "\x00NOTSET"  # NOTSET is compared by identity; pickle would copy it
 
@@ -232,7 +233,8 @@ class WorkerPool:
             workers = list(self.workers)
         for w in workers:
             w.send(("stop",))
-        deadline = time.monotonic() + 3
+        # Each stops its commands first (up to STOP_GRACE), then exits.
+        deadline = time.monotonic() + STOP_GRACE + 3
         for w in workers:
             w.proc.join(max(0.0, deadline - time.monotonic()))
             if w.proc.is_alive():
@@ -344,21 +346,34 @@ class WorkerHub:
             stop_soon(ref)
 
 
-def _watch_parent(parent_pid: int) -> None:
+def _watch_parent(parent_pid: int, on_orphaned: list) -> None:
     while True:
         if os.getppid() != parent_pid:
+            # The parent died (kill -9 included): stop our commands, so that their
+            # actions, issued again by the next runtime, never run twice at once.
+            for fn in on_orphaned:
+                try:
+                    fn()
+                except Exception:  # noqa: BLE001 - exiting regardless
+                    pass
             os._exit(0)
         time.sleep(0.2)
 
 
+def _stop_commands(hub: "WorkerHub") -> None:
+    hub.exec.ask(("shutdown", STOP_GRACE), timeout=STOP_GRACE + 2)
+
+
 def worker_main(home: str, sync: bool, conn: Any, parent_pid: int, options: dict) -> None:
     """Entry point of a worker process."""
-    threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
+    on_orphaned: list = []   # filled once the hub exists
+    threading.Thread(target=_watch_parent, args=(parent_pid, on_orphaned), daemon=True).start()
     pool = default_dispatcher()
     pool.turn_seconds, pool.turn_max = TURN_SECONDS, TURN_MAX
     from store import Store
     store = Store.open(home, sync=sync)
     hub = WorkerHub(store, conn, options)
+    on_orphaned.append(lambda: _stop_commands(hub))
     try:
         while True:
             try:
@@ -380,6 +395,10 @@ def worker_main(home: str, sync: bool, conn: Any, parent_pid: int, options: dict
             elif kind == "stop":
                 break
     finally:
+        try:
+            _stop_commands(hub)   # its commands stop with it (see ExecActor.shutdown)
+        except Exception:  # noqa: BLE001
+            pass
         try:
             store.close()
         finally:

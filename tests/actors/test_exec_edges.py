@@ -3,6 +3,7 @@ a stdin the command never reads, a bad working directory, NUL bytes."""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -160,3 +161,48 @@ def test_nul_bytes_are_reported_plainly(store: Store, flows: Path, flow: str,
     assert not result.ok
     assert message in result.error
     assert "ValueError" not in result.error
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_closing_the_runtime_stops_its_commands_and_resume_issues_them_again(
+        tmp_path: Path) -> None:
+    import time
+    from actors import Runtime, result_of
+    from store import Store
+    flow = Path(__file__).parent / "napping.flow"
+    out, dur = tmp_path / "out.txt", tmp_path / "dur.txt"
+    dur.write_text("30")
+    st = Store.open(tmp_path / "home", sync=False)
+    try:
+        rt = Runtime(st)
+        rid = rt.create_run(str(flow), flow.read_text(), flow="nap",
+                            args={"out": str(out), "dur": str(dur)})
+        deadline = time.monotonic() + 30
+        while not out.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        first = int(out.read_text().split()[1])
+        t0 = time.monotonic()
+        rt.close()
+        assert time.monotonic() - t0 < 15
+        deadline = time.monotonic() + 10
+        while _pid_alive(first) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _pid_alive(first), "the command outlived its runtime"
+        # Its action is still pending: the next runtime runs the command again.
+        dur.write_text("0")
+        with Runtime(st) as rt2:
+            rt2.resume_run(rid)
+            w = rt2.wait_run(rid, 60)
+        assert repr(result_of(w)) == "Ok(0)"
+        lines = out.read_text().splitlines()
+        assert [l.split()[0] for l in lines] == ["start", "start", "end"]
+        assert lines[2].split()[1] != str(first)
+    finally:
+        st.close()

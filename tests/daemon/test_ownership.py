@@ -75,3 +75,37 @@ def test_resume_through_a_daemon_takes_over_a_run_whose_process_died(
     assert r.stdout.strip().endswith("Ok(20)"), r.stdout
     steps = _steps_done(out)
     assert sorted(set(steps)) == list(range(20)) and len(steps) <= 21, steps
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_a_killed_daemons_commands_stop_with_its_workers_and_run_again_once(
+        home: Path, daemons, tmp_path: Path) -> None:
+    flow = ROOT / "tests" / "actors" / "napping.flow"
+    out, dur = tmp_path / "out.txt", tmp_path / "dur.txt"
+    dur.write_text("30")
+    d = daemons(workers=2)
+    r = fm(home, "submit", str(flow), "--flow", "nap", "--arg", f"out={out}",
+           "--arg", f"dur={dur}")
+    assert r.returncode == 0, r.stderr
+    rid = r.stdout.split()[-1]
+    deadline = time.monotonic() + 30
+    while not out.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    first = int(out.read_text().split()[1])
+    d.kill9()
+    deadline = time.monotonic() + 15
+    while _pid_alive(first) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _pid_alive(first), "the command outlived the daemon's workers"
+    dur.write_text("0")
+    daemons(workers=2)
+    r = fm(home, "resume", rid, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip().endswith("Ok(0)"), (r.stdout, r.stderr)
+    assert [l.split()[0] for l in out.read_text().splitlines()] == ["start", "start", "end"]
