@@ -124,22 +124,46 @@ def _write_out(frame: dict) -> None:
     stream.flush()
 
 
-def follow_run(client: Any, frames: Any, as_json: bool) -> int:
+# How long a client waiting on a run waits for a daemon that went away to come back.
+REATTACH_WAIT = 30.0
+
+
+def follow_run(client: Any, frames: Any, as_json: bool, home: Path | None = None) -> int:
     """Print a streamed run (output frames, then the end frame) like `flowmetal run`;
-    the exit status it deserves."""
+    the exit status it deserves. With `home`, a daemon that goes away mid-run (a
+    restart) is waited for, up to `REATTACH_WAIT` s, and the run followed on from the
+    output already printed: its end is the run's, not the connection's."""
+    from flowmetal.daemon.client import DaemonError
     out: list[str] = []
     end: dict = {}
-    for f in frames:
-        ev = f.get("event")
-        if ev == "out":
-            if as_json:
-                out.append(f.get("text", ""))
-            else:
-                _write_out(f)
-        elif ev == "started" and not as_json:
-            click.echo(f"run {f['run_id']}", err=True)
-        elif ev == "end":
-            end = f
+    run_id, offset, clients = None, 0, []
+    try:
+        while True:
+            try:
+                for f in frames:
+                    ev = f.get("event")
+                    if ev == "out":
+                        if as_json:
+                            out.append(f.get("text", ""))
+                        else:
+                            _write_out(f)
+                        offset = f.get("offset", offset)
+                    elif ev == "started":
+                        if run_id is None and not as_json:
+                            click.echo(f"run {f['run_id']}", err=True)
+                        run_id = f["run_id"]
+                    elif ev == "end":
+                        end = f
+                break
+            except DaemonError as e:
+                if e.kind != "unavailable" or run_id is None or home is None:
+                    raise
+                c = _reconnect(home, run_id)
+                clients.append(c)
+                frames = c.stream("resume", run=run_id, wait=True, offset=offset)
+    finally:
+        for c in clients:
+            c.close()
     if as_json:
         _emit_json({"run_id": end.get("run_id"), "state": end.get("state"),
                     "ok": end.get("result_ok"), "result": end.get("result"),
@@ -148,6 +172,22 @@ def follow_run(client: Any, frames: Any, as_json: bool) -> int:
         sys.stdout.write((end.get("result") or "") + "\n")
         sys.stdout.flush()
     return int(end.get("exit", EXIT_ERR))
+
+
+def _reconnect(home: Path, run_id: str) -> Any:
+    from flowmetal.daemon.client import Client, DaemonError, DaemonNotRunning
+    click.echo(f"flowmetal: the daemon went away; waiting up to {REATTACH_WAIT:g} s for it "
+               f"to come back (run {run_id} goes on there)", err=True)
+    deadline = time.monotonic() + REATTACH_WAIT
+    while True:
+        try:
+            return Client.connect(home)
+        except (DaemonNotRunning, OSError):
+            if time.monotonic() >= deadline:
+                raise DaemonError(f"the daemon did not come back; run {run_id} goes on at "
+                                  f"its next start (`flowmetal resume {run_id}` follows it)",
+                                  "unavailable") from None
+            time.sleep(0.25)
 
 
 # ====================================================================== daemon
@@ -229,7 +269,8 @@ def submit_command(file: str, flow_name: str | None, arg_pairs: tuple[str, ...],
             rid = c.call("submit", **fields)["run_id"]
             _emit_json({"run_id": rid}) if as_json else click.echo(rid)
             return
-        sys.exit(follow_run(c, c.stream("submit", wait=True, **fields), as_json))
+        sys.exit(follow_run(c, c.stream("submit", wait=True, **fields), as_json,
+                            _home(home)))
 
 
 # ====================================================================== status
@@ -686,7 +727,8 @@ def resume_via_daemon(home: str | None, run_id: str) -> int | None:
     with c:
         warn_quota_file("resume", _home(home), _KEEPS_LIMITS)
         try:
-            return follow_run(c, c.stream("resume", run=run_id, wait=True), False)
+            return follow_run(c, c.stream("resume", run=run_id, wait=True), False,
+                              _home(home))
         except DaemonError as e:
             click.echo(f"flowmetal resume: {e}", err=True)
             return EXIT_USAGE if e.kind in ("usage", "syntax") else EXIT_ERR

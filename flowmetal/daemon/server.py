@@ -513,7 +513,7 @@ class Daemon:
             for c in chunks:
                 if c.stream != cur:
                     self._reply(conn, {"ok": True, "event": "out", "stream": cur,
-                                       "text": "".join(buf)})
+                                       "text": "".join(buf), "offset": offset})
                     cur, buf = c.stream, []
                 buf.append(c.text)
                 offset = c.end
@@ -574,9 +574,16 @@ class Daemon:
 
     def op_resume(self, conn: socket.socket, req: dict) -> dict | None:
         run = self._run(req)
+        offset = req.get("offset", 0)
+        if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+            raise _Refused("resume: 'offset' must be a non-negative integer", "protocol")
         if run.state in ("ok", "err", "cancelled"):
-            raise _Refused(f"run {run.id} already ended ({run.state})")
-        if run.state != "crashed" and self.rt.owners.holds(run.id):
+            if not req.get("wait"):
+                raise _Refused(f"run {run.id} already ended ({run.state})")
+            # Waiting on an ended run (a client that lost its daemon mid-run, say):
+            # its output from `offset` and its end, as for a live one.
+            resumed = False
+        elif run.state != "crashed" and self.rt.owners.holds(run.id):
             # Recovered at start-up (or submitted here): being run right now.
             resumed = False
         else:
@@ -594,7 +601,7 @@ class Daemon:
             return {"ok": True, "run_id": run.id, "resumed": resumed}
         self._reply(conn, {"ok": True, "event": "started", "run_id": run.id,
                            "resumed": resumed})
-        self._stream(conn, run.id, output=bool(req.get("output", True)), offset=0)
+        self._stream(conn, run.id, output=bool(req.get("output", True)), offset=offset)
         return None
 
     def op_batch_create(self, conn: socket.socket, req: dict) -> dict:

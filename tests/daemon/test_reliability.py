@@ -89,3 +89,26 @@ def test_1000_runs_as_fast_as_possible(home: Path, daemons) -> None:
         print(f"1000 runs in {elapsed:.2f} s")
     finally:
         st.close()
+
+
+def test_submit_wait_follows_its_run_across_a_daemon_restart(home: Path, daemons) -> None:
+    import subprocess
+    from .conftest import CLI, ROOT, env_for
+    flow = home / "nap.flow"
+    flow.write_text('def _s(fctx):\n    print("before")\n    sleep(3)\n    print("after")\n'
+                    '    return 1\n\ns = flow(implementation = _s)\n')
+    d = daemons(workers=0)
+    p = subprocess.Popen(CLI + ["submit", str(flow), "--flow", "s", "--wait"],
+                         env=env_for(home), cwd=ROOT, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline() == "before\n"
+        d.kill9()           # the run goes on at the next start
+        daemons(workers=0)
+        stdout, stderr = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 0, stderr
+    assert stdout == "after\nOk(1)\n"
+    assert "the daemon went away" in stderr
