@@ -14,6 +14,7 @@ which only advances when nothing is busy — and which runs are being watched.
 from __future__ import annotations
 
 import collections
+import json
 import os
 import secrets
 import threading
@@ -62,14 +63,20 @@ class RunWatch:
     result: Any = None   # the root flow's result record (dict) or an error string
 
 
-def _refused_arg(name: str, text: str, kind: str, why: ValueError) -> str:
-    """One line for an `--arg NAME=TEXT` that is not a valid `kind`; a long TEXT is
-    cut short, and then the reason is added (the reader cannot see the value)."""
+# Argument kinds whose value is text as it is (not converted from it).
+_TEXT_KINDS = ("string", "any", "state")
+
+
+def _refused_arg(name: str, text: str, kind: str, why: ValueError,
+                 how: str = "--arg ") -> str:
+    """One line for an argument NAME=TEXT (`--arg`, or a batch item's field) that is
+    not a valid `kind`; a long TEXT is cut short, and then the reason is added (the
+    reader cannot see the value)."""
     if len(text) <= 60 and "\n" not in text:
-        return f"--arg {name}={text}: not a valid {kind}"
+        return f"{how}{name}={text}: not a valid {kind}"
     shown = text.replace("\n", " ")[:57] + "..."
     reason = str(why).splitlines()[0][:100] if str(why) else ""
-    return f"--arg {name}={shown}: not a valid {kind}" + (f" ({reason})" if reason else "")
+    return f"{how}{name}={shown}: not a valid {kind}" + (f" ({reason})" if reason else "")
 
 
 def _discard(text: str) -> None:
@@ -163,10 +170,13 @@ class Runtime:
     # ================================================================ creating runs
     def create_run(self, file: str, source: str, *, flow: str | None = None,
                    args: dict[str, str] | None = None, run_id: str | None = None,
-                   on_created: OnCreated | None = None) -> str:
+                   on_created: OnCreated | None = None,
+                   values: dict[str, Any] | None = None) -> str:
         """Create a run of FILE and start it. Without `flow` the file's main block is
-        the root; with it, that flow with `args` (text, converted by declared type).
-        Syntax errors raise `StarlarkError`; bad flow names or arguments `RunError`.
+        the root; with it, that flow with `args` (text, converted by declared type)
+        and `values` (typed already, e.g. JSON: checked as they are; a string for a
+        typed argument is converted like text). Syntax errors raise `StarlarkError`;
+        bad flow names or arguments `RunError`.
 
         Without `on_created` the run is in the store when this returns. With it, the
         creation may be committed with the root flow's first commit instead (one
@@ -182,7 +192,7 @@ class Runtime:
         if on_created is not None:
             on_created = self._forget_if_refused(run_id, on_created)
         try:
-            return self._create_run(run_id, file, source, flow, args, on_created)
+            return self._create_run(run_id, file, source, flow, args, on_created, values)
         except BaseException:
             self.owners.release(run_id)
             raise
@@ -200,7 +210,8 @@ class Runtime:
         return told
 
     def _create_run(self, run_id: str, file: str, source: str, flow: str | None,
-                    args: dict[str, str] | None, on_created: OnCreated | None) -> str:
+                    args: dict[str, str] | None, on_created: OnCreated | None,
+                    values: dict[str, Any] | None = None) -> str:
         path = os.path.abspath(file)
         # The source goes in with the run (one commit, one fsync, per submitted run).
         code = code_hash(source.encode("utf-8"))
@@ -222,14 +233,22 @@ class Runtime:
             fdef = self._flow_def(file, source, flow, printed)
             kwargs = {}
             decl = dict(fdef.params)
-            for k, text in (args or {}).items():
+            given = {k: (True, t) for k, t in (args or {}).items()}
+            given.update({k: (isinstance(v, str) and decl[k].kind not in _TEXT_KINDS
+                              if k in decl else False, v) for k, v in (values or {}).items()})
+            for k, (as_text, x) in given.items():
                 if k not in decl:
                     raise RunError(f"flow {flow} has no argument {k!r} (declared: "
                                    f"{', '.join(decl) or 'none'})")
+                if not as_text:
+                    kwargs[k] = x    # the flow's own check (bind, below) types it
+                    continue
                 try:
-                    kwargs[k] = decl[k].from_text(text)
+                    kwargs[k] = decl[k].from_text(x)
                 except ValueError as e:
-                    raise RunError(_refused_arg(k, text, decl[k].kind, e)) from None
+                    raise RunError(_refused_arg(k, x, decl[k].kind, e,
+                                                "--arg " if k in (args or {}) and
+                                                k not in (values or {}) else "")) from None
             try:
                 fdef.bind((), kwargs)
             except FlowFailed as e:
@@ -242,7 +261,10 @@ class Runtime:
             b = Batch().put_code(source).create_run(
                 run_id, file=path, root_flow=run_id,
                 meta={"code": code, "mode": "flow", "flow": flow,
-                      "args": dict(args or {}), "name": file})
+                      "args": {**(args or {}), **{k: v if isinstance(v, str) else
+                                                  json.dumps(v) for k, v in
+                                                  (values or {}).items()}},
+                      "name": file})
             b.create_flow(run_id, run_id=run_id, name=fdef.name, state="running",
                           meta={"file": file})
             for line in printed:   # the module's top level ran for this run

@@ -19,7 +19,6 @@ can be read with one `get_batch` however large the batch is.
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading
@@ -36,11 +35,6 @@ ENDED = ("ok", "err", "cancelled", "crashed")
 
 def item_run_id(batch_id: str, index: int, attempt: int) -> str:
     return f"{batch_id}-{index}" + (f"-a{attempt}" if attempt else "")
-
-
-def arg_text(value: Any) -> str:
-    """A JSON input value as the text `--arg` would have given (typed by the flow)."""
-    return value if isinstance(value, str) else json.dumps(value)
 
 
 class _BatchState:
@@ -230,13 +224,13 @@ class BatchSupervisor:
             if src is None:
                 raise LookupError(f"batch {b.id}: its source is missing from the store")
             b.source = src.decode("utf-8")
-        args = dict(b.meta.get("args") or {})
         item = b.args.get(index)
-        if isinstance(item, dict):
-            args.update({str(k): arg_text(v) for k, v in item.items()})
+        values = {str(k): v for k, v in item.items()} if isinstance(item, dict) else {}
+        # `--arg` defaults are text; an item's fields are JSON values, typed already.
+        args = {k: v for k, v in (b.meta.get("args") or {}).items() if k not in values}
         try:
             self.rt.create_run(b.meta["file"], b.source, flow=b.meta.get("flow"),
-                               args=args, run_id=rid)
+                               args=args, values=values, run_id=rid)
         except (RunError, StarlarkError) as e:
             # This item's arguments do not fit the flow: it fails, the batch goes on.
             b.running.pop(index, None)

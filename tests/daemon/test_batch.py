@@ -85,3 +85,27 @@ def test_batch_survives_kill9(home: Path, daemons) -> None:
         st.close()
     p = fm(home, "batch", "status", bid)
     assert "ok 40" in p.stdout
+
+
+def test_batch_item_fields_are_typed_json_values(home: Path, daemon) -> None:
+    flow = home / "typed.flow"
+    flow.write_text('def _f(fctx):\n    return fctx.args.s + ":" + str(fctx.args.n)\n\n'
+                    'f = flow(implementation = _f, args = {"s": args.string(), "n": args.int()})\n')
+    items = home / "typed.jsonl"
+    items.write_text("\n".join(json.dumps(i) for i in [
+        {"s": "a", "n": 1},
+        {"s": None, "n": 1},          # null is not a string (it was the text "null")
+        {"s": 5, "n": 1},             # nor is 5 (it was "5")
+        {"s": "b", "n": "2"},         # text for an int converts, as with --arg
+        {"s": "c", "n": "x"},
+    ]) + "\n")
+    p = fm(home, "batch", str(flow), "--inputs", str(items), "--flow", "f")
+    assert p.returncode == 1, p.stderr
+    bid = p.stdout.split()[1].rstrip(":")
+    v = json.loads(fm(home, "batch", "status", bid, "--json").stdout)
+    assert [i["state"] for i in v["items"]] == ["ok", "err", "err", "ok", "err"]
+    assert [i["result"] for i in v["items"]][0] == 'Ok("a:1")'
+    assert [i["result"] for i in v["items"]][3] == 'Ok("b:2")'
+    errors = [i["result"] for i in v["items"]]
+    assert "argument s" in errors[1] and "argument s" in errors[2]
+    assert errors[4].startswith("n=x: not a valid int"), errors[4]
