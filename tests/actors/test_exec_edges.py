@@ -3,7 +3,6 @@ a stdin the command never reads, a bad working directory, NUL bytes."""
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -11,6 +10,8 @@ import pytest
 
 from actors import Runtime, result_of
 from store import Store
+
+from ..procs import assert_dies, wait_for
 
 FLOWS = '''
 def _bg_timeout(fctx):
@@ -69,22 +70,6 @@ def _run(store: Store, path: Path, flow: str, args: dict | None = None):
     return result_of(w), time.monotonic() - start
 
 
-def _alive(pid: int) -> bool:
-    # A zombie (killed, not yet reaped by init) is dead as far as the command goes.
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-
-
-def _assert_dies(pid: int, what: str) -> None:
-    deadline = time.monotonic() + 10
-    while _alive(pid):
-        assert time.monotonic() < deadline, what
-        time.sleep(0.05)
-
-
 def test_timeout_covers_a_background_child_holding_the_output(
         store: Store, flows: Path, tmp_path: Path) -> None:
     # The shell exits at once; its `sleep 20` keeps stdout open. The buggy code waited
@@ -94,7 +79,7 @@ def test_timeout_covers_a_background_child_holding_the_output(
     assert not result.ok
     assert "exec: sh timed out after 2 s" in result.error
     assert took < 15
-    _assert_dies(int(pidfile.read_text()), "the background child outlived the timeout")
+    assert_dies(int(pidfile.read_text()), "the background child outlived the timeout")
 
 
 def test_without_timeout_a_background_child_is_killed_after_the_command_exits(
@@ -106,7 +91,7 @@ def test_without_timeout_a_background_child_is_killed_after_the_command_exits(
     assert (code, stdout) == (3, "started\n")   # the main process's outcome
     assert "output still held open" in stderr
     assert took < 15
-    _assert_dies(int(pidfile.read_text()), "the background child outlived the command")
+    assert_dies(int(pidfile.read_text()), "the background child outlived the command")
 
 
 def test_a_background_child_that_ends_soon_is_read_to_the_end(store: Store,
@@ -163,14 +148,6 @@ def test_nul_bytes_are_reported_plainly(store: Store, flows: Path, flow: str,
     assert "ValueError" not in result.error
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 def test_closing_the_runtime_stops_its_commands_and_resume_issues_them_again(
         tmp_path: Path) -> None:
     import time
@@ -184,17 +161,12 @@ def test_closing_the_runtime_stops_its_commands_and_resume_issues_them_again(
         rt = Runtime(st)
         rid = rt.create_run(str(flow), flow.read_text(), flow="nap",
                             args={"out": str(out), "dur": str(dur)})
-        deadline = time.monotonic() + 30
-        while not out.exists() and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_for(out.exists)
         first = int(out.read_text().split()[1])
         t0 = time.monotonic()
         rt.close()
         assert time.monotonic() - t0 < 15
-        deadline = time.monotonic() + 10
-        while _pid_alive(first) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not _pid_alive(first), "the command outlived its runtime"
+        assert_dies(first, "the command outlived its runtime")
         # Its action is still pending: the next runtime runs the command again.
         dur.write_text("0")
         with Runtime(st) as rt2:

@@ -6,12 +6,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from actors.ownership import RunBusy, RunOwnership
+
+from ..procs import foreground_run, numbers_in, wait_for
 
 HERE = Path(__file__).parent
 SLOW = HERE / "slow_steps.flow"
@@ -66,43 +67,25 @@ def _env(home: Path) -> dict:
     return env
 
 
-def _start_run(home: Path, out: Path, n: int) -> tuple[subprocess.Popen, str]:
-    p = subprocess.Popen(FLOWMETAL + ["run", str(SLOW), "--flow", "steps", "--arg", f"n={n}",
-                                      "--arg", f"path={out}"],
-                         env=_env(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True, start_new_session=True)
-    line = p.stderr.readline()
-    assert line.startswith("run "), line + p.stderr.read()
-    return p, line.split()[1]
-
-
-def _steps_done(out: Path) -> list[int]:
-    return [int(x) for x in out.read_text().split()] if out.exists() else []
+def _run_argv(out: Path, n: int) -> list[str]:
+    return FLOWMETAL + ["run", str(SLOW), "--flow", "steps", "--arg", f"n={n}",
+                        "--arg", f"path={out}"]
 
 
 def test_resume_refuses_a_run_another_process_is_running_then_takes_it_over(
         tmp_path: Path) -> None:
     home, out = tmp_path / "home", tmp_path / "out.txt"
-    p, rid = _start_run(home, out, 20)
-    try:
-        deadline = time.monotonic() + 30
-        while len(_steps_done(out)) < 2 and time.monotonic() < deadline:
-            time.sleep(0.02)
+    with foreground_run(_run_argv(out, 20), _env(home)) as (p, rid):
+        wait_for(lambda: len(numbers_in(out)) >= 2)
         r = subprocess.run(FLOWMETAL + ["resume", rid], env=_env(home), capture_output=True,
                            text=True, timeout=60)
         assert r.returncode == 1, r.stderr
         assert f"run {rid} is being run by process {p.pid}" in r.stderr
-        os.killpg(p.pid, signal.SIGKILL)
-        p.wait(10)
-    finally:
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait(10)
     r = subprocess.run(FLOWMETAL + ["resume", rid], env=_env(home), capture_output=True,
                        text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().endswith("Ok(20)")
-    steps = _steps_done(out)
+    steps = numbers_in(out)
     # Every step once, but for the one in flight at the kill; never the whole run twice.
     assert sorted(set(steps)) == list(range(20))
     assert len(steps) <= 21, steps

@@ -17,6 +17,8 @@ from actors import Runtime, result_of
 from actors.flow import FlowRunner
 from store import Store
 
+from ..procs import alive
+
 ROOT = Path(__file__).resolve().parents[2]
 FLOWS = Path(__file__).parent / "flows"
 EXAMPLES = ROOT / "examples"
@@ -157,26 +159,18 @@ def _children(pid: int) -> list[int]:
     return out
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def test_workers_exit_when_parent_is_killed(tmp_path: Path) -> None:
     home = tmp_path / "home"
     p, rid = _run_until_output(["run", str(FLOWS / "sleeper.flow"), "--flow", "main",
                                 "--arg", "seconds=30", "--workers", "2"], home, "before")
-    workers = [c for c in _children(p.pid) if _alive(c)]
+    workers = [c for c in _children(p.pid) if alive(c)]
     assert len(workers) >= 2
     p.send_signal(signal.SIGKILL)
     p.communicate()
     deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and any(_alive(w) for w in workers):
+    while time.monotonic() < deadline and any(alive(w) for w in workers):
         time.sleep(0.05)
-    assert not any(_alive(w) for w in workers), "orphaned worker processes"
+    assert not any(alive(w) for w in workers), "orphaned worker processes"
 
 
 # ---------------------------------------------------------------- cancelling a command
@@ -188,15 +182,6 @@ def _impl(fctx):
 
 main = flow(implementation = _impl, args = {"pidfile": args.string()})
 '''
-
-
-def _alive(pid: int) -> bool:
-    # A zombie (exited, not yet reaped) is dead as far as the command goes.
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except (FileNotFoundError, ProcessLookupError):
-        return False
 
 
 @contextlib.contextmanager
@@ -235,9 +220,9 @@ def test_cancel_stops_the_running_command(store: Store, tmp_path: Path, workers:
         rid = rt.create_run(str(src), src.read_text(), flow="main",
                             args={"pidfile": str(pidfile)})
         pid = _wait_for_pid(pidfile)
-        assert _alive(pid)
+        assert alive(pid)
         assert rt.cancel_run(rid) == [rid]
-        _wait_until(lambda: not _alive(pid), "the command outlived its cancelled flow")
+        _wait_until(lambda: not alive(pid), "the command outlived its cancelled flow")
         w = rt.wait_run(rid, 10)
     assert w.state == "cancelled"
 
@@ -250,8 +235,8 @@ def test_a_command_that_ignores_sigterm_is_killed_after_the_grace(tmp_path: Path
         pid = _wait_for_pid(pidfile)
         ref.tell(("cancel", "f1"))
         time.sleep(0.15)
-        assert _alive(pid)          # SIGTERM is ignored...
-        _wait_until(lambda: not _alive(pid) and replies, "not killed after the grace period")
+        assert alive(pid)          # SIGTERM is ignored...
+        _wait_until(lambda: not alive(pid) and replies, "not killed after the grace period")
         assert replies[0][:2] == ("f1", 1)   # ...SIGKILL ends it; the reply still comes
 
 
@@ -265,7 +250,7 @@ def test_cancel_stops_the_commands_whole_process_group(tmp_path: Path) -> None:
                                              "& wait"]}))
         pid = _wait_for_pid(pidfile)
         ref.tell(("cancel", "f1"))
-        _wait_until(lambda: not _alive(pid) and replies, "the group outlived the cancel")
+        _wait_until(lambda: not alive(pid) and replies, "the group outlived the cancel")
         # A command of a cancelled flow that was still queued never starts.
         ref.tell(("exec", "f1", 2, {"argv": ["sh", "-c", f"echo started > {tmp_path / 'late'}"]}))
         _wait_until(lambda: len(replies) >= 2, "no reply for the refused command")
