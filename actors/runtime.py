@@ -233,22 +233,20 @@ class Runtime:
             fdef = self._flow_def(file, source, flow, printed)
             kwargs = {}
             decl = dict(fdef.params)
-            given = {k: (True, t) for k, t in (args or {}).items()}
-            given.update({k: (isinstance(v, str) and decl[k].kind not in _TEXT_KINDS
-                              if k in decl else False, v) for k, v in (values or {}).items()})
-            for k, (as_text, x) in given.items():
+            values = values or {}
+            given = [(k, t, "--arg ") for k, t in (args or {}).items() if k not in values]
+            given += [(k, v, "") for k, v in values.items()]
+            for k, x, how in given:
                 if k not in decl:
                     raise RunError(f"flow {flow} has no argument {k!r} (declared: "
                                    f"{', '.join(decl) or 'none'})")
-                if not as_text:
-                    kwargs[k] = x    # the flow's own check (bind, below) types it
+                if how == "" and not (isinstance(x, str) and decl[k].kind not in _TEXT_KINDS):
+                    kwargs[k] = x    # typed already: the flow's own check (bind) judges it
                     continue
                 try:
                     kwargs[k] = decl[k].from_text(x)
                 except ValueError as e:
-                    raise RunError(_refused_arg(k, x, decl[k].kind, e,
-                                                "--arg " if k in (args or {}) and
-                                                k not in (values or {}) else "")) from None
+                    raise RunError(_refused_arg(k, x, decl[k].kind, e, how)) from None
             try:
                 fdef.bind((), kwargs)
             except FlowFailed as e:
@@ -262,8 +260,7 @@ class Runtime:
                 run_id, file=path, root_flow=run_id,
                 meta={"code": code, "mode": "flow", "flow": flow,
                       "args": {**(args or {}), **{k: v if isinstance(v, str) else
-                                                  json.dumps(v) for k, v in
-                                                  (values or {}).items()}},
+                                                  json.dumps(v) for k, v in values.items()}},
                       "name": file})
             b.create_flow(run_id, run_id=run_id, name=fdef.name, state="running",
                           meta={"file": file})
