@@ -393,20 +393,21 @@ def _open_env(path: Path, *, map_size: int, sync: bool, create: bool) -> lmdb.En
     raise AssertionError("unreachable")
 
 
+# Pages a healthy data file may lack below its last page number: LMDB takes pages
+# from the end that it frees again within the same transaction and never writes, so
+# a live store's file can be a few pages short (CI saw 2, with a daemon committing).
+UNWRITTEN_PAGES = 16
+
+
 def _check_size(env: lmdb.Environment, data: Path, home: Path) -> None:
     # Reading a page past the end of a truncated file through the map is SIGBUS, not
-    # an error: refuse such a file up front. Another process may be committing while
-    # we look (a daemon under load: CI once saw the file 2 pages short of the meta it
-    # had just read), so only a shortfall that lasts ~2 s is damage.
+    # an error: refuse such a file up front.
     psize = env.stat()["psize"]
-    for attempt in range(20):
-        need = (env.info()["last_pgno"] + 1) * psize
-        have = data.stat().st_size
-        if have >= need:
-            return
-        time.sleep(0.01 * (attempt + 1))
-    raise CorruptStoreError(f"store {home} is damaged: {data.name} is truncated "
-                            f"({have} bytes, its data needs {need})")
+    need = (env.info()["last_pgno"] + 1 - UNWRITTEN_PAGES) * psize
+    have = data.stat().st_size
+    if have < need:
+        raise CorruptStoreError(f"store {home} is damaged: {data.name} is truncated "
+                                f"({have} bytes, its data needs {need})")
 
 
 def _open_dbs(env: lmdb.Environment, home: Path) -> dict:
