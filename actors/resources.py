@@ -17,7 +17,8 @@ cannot hold a flow forever. Secret values in ``env``
 (by name in the request) are revealed only for the command, and redacted from its
 output. A cancelled flow's running commands are stopped: SIGTERM to the command's
 process group (it runs in a session of its own), SIGKILL if it is still there
-`KILL_GRACE` seconds later.
+`KILL_GRACE` seconds later. Commands stop with the process that runs them, even
+one killed by SIGKILL (see `actors.warden`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from typing import Any, Callable
 import pykka
 
 from flowmetal.starlark import struct
+
+from .warden import CommandWarden
 
 DEFAULT_OUTPUT_CAP = 1 << 20  # bytes kept of each of stdout and stderr
 KILL_GRACE = 5.0               # seconds between SIGTERM and SIGKILL on cancel
@@ -279,7 +282,7 @@ def _cwd_problem(cwd: str) -> str | None:
 
 def run_command(request: dict, action_id: str, cap: int = DEFAULT_OUTPUT_CAP,
                 started: Callable[[subprocess.Popen], None] | None = None,
-                drain_grace: float = DRAIN_GRACE) -> tuple:
+                drain_grace: float = DRAIN_GRACE, extra_env: dict | None = None) -> tuple:
     """Run one exec request; the outcome ("ok", struct) or ("err", message).
     `started(proc)` is called once the process exists (to be able to stop it).
 
@@ -289,7 +292,8 @@ def run_command(request: dict, action_id: str, cap: int = DEFAULT_OUTPUT_CAP,
     timeout error. With no timeout, a command whose output is still held open
     `drain_grace` seconds after its main process exited has its process group
     killed, and the outcome is the main process's exit code and the output read by
-    then (see `_pump`)."""
+    then (see `_pump`). `extra_env` goes into the command's environment last (the
+    warden's token, see `actors.warden`)."""
     from flowmetal.secrets import Redactor, SecretError, process_source, reveal
     argv = request["argv"]
     env = dict(os.environ)
@@ -302,6 +306,8 @@ def run_command(request: dict, action_id: str, cap: int = DEFAULT_OUTPUT_CAP,
             return ("err", f"exec: {e}")
     redact = Redactor(used)
     env["FLOWMETAL_ACTION_ID"] = action_id
+    if extra_env:
+        env.update(extra_env)
     timeout = request.get("timeout")
     data = request.get("input")
     cwd = request.get("cwd")
@@ -372,6 +378,8 @@ class ExecActor(pykka.ThreadingActor):
                  kill_grace: float = KILL_GRACE):
         super().__init__()
         self.reply = reply
+        # Stops the commands if this process dies without `shutdown` (a kill -9).
+        self.warden = CommandWarden(STOP_GRACE)
         self.cap = cap
         self.kill_grace = kill_grace
         # flow id -> its running commands. Shared with the command threads.
@@ -408,6 +416,15 @@ class ExecActor(pykka.ThreadingActor):
                 c.signal(signal.SIGKILL)
         for c in commands:
             c.done.wait(1.0)
+        self.warden.close()
+
+    def on_stop(self) -> None:
+        # Stopped without `shutdown` (a runtime torn down by hand) while commands
+        # still run: the warden stays, to stop them when this process ends.
+        with self.lock:
+            idle = not self.running
+        if idle:
+            self.warden.close()
 
     def cancel(self, flow_id: str) -> None:
         """Stop the flow's running commands (and refuse any it starts from now on)."""
@@ -437,7 +454,8 @@ class ExecActor(pykka.ThreadingActor):
             outcome = ("err", "exec: cancelled")
         else:
             try:
-                outcome = run_command(request, f"{flow_id}:{seq}", self.cap, started)
+                outcome = run_command(request, f"{flow_id}:{seq}", self.cap, started,
+                                      extra_env=self.warden.env())
             except Exception as e:  # noqa: BLE001 - an exec failure is the flow's error
                 outcome = ("err", f"exec: {type(e).__name__}: {e}")
             finally:

@@ -173,6 +173,72 @@ def test_workers_exit_when_parent_is_killed(tmp_path: Path) -> None:
     assert not any(alive(w) for w in workers), "orphaned worker processes"
 
 
+# ---------------------------------------------------------------- commands die with their host
+
+GROUP_EXEC = '''
+def _impl(fctx):
+    # The shell and a child of it: the pid file names both, once both run.
+    r = fctx.actions.exec(["sh", "-c", "sleep 300 & echo $$ $! > " + fctx.args.pidfile +
+                           ".tmp; mv " + fctx.args.pidfile + ".tmp " + fctx.args.pidfile +
+                           "; wait"])
+    return r.exit_code
+
+main = flow(implementation = _impl, args = {"pidfile": args.string()})
+'''
+
+
+def _wait_for_pids(path: Path) -> list[int]:
+    deadline = time.monotonic() + 30
+    while not path.exists():
+        assert time.monotonic() < deadline, "the command did not start"
+        time.sleep(0.05)
+    return [int(x) for x in path.read_text().split()]
+
+
+def test_kill_9_of_the_foreground_run_stops_its_command_group(tmp_path: Path) -> None:
+    # `flowmetal run` hosts its flows in-process: nothing of it survives a SIGKILL to
+    # stop its commands, so its command warden does. Without it the command runs on
+    # while `resume` issues the same action again.
+    from ..procs import assert_dies, foreground_run
+    src = tmp_path / "group.flow"
+    src.write_text(GROUP_EXEC)
+    pidfile = tmp_path / "pids"
+    argv = CLI + ["run", str(src), "--flow", "main", "--arg", f"pidfile={pidfile}"]
+    with foreground_run(argv, _env(tmp_path / "home")) as (p, rid):
+        pids = _wait_for_pids(pidfile)
+        helpers = _children(p.pid)
+        assert all(alive(pid) for pid in pids)
+        p.send_signal(signal.SIGKILL)   # the run process only, not its group
+        p.wait(10)
+        for pid in pids:
+            assert_dies(pid, "a command outlived the run that was killed")
+        for pid in helpers:
+            assert_dies(pid, "the run's helper process stayed behind")
+
+
+def test_a_worker_killed_by_sigkill_takes_its_commands_with_it(store: Store,
+                                                                tmp_path: Path) -> None:
+    from ..procs import assert_dies
+    src = tmp_path / "group.flow"
+    src.write_text(GROUP_EXEC)
+    pidfile = tmp_path / "pids"
+    with Runtime(store, workers=1, backoff=0.01) as rt:
+        rid = rt.create_run(str(src), src.read_text(), flow="main",
+                            args={"pidfile": str(pidfile)})
+        first = _wait_for_pids(pidfile)
+        pidfile.unlink()
+        with rt.pool.lock:
+            (victim,) = [w for w in rt.pool.workers if w.alive]
+        os.kill(victim.proc.pid, signal.SIGKILL)
+        for pid in first:
+            assert_dies(pid, "a command outlived the worker that ran it")
+        # The flow resumes on a fresh worker, which issues the action again.
+        second = _wait_for_pids(pidfile)
+        assert set(second).isdisjoint(first)
+        assert rt.cancel_run(rid) == [rid]
+        rt.wait_run(rid, 10)
+
+
 # ---------------------------------------------------------------- cancelling a command
 
 LONG_EXEC = '''

@@ -1,0 +1,59 @@
+"""The command warden: an owner's commands stop when the owner ends without a
+goodbye, and only then."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from actors.warden import CommandWarden, guarded_pids
+
+from ..procs import alive, assert_dies
+
+
+def _guarded(warden: CommandWarden, script: str) -> subprocess.Popen:
+    return subprocess.Popen(["sh", "-c", script], env=dict(os.environ, **warden.env()),
+                            start_new_session=True)
+
+
+def test_goodbye_leaves_commands_alone() -> None:
+    w = CommandWarden(grace=0.3)
+    p = _guarded(w, "exec sleep 300")
+    try:
+        assert guarded_pids(w.token) == [p.pid]
+        w.close()
+        time.sleep(0.3)
+        assert alive(p.pid)
+    finally:
+        p.kill()
+        p.wait()
+
+
+def test_the_owners_end_stops_its_commands_sigkill_after_the_grace() -> None:
+    # The owner is a separate process that starts a warden and a command ignoring
+    # SIGTERM, then dies by SIGKILL, saying nothing.
+    owner = subprocess.Popen([sys.executable, "-c", """
+import os, subprocess, sys
+from actors.warden import CommandWarden
+w = CommandWarden(grace=0.5)
+p = subprocess.Popen(["sh", "-c", "trap '' TERM; sleep 300 & wait"],
+                     env=dict(os.environ, **w.env()), start_new_session=True)
+print(p.pid, w._proc.pid, flush=True)
+sys.stdin.read()
+"""], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        command, warden = map(int, owner.stdout.readline().split())
+        time.sleep(0.2)
+        owner.send_signal(signal.SIGKILL)
+        owner.wait(10)
+        time.sleep(0.2)
+        assert alive(command)      # SIGTERM is ignored...
+        assert_dies(command, "the command outlived its owner")   # ...SIGKILL is not
+        assert_dies(warden, "the warden did not exit")
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+            owner.wait()
