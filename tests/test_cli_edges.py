@@ -160,6 +160,23 @@ def test_batch_inputs_too_deep_or_not_utf8(home: Path, args_flow: Path,
 
 # ---------------------------------------------------------------- 4: --home ""
 
+MISSING_RUN = [(["status"], "no run 'nosuchrun'"), (["logs"], "no run 'nosuchrun'"),
+               (["history"], "no run 'nosuchrun'"), (["inspect"], "no run 'nosuchrun'"),
+               (["resume"], "no run 'nosuchrun' in "),
+               (["batch", "status"], "no batch 'nosuchrun'")]
+
+
+@pytest.mark.parametrize("cmd, why", MISSING_RUN, ids=lambda c: "-".join(c) if isinstance(c, list) else "")
+def test_an_id_that_names_nothing_is_a_usage_error(home: Path, cmd: list, why: str) -> None:
+    # One exit status for "no such run" whichever command is asked (scripts tell it
+    # from a run that ended Err, which exits 1).
+    fm(home, "list")   # the store exists
+    p = fm(home, *cmd, "nosuchrun")
+    assert p.returncode == 2, p.stderr
+    no_traceback(p)
+    assert p.stderr.count("\n") == 1 and why in p.stderr, p.stderr
+
+
 @pytest.mark.parametrize("cmd", [["list"], ["status", "r1"], ["run", "x.flow"],
                                  ["send", "r1", "{}"], ["daemon"]], ids=lambda c: c[0])
 def test_empty_home_is_a_usage_error(tmp_path: Path, cmd: list) -> None:
@@ -352,7 +369,7 @@ def test_submit_with_deeply_nested_arg(daemon_home: Path, args_flow: Path) -> No
 
 def test_batch_retry_of_a_missing_batch(daemon_home: Path) -> None:
     p = fm(daemon_home, "batch", "retry", "nonexist", "--failed")
-    assert p.returncode == 1
+    assert p.returncode == 2
     assert error_line(p) == "flowmetal batch retry: no batch 'nonexist'"
     # The daemon's own answer (to any client) keeps its closing quote too.
     from flowmetal.daemon.client import Client, DaemonError

@@ -8,7 +8,8 @@ list`) read the store directly — the same data the daemon would send — so th
 with or without a daemon. `prune` deletes only ended runs and is safe either way.
 
 Every command takes ``--home`` and ``--json``; errors are one line on stderr with exit
-status 1 (2 for usage and syntax errors), never a Python traceback.
+status 1 (2 for usage and syntax errors, and for a RUN_ID that names no run), never a
+Python traceback.
 """
 
 from __future__ import annotations
@@ -286,7 +287,7 @@ def status_command(run_id: str, home: str | None, as_json: bool) -> None:
     st = _open_store(home)
     v = status_view(st, run_id)
     if v is None:
-        _fail(f"flowmetal status: no run {run_id!r}")
+        _fail(f"flowmetal status: no run {run_id!r}", EXIT_USAGE)
     if as_json:
         _emit_json(v)
         return
@@ -329,7 +330,7 @@ def logs_command(run_id: str, follow: bool, home: str | None, as_json: bool) -> 
     st = _open_store(home)
     run = st.get_run(run_id)
     if run is None:
-        _fail(f"flowmetal logs: no run {run_id!r}")
+        _fail(f"flowmetal logs: no run {run_id!r}", EXIT_USAGE)
     offset = 0
     ended = ("ok", "err", "cancelled", "crashed")
     while True:
@@ -369,7 +370,7 @@ def history_command(run_id: str, home: str | None, as_json: bool) -> None:
     st = _open_store(home)
     h = history_view(st, run_id)
     if h is None:
-        _fail(f"flowmetal history: no run {run_id!r}")
+        _fail(f"flowmetal history: no run {run_id!r}", EXIT_USAGE)
     if as_json:
         _emit_json(h)
         return
@@ -399,7 +400,7 @@ def inspect_command(run_id: str, home: str | None, as_json: bool) -> None:
     st = _open_store(home)
     v = inspect_view(st, run_id)
     if v is None:
-        _fail(f"flowmetal inspect: no run {run_id!r}")
+        _fail(f"flowmetal inspect: no run {run_id!r}", EXIT_USAGE)
     if as_json:
         _emit_json(v)
         return
@@ -647,7 +648,7 @@ def batch_status_command(batch_id: str, home: str | None, as_json: bool) -> None
     st = _open_store(home)
     v = batch_view(st, batch_id)
     if v is None:
-        _fail(f"flowmetal batch status: no batch {batch_id!r}")
+        _fail(f"flowmetal batch status: no batch {batch_id!r}", EXIT_USAGE)
     if as_json:
         _emit_json(v)
         return
@@ -675,7 +676,7 @@ def batch_retry_command(batch_id: str, failed: bool, wait: bool, home: str | Non
     """Re-run only the failed items of a batch."""
     st = _open_store(home)
     if st.get_batch(batch_id) is None:
-        _fail(f"flowmetal batch retry: no batch {batch_id!r}")
+        _fail(f"flowmetal batch retry: no batch {batch_id!r}", EXIT_USAGE)
     with _client(home) as c:
         r = c.call("batch_retry", batch=batch_id)
     n = r["retried"]

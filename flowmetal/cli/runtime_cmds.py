@@ -18,7 +18,7 @@ from typing import Any
 
 import click
 
-from .common import (EXIT_ERR, EXIT_OK, home_option, parse_arg_pairs,
+from .common import (EXIT_ERR, EXIT_OK, EXIT_USAGE, home_option, parse_arg_pairs,
                      read_source, report_error, root_flow_options, run_id_argument,
                      warn_quota_file)
 
@@ -173,7 +173,9 @@ def resume_command(run_id: str, home: str | None, virtual_time: bool, workers: i
         sys.exit(code)
     store = _open_store(home)
     if store.get_run(run_id) is None:
-        raise click.UsageError(f"no run {run_id!r} in {store.home}")
+        store.close()
+        click.echo(f"flowmetal resume: no run {run_id!r} in {store.home}", err=True)
+        sys.exit(EXIT_USAGE)
     warn_quota_file("resume", store.home, _NO_LIMITS)
     rt = Runtime(store, workers=workers, virtual_time=virtual_time)
     try:

@@ -245,4 +245,4 @@ def test_prune(home: Path, daemon) -> None:
     p = fm(home, "prune", "--older-than", "soon")
     assert p.returncode == 2 and "Traceback" not in p.stderr
     p = fm(home, "status", rid)
-    assert p.returncode == 1 and "no run" in p.stderr
+    assert p.returncode == 2 and "no run" in p.stderr
