@@ -393,3 +393,50 @@ def test_submit_warns_about_a_broken_quota_file(daemon_home: Path, args_flow: Pa
         assert f"WARNING {q}: Expected ']'" in log and "keeping the previous limits" in log
     finally:
         q.unlink()
+
+
+# ---------------------------------------------------------------- views of a live run
+
+SLEEPING_KIDS = """
+def _kid(fctx):
+    sleep(30)
+    return fctx.args.i
+
+kid = flow(implementation = _kid, args = {"i": args.int()})
+
+def _main(fctx):
+    hs = [fctx.actions.run(kid, i = i) for i in range(12)]
+    return [unwrap(r) for r in fctx.actions.wait(hs)]
+
+main = flow(implementation = _main)
+"""
+
+
+def test_inspect_and_history_of_a_run_in_flight(home: Path, tmp_path: Path) -> None:
+    from .procs import foreground_run, wait_for
+    src = tmp_path / "kids.flow"
+    src.write_text(SLEEPING_KIDS)
+    with foreground_run(CLI + ["run", str(src), "--flow", "main"], env_for(home),
+                        cwd=ROOT) as (p, rid):
+        def all_asleep() -> bool:
+            v = json.loads(fm(home, "status", rid, "--json").stdout)
+            return len(v["pending"]) == 13
+        wait_for(all_asleep)
+        insp = fm(home, "inspect", rid)
+        hist = fm(home, "history", rid)
+        hist_json = json.loads(fm(home, "history", rid, "--json").stdout)
+    assert insp.returncode == 0, insp.stderr
+    # The flow's own frames, not the prelude's machinery with its internal arguments.
+    assert "_flow_main" not in insp.stdout and "inherit" not in insp.stdout
+    assert "kids.flow:3 in _kid" in insp.stdout
+    # Children in the order they were started (.2 before .10), and a wait on twelve
+    # of them named in one short line.
+    order = [ln.split()[1] for ln in insp.stdout.splitlines() if ln.startswith("flow ")]
+    assert order == [rid] + [f"{rid}.{i}" for i in range(1, 13)]
+    assert f"waiting on: wait {rid}.1, {rid}.2, {rid}.3 and 9 more" in insp.stdout
+    # history lists the actions in flight: the wait and every child's sleep.
+    assert hist.returncode == 0 and "no actions" not in hist.stdout
+    assert hist.stdout.count("(in flight)") == 13
+    assert len(hist_json) == 13 and all(e["pending"] and e["result"] is None
+                                        for e in hist_json)
+    assert sorted(e["kind"] for e in hist_json) == ["sleep"] * 12 + ["wait"]

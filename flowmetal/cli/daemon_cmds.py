@@ -365,7 +365,8 @@ def logs_command(run_id: str, follow: bool, home: str | None, as_json: bool) -> 
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @_guard("history")
 def history_command(run_id: str, home: str | None, as_json: bool) -> None:
-    """A run's journal: every action of every flow with its request, result and times."""
+    """A run's actions: every action of every flow with its request, result and times
+    (actions still in flight last in each flow's list)."""
     from flowmetal.daemon.views import history_view
     st = _open_store(home)
     h = history_view(st, run_id)
@@ -375,13 +376,17 @@ def history_command(run_id: str, home: str | None, as_json: bool) -> None:
         _emit_json(h)
         return
     if not h:
-        click.echo("no actions journaled yet")
+        click.echo("no actions yet")
         return
     rows = []
     for e in h:
         r = e["result"]
-        res = r.get("error") and f"error: {r['error']}" if isinstance(r, dict) and \
-            "error" in r else (r.get("value") if isinstance(r, dict) else r)
+        if e.get("pending"):
+            res = "(in flight)"
+        elif isinstance(r, dict) and "error" in r:
+            res = f"error: {r['error']}"
+        else:
+            res = r.get("value") if isinstance(r, dict) else r
         rows.append((e["flow"], e["seq"], _oneline(e["action"], 50), _oneline(res, 50),
                      _ts(e["started"]), _dur(e["started"], e["finished"])))
     _table(rows, ("FLOW", "SEQ", "ACTION", "RESULT", "STARTED", "TOOK"))

@@ -61,8 +61,21 @@ def _request_text(req: Any) -> str:
     if kind == "exec":
         return "exec " + " ".join(str(a) for a in req.get("argv", []))
     if kind in ("wait", "call"):
-        return f"{kind} " + ", ".join(req.get("children", []))
+        kids = list(req.get("children", []))
+        text = f"{kind} " + ", ".join(kids[:SHOWN_CHILDREN])
+        if len(kids) > SHOWN_CHILDREN:   # a fan-out waits on thousands
+            text += f" and {len(kids) - SHOWN_CHILDREN} more"
+        return text
     return kind or repr(req)
+
+
+SHOWN_CHILDREN = 3
+
+
+def _flow_order(f: Any) -> tuple:
+    """Creation order; children made together in id order, ``RUN.2`` before ``RUN.10``."""
+    return (f.created, [(0, int(p), "") if p.isdigit() else (1, 0, p)
+                        for p in f.id.split(".")])
 
 
 def status_view(store: Any, run_id: str) -> dict | None:
@@ -70,7 +83,7 @@ def status_view(store: Any, run_id: str) -> dict | None:
     run = store.get_run(run_id)
     if run is None:
         return None
-    flows = sorted(store.run_flows(run_id), key=lambda f: (f.created, f.id))
+    flows = sorted(store.run_flows(run_id), key=_flow_order)
     pending = []
     for f in flows:
         if f.state in LIVE:
@@ -128,19 +141,34 @@ def _value_text(v: Any) -> Any:
 
 
 def history_view(store: Any, run_id: str) -> list[dict] | None:
-    """The journal of every flow of the run, flows in creation order."""
+    """Every action of every flow of the run, flows in creation order, each flow's
+    in action order: the journaled ones with their results, then the ones still in
+    flight (``"pending": true``, no result or end time yet)."""
     run = store.get_run(run_id)
     if run is None:
         return None
     out = []
-    for f in sorted(store.run_flows(run_id), key=lambda f: (f.created, f.id)):
+    for f in sorted(store.run_flows(run_id), key=_flow_order):
+        done = set()
         for j in store.journal(f.id):
-            req = j.request if isinstance(j.request, dict) else {}
-            out.append({"flow": f.id, "flow_name": f.name, "seq": j.seq,
-                        "kind": req.get("kind"), "request": _jsonable(j.request),
-                        "action": _request_text(j.request), "result": _value_text(j.result),
-                        "started": j.started, "finished": j.finished})
+            done.add(j.seq)
+            out.append(_action_entry(f, j.seq, j.request, j.started, j.finished,
+                                     result=_value_text(j.result)))
+        if f.state in LIVE:
+            for it in store.intents(f.id):
+                if it.seq not in done:
+                    out.append(_action_entry(f, it.seq, it.request, it.created, None,
+                                             result=None, pending=True))
     return out
+
+
+def _action_entry(f: Any, seq: int, request: Any, started: float | None,
+                  finished: float | None, result: Any, pending: bool = False) -> dict:
+    req = request if isinstance(request, dict) else {}
+    return {"flow": f.id, "flow_name": f.name, "seq": seq, "kind": req.get("kind"),
+            "request": _jsonable(request), "action": _request_text(request),
+            "result": result, "started": started, "finished": finished,
+            "pending": pending}
 
 
 def _jsonable(v: Any) -> Any:
@@ -162,9 +190,10 @@ def inspect_view(store: Any, run_id: str) -> list[dict] | None:
     if run is None:
         return None
     from actors.codec import loads_image
+    from flowmetal.prelude import PRELUDE_MODULES
     from flowmetal.starlark.values import to_repr
     out = []
-    for f in sorted(store.run_flows(run_id), key=lambda f: (f.created, f.id)):
+    for f in sorted(store.run_flows(run_id), key=_flow_order):
         if f.state not in LIVE:
             continue
         entry: dict = {"flow": f.id, "name": f.name, "state": f.state, "frames": [],
@@ -183,6 +212,8 @@ def inspect_view(store: Any, run_id: str) -> list[dict] | None:
             thread = img.thread
             for fr in (thread.stack() if thread is not None else []):
                 file, line, col = fr.position()
+                if file in PRELUDE_MODULES and fr.function_name().startswith("_"):
+                    continue   # the prelude's own machinery (`_flow_main`), not the flow's
                 loc = {}
                 for name, value in fr.starlark_locals().items():
                     try:
