@@ -2,7 +2,8 @@
 
 `FileLoader` resolves `load("lib.star", ...)` relative to the loading file,
 and package-qualified names (`pkg.flowmetal.io/...`) from a table of built-in
-modules. Each module runs once per loader; a cycle of loads is an error.
+modules. Each module runs once per loader, printing where the program that loads it
+prints; a cycle of loads is an error.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import Callable
 
-from .starlark import Done, start
+from .starlark import Done, context, start
 
 
 class LoadError(Exception):
@@ -47,7 +48,10 @@ class FileLoader:
         try:
             child = FileLoader(path, self.predeclared, self.packages)
             child._done, child._loading = self._done, self._loading
-            outcome = start(source, path, predeclared=self.predeclared, loader=child).run()
+            # Its top level prints where the loading program prints (a run's output),
+            # not to this process's stdout.
+            outcome = start(source, path, predeclared=self.predeclared, loader=child,
+                            print=context.current().print).run()
             if not isinstance(outcome, Done):
                 if hasattr(outcome, "error"):
                     raise outcome.error

@@ -624,16 +624,23 @@ def test_values_too_deep_to_store_fail_the_flow_not_its_infrastructure(
     assert error in repr(result_of(w))
 
 
-def test_what_the_top_level_prints_for_a_flow_root_is_the_runs_output(
-        store: Store, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+@pytest.mark.parametrize("flow", ["m", None])
+def test_what_the_top_level_prints_is_the_runs_output(
+        store: Store, tmp_path: Path, capsys: pytest.CaptureFixture, flow: str | None) -> None:
+    # The file's top level and that of the module it loads, for a flow root and for
+    # the main block alike.
+    (tmp_path / "lib.star").write_text('print("lib")\nX = 1\n')
     path = tmp_path / "top.flow"
-    path.write_text('print("loading")\n\ndef _m(fctx):\n    print("in m")\n    return 1\n\n'
-                    'm = flow(implementation = _m)\n')
+    path.write_text('load("lib.star", "X")\nprint("loading")\n\n'
+                    'def _m(fctx):\n    print("in m")\n    return X\n\n'
+                    'm = flow(implementation = _m)\n\n'
+                    'if __name__ == "__flow__":\n    m()\n')
     with Runtime(store) as rt:
-        rid, w = _run(rt, path, flow="m")
+        rid, w = _run(rt, path, flow=flow)
     assert repr(result_of(w)) == "Ok(1)"
-    assert "".join(c.text for c in store.read_output(rid)) == "loading\nin m\n"
-    assert "loading" not in capsys.readouterr().out   # not this process's stdout
+    assert "".join(c.text for c in store.read_output(rid)) == "lib\nloading\nin m\n"
+    out = capsys.readouterr().out
+    assert "loading" not in out and "lib" not in out   # not this process's stdout
 
 
 def test_messages_name_what_the_user_wrote(store: Store, tmp_path: Path) -> None:
