@@ -294,9 +294,10 @@ def run_command(request: dict, action_id: str, cap: int = DEFAULT_OUTPUT_CAP,
     killed, and the outcome is the main process's exit code and the output read by
     then (see `_pump`). `extra_env` goes into the command's environment last (the
     warden's token, see `actors.warden`)."""
-    from flowmetal.secrets import Redactor, SecretError, process_source, reveal
+    from flowmetal.secrets import (Redactor, SecretError, environ_without_secrets,
+                                   process_source, reveal)
     argv = request["argv"]
-    env = dict(os.environ)
+    env = environ_without_secrets()
     used: list[str] = []
     if request.get("env"):
         # Secrets travel by name ({"$secret": NAME}); their values exist only here.

@@ -62,7 +62,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
-from flowmetal.secrets import SecretError, SecretSource, reveal
+from flowmetal.secrets import SecretError, SecretSource, environ_without_secrets, reveal
 
 log = logging.getLogger("flowmetal.resources")
 
@@ -190,7 +190,7 @@ class ProcessKind:
     kind = "process"
 
     def _start(self, ctx: ResourceContext, params: dict) -> int:
-        env = dict(os.environ)
+        env = environ_without_secrets()
         try:
             env.update(reveal(params.get("env") or {}, ctx.secrets))
         except SecretError as e:

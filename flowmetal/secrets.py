@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 __all__ = ["Secret", "SecretError", "SecretSource", "SECRET_TEXT", "ENV_PREFIX",
+           "environ_without_secrets",
            "FILE_NAME", "valid_name", "check_names", "to_plain", "from_plain",
            "reveal", "Redactor", "secrets_struct", "set_process_source",
            "process_source"]
@@ -327,3 +328,10 @@ def set_process_source(source: SecretSource | None) -> None:
 def process_source() -> SecretSource:
     """This process's `SecretSource` (the environment only, until a runtime set one)."""
     return _process_source if _process_source is not None else SecretSource(None)
+
+
+def environ_without_secrets() -> dict[str, str]:
+    """This process's environment less its ``FLOWMETAL_SECRET_*`` variables: what a
+    command or a resource process starts from. A secret reaches one only by name in
+    its ``env`` (declared by its flow, and redacted from what it prints)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}

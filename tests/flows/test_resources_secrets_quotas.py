@@ -81,6 +81,21 @@ def test_secrets_never_reach_the_home(home: Path, echo_server: str) -> None:
     assert leaks == []
 
 
+def test_commands_do_not_inherit_the_processs_secrets(home: Path, tmp_path: Path) -> None:
+    # A secret reaches a command only by name in `env` (and is redacted there); the
+    # runner's own FLOWMETAL_SECRET_* variables are not passed on to every command,
+    # where `env` would print them into the run's stored output.
+    token = "tok-" + _random.token_hex(16)
+    flow = tmp_path / "env.flow"
+    flow.write_text('def _m(fctx):\n'
+                    '    return fctx.actions.exec(["env"]).stdout\n\n'
+                    'm = flow(implementation = _m, secrets = ["API_TOKEN"])\n')
+    r = fm(home, "run", str(flow), "--flow", "m", env={"FLOWMETAL_SECRET_API_TOKEN": token})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "FLOWMETAL_ACTION_ID" in r.stdout          # it did print its environment
+    assert token not in r.stdout and "FLOWMETAL_SECRET_" not in r.stdout
+
+
 def test_missing_secret_fails_before_the_flow_starts(home: Path) -> None:
     r = fm(home, "run", str(FILES / "secrets.flow"), "--flow", "missing")
     assert r.returncode == 1

@@ -85,3 +85,11 @@ def test_redactor():
     assert r.text(f"token={PLAIN}; ab") == f"token={SECRET_TEXT}; ab"
     assert r.data(PLAIN.encode()) == SECRET_TEXT.encode()
     assert r.any({"k": [PLAIN, (PLAIN,)]}) == {"k": [SECRET_TEXT, (SECRET_TEXT,)]}
+
+
+def test_environ_without_secrets(monkeypatch):
+    from flowmetal.secrets import environ_without_secrets
+    monkeypatch.setenv("FLOWMETAL_SECRET_X", "v1")
+    monkeypatch.setenv("PLAIN_X", "v2")
+    env = environ_without_secrets()
+    assert "FLOWMETAL_SECRET_X" not in env and env["PLAIN_X"] == "v2"
