@@ -43,6 +43,7 @@ KILL_GRACE = 5.0               # seconds between SIGTERM and SIGKILL on cancel
 STOP_GRACE = 2.0               # the same when the process stops (see ExecActor.shutdown)
 DRAIN_GRACE = 2.0              # seconds output may stay open after the command exits
 EXIT_POLL = 0.1                # how often a command with no timeout is checked for exit
+MAX_SELECT_WAIT = 3600.0       # longest single wait for output (timeouts go up to 1e9 s)
 
 
 class TimerActor(pykka.ThreadingActor):
@@ -209,7 +210,8 @@ def _pump(proc: subprocess.Popen, data: bytes | None, out: _Capped, err: _Capped
             if deadline is not None:
                 if now >= deadline:
                     return "timeout"
-                wait: float | None = deadline - now
+                # In steps: the selector cannot wait longer than ~24 days at once.
+                wait: float | None = min(deadline - now, MAX_SELECT_WAIT)
             elif give_up is not None:
                 if now >= give_up:
                     return "held"

@@ -631,8 +631,8 @@ def action_exec(argv: Any, env: Any = None, cwd: Any = None, timeout: Any = None
     if cwd is not None and not isinstance(cwd, str):
         raise EvalError("exec: cwd must be a string")
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(
-            timeout, (int, float)) or timeout <= 0):
-        raise EvalError("exec: timeout must be a positive number of seconds")
+            timeout, (int, float)) or not 0 < timeout <= 1e9):   # (NaN fails too)
+        raise EvalError("exec: timeout must be a number of seconds above 0, at most 1e9")
     if input is not None and not isinstance(input, str):
         raise EvalError("exec: input must be a string")
     raise Suspend(ExecRequest(list(argv), dict(env) if env is not None else None, cwd,

@@ -50,6 +50,11 @@ cwd = flow(implementation = _cwd, args = {"cwd": args.string()})
 nul_arg = flow(implementation = _nul_arg)
 nul_env = flow(implementation = _nul_env)
 nul_cwd = flow(implementation = _nul_cwd)
+
+def _timed(fctx):
+    return fctx.actions.exec(["sh", "-c", "echo ok"], timeout = fctx.args.t).stdout
+
+timed = flow(implementation = _timed, args = {"t": args.float()})
 '''
 
 
@@ -178,3 +183,18 @@ def test_closing_the_runtime_stops_its_commands_and_resume_issues_them_again(
         assert lines[2].split()[1] != str(first)
     finally:
         st.close()
+
+
+@pytest.mark.parametrize("t", ["1e9", "3e6", "0.5"])
+def test_long_timeouts_work(store: Store, flows: Path, t: str) -> None:
+    # A month is a fair timeout; past ~24 days the selector's own wait overflowed.
+    result, _ = _run(store, flows, "timed", {"t": t})
+    assert repr(result) == 'Ok("ok\\n")'
+
+
+@pytest.mark.parametrize("t", ["inf", "nan", "2e9", "0", "-1"])
+def test_bad_timeouts_are_the_flows_error(store: Store, flows: Path, t: str) -> None:
+    result, _ = _run(store, flows, "timed", {"t": t})
+    assert not result.ok
+    assert "exec: timeout must be a number of seconds above 0, at most 1e9" in result.error
+    assert "Overflow" not in result.error and "ValueError" not in result.error
