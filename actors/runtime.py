@@ -171,7 +171,7 @@ class Runtime:
     def create_run(self, file: str, source: str, *, flow: str | None = None,
                    args: dict[str, str] | None = None, run_id: str | None = None,
                    on_created: OnCreated | None = None,
-                   values: dict[str, Any] | None = None) -> str:
+                   values: dict[str, Any] | None = None, batch: str | None = None) -> str:
         """Create a run of FILE and start it. Without `flow` the file's main block is
         the root; with it, that flow with `args` (text, converted by declared type)
         and `values` (typed already, e.g. JSON: checked as they are; a string for a
@@ -182,7 +182,9 @@ class Runtime:
         creation may be committed with the root flow's first commit instead (one
         fsync fewer per run; see `actors.creation`): ``on_created(None)`` is called
         once the run is durable (at once, if it is committed here), or with the
-        error that kept it out of the store. Tell no one the run id before that."""
+        error that kept it out of the store. Tell no one the run id before that.
+        `batch`: the id of the batch the run is an item of (in its meta; `prune`
+        leaves such a run alone until its batch has ended)."""
         run_id = run_id or new_run_id()
         try:
             if not self.owners.claim(run_id):
@@ -192,7 +194,8 @@ class Runtime:
         if on_created is not None:
             on_created = self._forget_if_refused(run_id, on_created)
         try:
-            return self._create_run(run_id, file, source, flow, args, on_created, values)
+            return self._create_run(run_id, file, source, flow, args, on_created, values,
+                                    batch)
         except BaseException:
             self.owners.release(run_id)
             raise
@@ -211,7 +214,7 @@ class Runtime:
 
     def _create_run(self, run_id: str, file: str, source: str, flow: str | None,
                     args: dict[str, str] | None, on_created: OnCreated | None,
-                    values: dict[str, Any] | None = None) -> str:
+                    values: dict[str, Any] | None = None, batch: str | None = None) -> str:
         path = os.path.abspath(file)
         # The source goes in with the run (one commit, one fsync, per submitted run).
         code = code_hash(source.encode("utf-8"))
@@ -261,7 +264,7 @@ class Runtime:
                 meta={"code": code, "mode": "flow", "flow": flow,
                       "args": {**(args or {}), **{k: v if isinstance(v, str) else
                                                   json.dumps(v) for k, v in values.items()}},
-                      "name": file})
+                      "name": file, **({"batch": batch} if batch else {})})
             b.create_flow(run_id, run_id=run_id, name=fdef.name, state="running",
                           meta={"file": file})
             for line in printed:   # the module's top level ran for this run

@@ -187,8 +187,9 @@ class Store:
     def prune(self, older_than: float | _dt.timedelta, *, chunk: int = 100) -> int:
         """Remove finished runs that ended before ``older_than`` (an epoch timestamp, or
         an age as a timedelta), with all their flows, checkpoints, journal, intents,
-        timers, inboxes and output. Runs still live, or with any live flow, are kept.
-        Returns how many runs were removed."""
+        timers, inboxes and output. Runs still live, or with any live flow, are kept,
+        and so are the runs of a batch that has not ended (``meta["batch"]``): its
+        supervisor has yet to read their results. Returns how many runs were removed."""
         if isinstance(older_than, _dt.timedelta):
             cutoff = time.time() - older_than.total_seconds()
         else:
@@ -206,9 +207,21 @@ class Store:
                     if raw is None:
                         continue
                     d = decode(raw)
-                    if d["state"] in TERMINAL_STATES and (d.get("finished") or 0) < cutoff:
+                    if d["state"] in TERMINAL_STATES and (d.get("finished") or 0) < cutoff \
+                            and not batch_live(txn, (d.get("meta") or {}).get("batch")):
                         out.append(d["id"])
             return out
+
+        live_batches: dict[str, bool] = {}
+
+        def batch_live(txn, batch_id) -> bool:
+            if not isinstance(batch_id, str):
+                return False
+            if batch_id not in live_batches:
+                braw = txn.get(K.enc_id(batch_id), db=env.db["batches"])
+                live_batches[batch_id] = braw is not None and \
+                    decode(braw)["state"] not in TERMINAL_STATES
+            return live_batches[batch_id]
 
         ids = env.read(candidates)
         removed = 0

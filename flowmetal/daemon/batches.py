@@ -230,7 +230,7 @@ class BatchSupervisor:
         args = {k: v for k, v in (b.meta.get("args") or {}).items() if k not in values}
         try:
             self.rt.create_run(b.meta["file"], b.source, flow=b.meta.get("flow"),
-                               args=args, values=values, run_id=rid)
+                               args=args, values=values, run_id=rid, batch=b.id)
         except (RunError, StarlarkError) as e:
             # This item's arguments do not fit the flow: it fails, the batch goes on.
             b.running.pop(index, None)

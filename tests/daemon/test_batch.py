@@ -41,7 +41,14 @@ def test_batch_summary_exit_status_and_retry(home: Path, daemon) -> None:
     p = fm(home, "batch", "list", "--json")
     assert [b["id"] for b in json.loads(p.stdout)] == [bid]
     p = fm(home, "batch", "status", "nope")
-    assert p.returncode == 1 and "no batch" in p.stderr
+    assert p.returncode == 2 and "no batch" in p.stderr
+    # Each item's run names its batch, so that `prune` spares it while the batch runs.
+    from store import Store
+    st = Store.open(home, sync=False)
+    try:
+        assert {st.get_run(r).meta.get("batch") for r in after.values()} == {bid}
+    finally:
+        st.close()
 
 
 @pytest.mark.timeout(180)

@@ -74,3 +74,21 @@ def test_prune_many(st):
     st.commit(b)
     assert st.prune(time.time() + 1, chunk=37) == 250
     assert st.count_runs() == 250 and st.count_runs("ok") == 0
+
+
+def test_prune_keeps_the_runs_of_a_batch_until_the_batch_ends(st):
+    # The batch supervisor reads an item's result from its run after the run ended:
+    # a run pruned before that left the item `running` for ever, and the item ran
+    # again at the next start.
+    st.commit(Batch().create_batch("b1", [{}]).set_batch_state("b1", "running"))
+    st.commit(Batch().create_run("b1-0", file="x.flow", root_flow="b1-0",
+                                 meta={"batch": "b1"})
+              .create_flow("b1-0", run_id="b1-0", name="main", state="running"))
+    st.commit(Batch().flow_finished("b1-0", "ok", result=1))
+    build_run(st, "plain", finish=True)
+    assert st.prune(time.time() + 10) == 1            # "plain" only
+    assert st.get_run("b1-0") is not None
+    st.commit(Batch().set_batch_item("b1", 0, state="ok")
+              .set_batch_state("b1", "ok"))
+    assert st.prune(time.time() + 10) == 1
+    assert st.get_run("b1-0") is None
