@@ -364,6 +364,11 @@ class FlowRunner:
             # Unwound before it is dropped: the garbage collector cannot free a parked
             # stack (see `Thread.capture`), nor release its loops' locks.
             t.capture()
+            # What it printed is dropped with it (its own actor prints it again):
+            # not output of the run's quota.
+            uncount = getattr(self.hub, "uncount_output", None)
+            if uncount is not None and child.out:
+                uncount(self.run_id, child.out)
             return NOTSET
         result, v, rrec = _stored_result(child._result(r))
         b = Batch()

@@ -126,3 +126,24 @@ def test_quotas(home: Path) -> None:
     assert r.returncode == 0 and r.stdout.strip().endswith(", 3])")
     import pwd
     assert pwd.getpwuid(os.getuid()).pw_name in r.stdout
+
+
+def test_an_inline_call_that_suspends_counts_its_output_once(home: Path,
+                                                              tmp_path: Path) -> None:
+    # Called inline, the child prints, then acts: that first run is dropped and the
+    # child runs again in an actor of its own, printing again. Only the second
+    # printing is the run's output, and only it counts against the quota.
+    (home / "quotas.toml").write_text("[default]\noutput_bytes_per_run = 10000\n")
+    flow = tmp_path / "printer.flow"
+    flow.write_text('def _m(fctx):\n'
+                    '    for i in range(60):\n'
+                    '        print("x" * 99)\n'
+                    '    fctx.actions.sleep(0)\n'
+                    '    return "printed"\n\n'
+                    'm = flow(implementation = _m)\n\n'
+                    'if __name__ == "__flow__":\n'
+                    '    m()\n')
+    r = fm(home, "run", str(flow))
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[-1] == 'Ok("printed")' and lines.count("x" * 99) == 60
