@@ -176,6 +176,13 @@ def result_from_record(rec: Any) -> Result:
     return loads_value(rec["v"])
 
 
+# An action's outcome ``(UNAVAILABLE, message)``: it could not be performed for want
+# of something outside the flow (a secret missing from the environment after a
+# restart). Never journaled: the flow crashes rather than fails, and its restarts
+# issue the action again (see `FlowActor.on_receive`).
+UNAVAILABLE = "unavailable"
+
+
 def outcome_record(outcome: tuple) -> dict:
     """An action's outcome for the journal: ("ok", value) or ("err", message)."""
     if outcome[0] == "ok":

@@ -55,11 +55,15 @@ from flowmetal.actor_prelude import ReceiveRequest
 from flowmetal.starlark import Done, Suspended, Thread, start_call
 from store import NOTSET, Batch
 
-from .codec import (FlowImage, dumps_image, dumps_value, loads_image, outcome_record,
+from .codec import (UNAVAILABLE, FlowImage, dumps_image, dumps_value, loads_image, outcome_record,
                     put_sources, result_from_record, result_record)
 from .pool import PooledActor, RunnerLoan, current_turn
 
 MAX_ID = 150
+
+
+class ActionUnavailable(Exception):
+    """An action could not be performed for a reason outside the flow."""
 
 
 def child_id(parent: str, seq: int) -> str:
@@ -671,6 +675,11 @@ class FlowActor(PooledActor):
             r = self.runner
             if r.done or r.pending != seq:
                 return None  # stale: an earlier incarnation's reply
+            if outcome[0] == UNAVAILABLE:
+                # Not the flow's fault, and no result to journal: the action stays
+                # pending, and the supervisor's restarts issue it again (past them,
+                # the run is `crashed`, to be resumed once the cause is mended).
+                raise ActionUnavailable(outcome[1])
             r.step(outcome, (seq, outcome_record(outcome)))
         elif kind == "reissue":
             _, seq, intent = message
@@ -686,5 +695,8 @@ class FlowActor(PooledActor):
                 r.thread.capture()
             except Exception:  # noqa: BLE001 - the crash is what gets reported
                 pass
-        text = "".join(traceback.format_exception_only(exc_type, exc_value)).strip()
+        if isinstance(exc_value, ActionUnavailable):
+            text = str(exc_value)   # says what is missing and how to provide it
+        else:
+            text = "".join(traceback.format_exception_only(exc_type, exc_value)).strip()
         self.hub.crashed(self.flow_id, text)

@@ -32,6 +32,7 @@ from typing import Any, Callable
 import pykka
 
 from flowmetal.secrets import Redactor, SecretError, SecretSource, process_source, reveal
+from .codec import UNAVAILABLE
 
 __all__ = ["HttpActor", "perform", "DEFAULT_TIMEOUT", "MAX_BODY", "ACTION_ID_HEADER"]
 
@@ -73,7 +74,7 @@ def perform(request: dict, action_id: str | None, secrets: SecretSource | None,
     try:
         headers = reveal(request.get("headers") or {}, secrets or process_source(), used)
     except SecretError as e:
-        return ("err", f"{where}: {e}")
+        return (UNAVAILABLE, f"{where}: {e}")   # as for exec (see actors.resources)
     redact = Redactor(used)
     p = urllib.parse.urlsplit(url)
     path = p.path or "/"

@@ -36,6 +36,7 @@ import pykka
 
 from flowmetal.starlark import struct
 
+from .codec import UNAVAILABLE
 from .warden import CommandWarden
 
 DEFAULT_OUTPUT_CAP = 1 << 20  # bytes kept of each of stdout and stderr
@@ -306,7 +307,9 @@ def run_command(request: dict, action_id: str, cap: int = DEFAULT_OUTPUT_CAP,
         try:
             env.update(reveal(request["env"], process_source(), used))
         except SecretError as e:
-            return ("err", f"exec: {e}")
+            # Declared by the flow and present when it started: the environment
+            # changed (a resume without it), which the flow cannot mend.
+            return (UNAVAILABLE, f"exec: {e}")
     redact = Redactor(used)
     env["FLOWMETAL_ACTION_ID"] = action_id
     if extra_env:

@@ -96,6 +96,33 @@ def test_commands_do_not_inherit_the_processs_secrets(home: Path, tmp_path: Path
     assert token not in r.stdout and "FLOWMETAL_SECRET_" not in r.stdout
 
 
+def test_a_secret_missing_at_resume_leaves_the_run_resumable(home: Path,
+                                                             tmp_path: Path) -> None:
+    # The run started with its secret; it is resumed by a process without it. The
+    # exec cannot be done, which is not the flow's doing: the run ends `crashed`,
+    # not Err, and a resume with the secret back completes it.
+    flow = tmp_path / "later.flow"
+    flow.write_text('def _m(fctx):\n'
+                    '    print("started")\n'
+                    '    fctx.actions.sleep(60)\n'
+                    '    r = fctx.actions.exec(["sh", "-c", "echo ${#TOK}"],\n'
+                    '                          env = {"TOK": fctx.secrets.TOK})\n'
+                    '    return r.stdout.strip()\n\n'
+                    'm = flow(implementation = _m, secrets = ["TOK"])\n')
+    p = Background(home, "run", str(flow), "--flow", "m", env={"FLOWMETAL_SECRET_TOK": "abcd"})
+    p.wait_line(lambda line: line == "started")
+    p.kill9()
+    [rid] = run_ids(home)
+    r = fm(home, "resume", rid, "--virtual-time")
+    assert r.returncode == 1
+    assert "missing secret TOK: set FLOWMETAL_SECRET_TOK" in r.stdout
+    assert "Error" not in r.stdout            # no exception class name
+    assert json.loads(fm(home, "list", "--json").stdout)[0]["state"] == "crashed"
+    r = fm(home, "resume", rid, env={"FLOWMETAL_SECRET_TOK": "abcd"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.splitlines()[-1] == 'Ok("4")'
+
+
 def test_missing_secret_fails_before_the_flow_starts(home: Path) -> None:
     r = fm(home, "run", str(FILES / "secrets.flow"), "--flow", "missing")
     assert r.returncode == 1
