@@ -314,7 +314,7 @@ class Runtime:
             flows = sorted(k for k, v in r.value.items() if isinstance(v, FlowDef))
             raise RunError(f"{file} has no flow named {flow!r} (flows: "
                            f"{', '.join(flows) or 'none'})")
-        return fdef
+        return fdef.learn_name()
 
     # ================================================================ recovery
     def resume_run(self, run_id: str) -> None:

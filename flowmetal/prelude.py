@@ -22,7 +22,10 @@ from typing import Any, Callable, Protocol
 
 from .starlark import (Done, EvalError, Struct, Suspend, freeze, is_function, park, start,
                        struct)
+from .starlark.compile import P
 from .starlark.values import to_repr, type_name
+
+MODULE_KEY = P + "module"   # where a Starlark function's globals hold its Module
 from .jsondepth import MAX_JSON_DEPTH, nesting_exceeds
 from .secrets import Secret, to_plain
 
@@ -256,20 +259,39 @@ class FlowDef:
     """A flow value, `flow(implementation = f, args = {...})`. Calling it starts a
     child flow and blocks until it ends, returning its Result."""
 
-    __slots__ = ("name", "implementation", "params", "resources", "secrets")
+    __slots__ = ("name", "implementation", "params", "resources", "secrets", "derived")
     starlark_type = "flow"
 
     def __init__(self, name: str, implementation: Callable, params: tuple,
-                 resources: dict | None = None, secrets: tuple = ()):
+                 resources: dict | None = None, secrets: tuple = (), derived: bool = False):
         self.name = name
+        # Named after its implementation for now (no `name=`): see `learn_name`.
+        self.derived = derived
         self.implementation = implementation
         self.params = params  # ((name, ArgSpec), ...) in declaration order
         self.resources = resources  # {name: factory function} or None
         self.secrets = secrets      # declared secret names
 
+    def learn_name(self) -> "FlowDef":
+        """A flow declared without ``name=`` is named after the global it is bound to
+        (``counter = flow(implementation = _impl)`` is "counter", not "impl") as soon
+        as that binding exists: when it is first called or started, or looked up as
+        a run's root. Until then (and if it is bound to no global) it goes by its
+        implementation's name."""
+        if self.derived:
+            mod = getattr(self.implementation, "__globals__", {}).get(MODULE_KEY)
+            if mod is not None:
+                g = mod.globals
+                for name, py in mod.global_names().items():
+                    if g.get(py) is self:
+                        self.name, self.derived = name, False
+                        break
+        return self
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         # Parked, not raised: an inline child that ends at once needs no checkpoint
         # of its caller, whose stack then simply goes on (see `starlark.park`).
+        self.learn_name()
         return park(CallRequest(self, args, actor_prelude.inherit(kwargs)))
 
     def bind(self, args: tuple, kwargs: dict) -> dict:
@@ -297,7 +319,7 @@ class FlowDef:
 
     def starlark_getattr(self, name: str) -> Any:
         if name == "name":
-            return self.name
+            return self.learn_name().name
         raise AttributeError(name)
 
     def starlark_attrs(self) -> list[str]:
@@ -346,7 +368,7 @@ def flow(implementation: Any = None, args: Any = None, *, name: Any = None,
     from .actor_prelude import check_flow_extras
     res, sec = check_flow_extras(resources, secrets)
     return FlowDef(name or _flow_name(implementation), implementation, tuple(params),
-                   res, sec)
+                   res, sec, derived=name is None)
 
 
 class Handle:
@@ -589,7 +611,8 @@ def action_run(flow: Any, *args: Any, **kwargs: Any) -> Handle:
     """run(flow, *args, **kwargs): start a child flow; returns a handle at once."""
     if not isinstance(flow, FlowDef):
         raise EvalError(f"run: want a flow, got {type_name(flow)}")
-    return current_host().spawn(flow, freeze(args), freeze(actor_prelude.inherit(kwargs)))
+    return current_host().spawn(flow.learn_name(), freeze(args),
+                                freeze(actor_prelude.inherit(kwargs)))
 
 
 def action_wait(handles: Any, /) -> Any:

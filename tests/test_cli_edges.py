@@ -440,3 +440,58 @@ def test_inspect_and_history_of_a_run_in_flight(home: Path, tmp_path: Path) -> N
     assert len(hist_json) == 13 and all(e["pending"] and e["result"] is None
                                         for e in hist_json)
     assert sorted(e["kind"] for e in hist_json) == ["sleep"] * 12 + ["wait"]
+
+
+# ---------------------------------------------------------------- flow names
+
+NAMED_BY_BINDING = """
+def _i(fctx):
+    return fctx.args.n
+
+main = flow(implementation = _i, args = {"n": args.int(default = 1)})
+
+def _impl(fctx):
+    return unwrap(main(n = fctx.args.n))
+
+counter = flow(implementation = _impl, args = {"n": args.int()})
+explicit = flow(implementation = _impl, args = {"n": args.int()}, name = "custom")
+
+if __name__ == "__flow__":
+    print(counter.name, explicit.name, counter(2))
+"""
+
+
+def test_a_flow_is_named_after_its_global(home: Path, tmp_path: Path) -> None:
+    # Not after its implementation (`_i` would be "i", `_impl` "impl"); name= wins.
+    src = tmp_path / "names.flow"
+    src.write_text(NAMED_BY_BINDING)
+    p = fm(home, "run", str(src))
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.splitlines()[0] == "counter custom Ok(2)"
+    rid = p.stderr.split()[1]
+    flows = json.loads(fm(home, "status", rid, "--json").stdout)["flows"]
+    assert [f["name"] for f in flows] == ["__main__", "counter", "main"]
+    p = fm(home, "run", str(src), "--flow", "counter")
+    assert p.returncode == 2 and "flow counter: missing argument n" in p.stderr, p.stderr
+
+
+def test_sending_to_a_main_block_that_waits_on_a_flow_says_so(home: Path,
+                                                               tmp_path: Path) -> None:
+    from .procs import foreground_run, wait_for
+    src = tmp_path / "ev.flow"
+    src.write_text('def _impl(fctx):\n'
+                   '    fctx.actions.close(fctx.inbox)\n'
+                   '    return fctx.args.event\n\n'
+                   'counter = flow(implementation = _impl, args = {"event": args.event()})\n\n'
+                   'if __name__ == "__flow__":\n'
+                   '    counter()\n')
+    with foreground_run(CLI + ["run", str(src)], env_for(home), cwd=ROOT) as (p, rid):
+        wait_for(lambda: json.loads(fm(home, "status", rid, "--json").stdout)["pending"] != [])
+        r = fm(home, "send", rid, '"to main"')
+        assert r.returncode == 0, r.stderr
+        assert (f"note: flow {rid} is the file's __main__ block, waiting on {rid}.1 "
+                "(counter)") in r.stderr
+        r = fm(home, "send", f"{rid}.1", '"to counter"')
+        assert r.returncode == 0 and "note:" not in r.stderr, r.stderr
+        out, _ = p.communicate(timeout=60)
+    assert out.splitlines()[-1] == 'Ok("to counter")'

@@ -146,6 +146,39 @@ def send_command(target: str, message: str, msg_id: str | None, home: str | None
         click.echo(f"flow {r['flow']}: message {msg_id} was delivered before")
     else:
         click.echo(f"sent to flow {r['flow']} (message {r['seq']})")
+    note = _waiting_main_block_note(_home(home), r["flow"])
+    if note is not None:
+        click.echo(note, err=True)
+
+
+def _waiting_main_block_note(home: Path, flow_id: str) -> str | None:
+    """A word when the message went to a file's `__main__` block that waits on other
+    flows: it holds the message until it calls receive(), which is rarely what was
+    meant (the flow it called, an event flow, say, has an inbox of its own)."""
+    from store import Store, StoreError
+    try:
+        store = Store.open(home, sync=False, create=False)
+    except StoreError:
+        return None
+    try:
+        f = store.get_flow(flow_id)
+        if f is None or f.name != "__main__" or f.state != "waiting":
+            return None
+        kids: list[str] = []
+        for it in store.intents(flow_id):
+            req = it.request if isinstance(it.request, dict) else {}
+            if req.get("kind") in ("call", "wait"):
+                kids += [k for k in req.get("children", []) if isinstance(k, str)]
+        live = [(k, c.name) for k in kids
+                for c in [store.get_flow(k)] if c is not None and c.state == "waiting"]
+        if not live:
+            return None
+        named = ", ".join(f"{k} ({name})" for k, name in live[:3])
+        return (f"note: flow {flow_id} is the file's __main__ block, waiting on {named}; "
+                f"it gets this message only if it calls receive(). To message "
+                f"{'that flow' if len(live) == 1 else 'one of those'}, send to its id.")
+    finally:
+        store.close()
 
 
 def register(main_group: click.Group) -> None:
