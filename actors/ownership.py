@@ -92,6 +92,33 @@ class RunOwnership:
             self.release(run_id)
 
 
+def run_owner(home: str | Path, run_id: str) -> int | None:
+    """The pid of the process running `run_id` now; None if no process holds its
+    claim (a live run then waits for `flowmetal resume`, or a daemon to adopt it).
+
+    Reads the kernel's table of locks (``/proc/locks``) rather than trying the lock:
+    a probe holding it even briefly could make a real claimer fail."""
+    try:
+        st = os.stat(Path(home) / OWNERS_DIR / run_id)
+        with open("/proc/locks") as f:
+            table = f.read()
+    except OSError:
+        return None
+    dev = (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)
+    for line in table.splitlines():
+        # "1: FLOCK  ADVISORY  WRITE 4242 08:01:1234567 0 EOF" (device numbers in hex)
+        parts = line.split()
+        if len(parts) < 6 or parts[1] != "FLOCK" or parts[3] != "WRITE":
+            continue
+        try:
+            maj, mnr, ino = parts[5].split(":")
+            if (int(maj, 16), int(mnr, 16), int(ino)) == dev:
+                return int(parts[4])
+        except ValueError:
+            continue
+    return None
+
+
 def _read_pid(fd: int) -> int | None:
     try:
         text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()

@@ -495,3 +495,28 @@ def test_sending_to_a_main_block_that_waits_on_a_flow_says_so(home: Path,
         assert r.returncode == 0 and "note:" not in r.stderr, r.stderr
         out, _ = p.communicate(timeout=60)
     assert out.splitlines()[-1] == 'Ok("to counter")'
+
+
+def test_status_and_logs_say_when_nothing_runs_a_live_run(home: Path, tmp_path: Path) -> None:
+    from .procs import foreground_run, wait_for
+    src = tmp_path / "kids.flow"
+    src.write_text(SLEEPING_KIDS)
+    with foreground_run(CLI + ["run", str(src), "--flow", "main"], env_for(home),
+                        cwd=ROOT) as (p, rid):
+        wait_for(lambda: json.loads(fm(home, "status", rid, "--json").stdout)["pending"])
+        assert json.loads(fm(home, "status", rid, "--json").stdout)["owner"] == p.pid
+        assert f"process  {p.pid}" in fm(home, "status", rid).stdout
+    # Killed: the run is still `waiting` in the store, but nothing runs it.
+    v = json.loads(fm(home, "status", rid, "--json").stdout)
+    assert v["state"] == "waiting" and v["owner"] is None
+    assert f"process  none: its process has gone; `flowmetal resume {rid}`" in \
+        fm(home, "status", rid).stdout
+    follow = subprocess.Popen(CLI + ["logs", "-f", rid], env=env_for(home), cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        line = follow.stderr.readline()   # `logs -f` goes on waiting, but says why
+        assert line.startswith(f"flowmetal logs: run {rid} is not running: its process "
+                               "has gone"), line
+    finally:
+        follow.kill()
+        follow.wait()

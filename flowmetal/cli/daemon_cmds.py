@@ -175,18 +175,24 @@ def follow_run(client: Any, frames: Any, as_json: bool, home: Path | None = None
     return int(end.get("exit", EXIT_ERR))
 
 
-def _reconnect(home: Path, run_id: str) -> Any:
+def _reconnect(home: Path, run_id: str, *, goes_on: str | None = None,
+               gave_up: str | None = None) -> Any:
+    """A new connection to a daemon that went away, waited for up to `REATTACH_WAIT`
+    s; else a DaemonError ("unavailable"). `goes_on` says what carries on meanwhile,
+    `gave_up` what to do later (both default to run `run_id`'s)."""
     from flowmetal.daemon.client import Client, DaemonError, DaemonNotRunning
+    goes_on = goes_on or f"run {run_id} goes on there"
+    gave_up = gave_up or (f"run {run_id} goes on at its next start (`flowmetal resume "
+                          f"{run_id}` follows it)")
     click.echo(f"flowmetal: the daemon went away; waiting up to {REATTACH_WAIT:g} s for it "
-               f"to come back (run {run_id} goes on there)", err=True)
+               f"to come back ({goes_on})", err=True)
     deadline = time.monotonic() + REATTACH_WAIT
     while True:
         try:
             return Client.connect(home)
         except (DaemonNotRunning, OSError):
             if time.monotonic() >= deadline:
-                raise DaemonError(f"the daemon did not come back; run {run_id} goes on at "
-                                  f"its next start (`flowmetal resume {run_id}` follows it)",
+                raise DaemonError(f"the daemon did not come back; {gave_up}",
                                   "unavailable") from None
             time.sleep(0.25)
 
@@ -293,6 +299,9 @@ def status_command(run_id: str, home: str | None, as_json: bool) -> None:
         return
     click.echo(f"run      {v['id']}")
     click.echo(f"state    {v['state']}")
+    if v["state"] in LIVE_STATES:
+        click.echo(f"process  {v['owner']}" if v["owner"] else
+                   f"process  none: {ORPHANED_HINT.format(run=v['id'])}")
     click.echo(f"file     {v['file']}")
     click.echo(f"flow     {v['flow']}")
     click.echo(f"created  {_ts(v['created'])}")
@@ -333,6 +342,7 @@ def logs_command(run_id: str, follow: bool, home: str | None, as_json: bool) -> 
         _fail(f"flowmetal logs: no run {run_id!r}", EXIT_USAGE)
     offset = 0
     ended = ("ok", "err", "cancelled", "crashed")
+    unowned: float | None = None
     while True:
         while True:
             chunks = [c for c in st.read_output(run_id, offset, limit=1000)
@@ -354,7 +364,33 @@ def logs_command(run_id: str, follow: bool, home: str | None, as_json: bool) -> 
             if run is not None and st.output_size(run_id) > offset:
                 continue
             return
+        unowned = _note_if_orphaned(st, run_id, unowned)
         st.wait_output(run_id, offset, 0.5)
+
+
+ORPHANED_HINT = ("its process has gone; `flowmetal resume {run}` carries it on "
+                 "(a daemon serving this home does so by itself)")
+LIVE_STATES = ("pending", "running", "waiting")
+ORPHAN_NOTE_AFTER = 3.0   # s a followed run may go unowned (a daemon adopts in ~1 s)
+
+
+def _note_if_orphaned(st: Any, run_id: str, since: float | None) -> float | None:
+    """While following a live run: once nothing has run it for `ORPHAN_NOTE_AFTER` s,
+    say so on stderr (once), rather than wait in silence for ever. Returns the time
+    it was first seen unowned (or -1 once the note is out)."""
+    from actors.ownership import run_owner
+    if since == -1:
+        return since
+    if run_owner(st.home, run_id) is not None:
+        return None
+    now = time.monotonic()
+    if since is None:
+        return now
+    if now - since >= ORPHAN_NOTE_AFTER:
+        click.echo(f"flowmetal logs: run {run_id} is not running: "
+                   + ORPHANED_HINT.format(run=run_id), err=True)
+        return -1
+    return since
 
 
 # ====================================================================== history
@@ -573,10 +609,47 @@ class _Progress:
                 self.last_plain = now
 
 
+# How often a client watching a batch checks that the daemon running it is still there.
+BATCH_DAEMON_CHECK = 2.0
+
+
+def _daemon_serves(home: Path) -> bool:
+    """Whether a daemon answers on the home's socket."""
+    from flowmetal.daemon.client import Client, DaemonError, DaemonNotRunning
+    try:
+        with Client.connect(home) as c:
+            c.ping()
+        return True
+    except (DaemonNotRunning, DaemonError, OSError):
+        return False
+
+
+def _wait_for_daemon(home: Path, batch_id: str, prog: "_Progress | None") -> None:
+    """A daemon went away mid-batch: wait for one to come back like `submit --wait`
+    does (`_reconnect`), or fail saying how to check on the batch later."""
+    if prog is not None and prog.tty and prog.last_line:
+        sys.stderr.write("\n")       # off the progress bar's line
+        prog.last_line = ""
+    _reconnect(home, batch_id,
+               goes_on=f"batch {batch_id} goes on when a daemon is started again: "
+                       f"flowmetal daemon --home {home}",
+               gave_up=f"batch {batch_id} goes on when a daemon is started again "
+                       f"(flowmetal daemon --home {home}); check on it with "
+                       f"`flowmetal batch status {batch_id}`").close()
+
+
 def _watch_batch(home: str | None, batch_id: str, total: int, as_json: bool) -> int:
     st = _open_store(home)
     prog = None if as_json else _Progress(total, sys.stderr.isatty())
+    path = _home(home)
+    next_check = time.monotonic() + BATCH_DAEMON_CHECK
     while True:
+        # The daemon is checked before the store is read: a batch it ended just
+        # before going away is reported, not waited for.
+        gone = False
+        if time.monotonic() >= next_check:
+            gone = not _daemon_serves(path)
+            next_check = time.monotonic() + BATCH_DAEMON_CHECK
         b = st.get_batch(batch_id)
         if b is None:
             _fail(f"flowmetal batch: batch {batch_id} disappeared")
@@ -586,6 +659,10 @@ def _watch_batch(home: str | None, batch_id: str, total: int, as_json: bool) -> 
             prog.show(counts, final=ended)
         if ended:
             break
+        if gone:
+            _wait_for_daemon(path, batch_id, prog)
+            next_check = time.monotonic() + BATCH_DAEMON_CHECK
+            continue
         time.sleep(0.2)
     from flowmetal.daemon.views import batch_view
     v = batch_view(st, batch_id)

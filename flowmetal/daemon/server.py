@@ -69,6 +69,7 @@ def _refusing_bad_programs():
 
 # Replies to pipelined submissions a connection holds back at most (see `_serve_conn`).
 MAX_ACKS = 256
+ORPHAN_SCAN = 1.0   # seconds between looks for runs whose process died
 
 
 class _Created:
@@ -212,6 +213,7 @@ class Daemon:
         nb = self.batches.load()
         nr = self._recover_runs()
         self.batches.start()
+        threading.Thread(target=self._adopt_orphans, name="orphans", daemon=True).start()
         log.info("daemon pid %d on %s: %d workers, recovered %d runs and %d batches "
                  "in %.2f s", os.getpid(), self.home, self.workers, nr, nb,
                  time.monotonic() - t0)
@@ -234,6 +236,37 @@ class Daemon:
             except Exception as e:  # noqa: BLE001 - one bad run must not stop the rest
                 log.error("cannot recover run %s: %s", rid, e)
         return n
+
+    def _adopt_orphans(self) -> None:
+        """Carry on the runs whose process died: a foreground `flowmetal run` or
+        `resume` killed while this daemon serves the home leaves its claim file in
+        ``HOME/owners`` (see `actors.ownership`), unlocked once it is gone; without
+        this its run would stay `waiting` until someone resumed it by hand."""
+        from actors import RunClaimed
+        from actors.ownership import RunBusy
+        owners = self.rt.owners
+        while not self.stopping.wait(ORPHAN_SCAN):
+            try:
+                names = os.listdir(owners.dir)
+            except OSError:
+                continue
+            for rid in names:
+                if self.stopping.is_set() or owners.holds(rid):
+                    continue
+                try:
+                    run = self.store.get_run(rid)
+                    if run is None or run.state not in LIVE:
+                        # Never created, ended or crashed (resumed by hand): only the
+                        # file is left, unless its process, still alive, holds it.
+                        if owners.claim(rid):
+                            owners.release(rid)
+                        continue
+                    self.rt.resume_run(rid)
+                    log.info("adopted run %s: the process that ran it has gone", rid)
+                except (RunBusy, RunClaimed):
+                    continue   # its process still runs it
+                except Exception as e:  # noqa: BLE001 - the scan goes on for the others
+                    log.warning("cannot adopt run %s: %s", rid, e)
 
     def _run_ended(self, w: Any) -> None:
         # Runtime listener: called with the runtime lock held, so only hand off.
@@ -615,9 +648,14 @@ class Daemon:
             raise _Refused("batch: 'concurrency' must be a positive integer", "protocol")
         if flow is None:
             raise _Refused("batch needs --flow (items are a flow's arguments)")
-        # Check the file and the flow once, up front, rather than per item.
+        # Check the file, the flow and the default arguments' names once, up front,
+        # rather than per item (with the words `create_run` refuses a submission with).
         with _refusing_bad_programs():
-            self.rt._flow_def(file, source, flow)
+            decl = dict(self.rt._flow_def(file, source, flow).params)
+        for k in args:
+            if k not in decl:
+                raise _Refused(f"flow {flow} has no argument {k!r} (declared: "
+                               f"{', '.join(decl) or 'none'})")
         from actors import new_run_id
         bid = "b" + new_run_id()[1:]
         code = code_hash(source.encode("utf-8"))

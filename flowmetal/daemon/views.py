@@ -95,7 +95,12 @@ def status_view(store: Any, run_id: str) -> dict | None:
                     p["due"] = req["due"]
                 pending.append(p)
     meta = {k: v for k, v in run.meta.items() if isinstance(v, (str, int, float, bool))}
-    return {"id": run.id, "state": run_state(store, run), "file": run.file,
+    state = run_state(store, run)
+    from actors.ownership import run_owner
+    return {"id": run.id, "state": state, "file": run.file,
+            # The pid of the process running it; None for a live run nothing runs
+            # (its process was killed: `flowmetal resume` carries it on).
+            "owner": run_owner(store.home, run.id) if state in LIVE else None,
             "flow": run.meta.get("flow") or "__main__", "created": run.created,
             "updated": run.updated, "finished": run.finished,
             "result": result_text(store, run), "meta": meta,

@@ -69,3 +69,20 @@ def test_a_killed_daemons_commands_stop_with_its_workers_and_run_again_once(
     r = fm(home, "resume", rid, timeout=120)
     assert r.returncode == 0 and r.stdout.strip().endswith("Ok(0)"), (r.stdout, r.stderr)
     assert [l.split()[0] for l in out.read_text().splitlines()] == ["start", "start", "end"]
+
+
+def test_a_daemon_carries_on_a_run_whose_foreground_process_was_killed(
+        home: Path, daemons, tmp_path: Path) -> None:
+    import json
+    out = tmp_path / "out.txt"
+    daemons()
+    with foreground_run(_run_argv(home, out, 12), env_for(home), ROOT) as (p, rid):
+        wait_for(lambda: len(numbers_in(out)) >= 2)
+    # The `with` SIGKILLed it: no one resumes the run by hand, yet it ends.
+    def state() -> str:
+        return json.loads(fm(home, "status", rid, "--json").stdout)["state"]
+    wait_for(lambda: state() == "ok", timeout=60)
+    assert state() == "ok"
+    steps = numbers_in(out)
+    assert sorted(set(steps)) == list(range(12)) and len(steps) <= 13, steps
+    assert not (home / "owners" / rid).exists()   # its claim went with its end
