@@ -50,6 +50,14 @@ class RunError(Exception):
     """A run cannot be created or resumed (bad arguments, unknown flow, ...)."""
 
 
+def check_arg_names(flow: str, declared: dict, names: Any) -> None:
+    """RunError unless every name is a declared argument of flow `flow`."""
+    for k in names:
+        if k not in declared:
+            raise RunError(f"flow {flow} has no argument {k!r} (declared: "
+                           f"{', '.join(declared) or 'none'})")
+
+
 class RunClaimed(RunError):
     """The run is being run by another process (see `actors.ownership`)."""
 
@@ -239,10 +247,8 @@ class Runtime:
             values = values or {}
             given = [(k, t, "--arg ") for k, t in (args or {}).items() if k not in values]
             given += [(k, v, "") for k, v in values.items()]
+            check_arg_names(flow, decl, [k for k, _, _ in given])
             for k, x, how in given:
-                if k not in decl:
-                    raise RunError(f"flow {flow} has no argument {k!r} (declared: "
-                                   f"{', '.join(decl) or 'none'})")
                 if how == "" and not (isinstance(x, str) and decl[k].kind not in _TEXT_KINDS):
                     kwargs[k] = x    # typed already: the flow's own check (bind) judges it
                     continue

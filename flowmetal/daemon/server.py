@@ -638,6 +638,7 @@ class Daemon:
         return None
 
     def op_batch_create(self, conn: socket.socket, req: dict) -> dict:
+        from actors.runtime import check_arg_names
         from store import Batch, code_hash
         file, source, flow, args = self._program(req, "batch")
         items = req.get("items")
@@ -652,10 +653,7 @@ class Daemon:
         # rather than per item (with the words `create_run` refuses a submission with).
         with _refusing_bad_programs():
             decl = dict(self.rt._flow_def(file, source, flow).params)
-        for k in args:
-            if k not in decl:
-                raise _Refused(f"flow {flow} has no argument {k!r} (declared: "
-                               f"{', '.join(decl) or 'none'})")
+            check_arg_names(flow, decl, args)
         from actors import new_run_id
         bid = "b" + new_run_id()[1:]
         code = code_hash(source.encode("utf-8"))
