@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from flowmetal.loading import FileLoader
+from flowmetal.loading import FileLoader, check_loads
 from flowmetal.prelude import FlowDef, FlowFailed, packages, predeclared
 from flowmetal.starlark import Done, Failed, Suspended, start
 from store import NOTSET, LIVE_STATES, Batch, Store, code_hash
@@ -230,6 +230,7 @@ class Runtime:
             pre = predeclared("__flow__")
             thread = start(source, file, predeclared=pre,
                            loader=FileLoader(file, pre, packages()), max_steps=self.max_steps)
+            check_loads(source, file, pre, packages())
             b = Batch().put_code(source).create_run(
                 run_id, file=path, root_flow=run_id,
                 meta={"code": code, "mode": "main", "name": file})
@@ -305,6 +306,7 @@ class Runtime:
         """Flow `flow` of the module, run (top level only) once; what its top level
         prints goes to `printed` (else nowhere: not this process's stdout)."""
         pre = predeclared("__main__")
+        check_loads(source, file, pre, packages())
         thread = start(source, file, predeclared=pre, loader=FileLoader(file, pre, packages()),
                        max_steps=self.max_steps,
                        print=printed.append if printed is not None else _discard)

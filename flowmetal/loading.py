@@ -11,11 +11,49 @@ from __future__ import annotations
 import os
 from typing import Callable
 
-from .starlark import Done, context, start
+from .starlark import Done, StarlarkSyntaxError, context, start
+from .starlark.syntax import load_statements, parse
+from .starlark.thread import get_compiled
 
 
 class LoadError(Exception):
     """A module named by load() cannot be found or read."""
+
+
+def check_loads(source: str, filename: str, predeclared: dict,
+                packages: dict[str, Callable[[], dict]] | None = None) -> None:
+    """Check, without running anything, that every module `source` loads (and each
+    of those loads, on down) can be read and compiled: a `StarlarkSyntaxError` at
+    the failing load() (a module missing, unreadable, in a cycle) or inside the
+    loaded file (its syntax). So a bad program is refused before a run is made of
+    it, as a syntax error of the file itself is."""
+    packages = packages or {}
+    names = frozenset(predeclared)
+    done: set[str] = set()
+
+    def visit(source: str, filename: str, chain: tuple[str, ...]) -> None:
+        parsed = parse(source, filename)
+        base = os.path.dirname(os.path.abspath(filename))
+        for name, node in load_statements(parsed):
+            if name in packages or name.startswith("pkg.") or "://" in name:
+                continue   # built in (an unknown package fails when it is loaded)
+            path = os.path.normpath(os.path.join(base, name))
+            if path in chain:
+                raise parsed.error(node, f"cannot load {name}: cycle in load graph")
+            if path in done:
+                continue
+            try:
+                with open(path, encoding="utf-8") as f:
+                    text = f.read()
+            except UnicodeDecodeError:
+                raise parsed.error(node, f"cannot load {name}: not UTF-8 text") from None
+            except OSError as e:
+                raise parsed.error(node, f"cannot read {name}: {e.strerror or e}") from None
+            get_compiled(text, path, names)   # its own syntax errors name its lines
+            visit(text, path, chain + (path,))
+            done.add(path)
+
+    visit(source, filename, (os.path.abspath(filename),))
 
 
 class FileLoader:

@@ -520,3 +520,27 @@ def test_status_and_logs_say_when_nothing_runs_a_live_run(home: Path, tmp_path: 
     finally:
         follow.kill()
         follow.wait()
+
+
+# ---------------------------------------------------------------- bad loaded modules
+
+@pytest.mark.parametrize("files, where", [
+    ({"lib.star": "def f(:\n    pass\n"}, "lib.star:1:7: invalid syntax"),
+    ({}, "main.flow:1:1: cannot read lib.star: No such file or directory"),
+    ({"lib.star": b"\xff\xfe"}, "main.flow:1:1: cannot load lib.star: not UTF-8 text"),
+    ({"lib.star": 'load("main.flow", "m")\nf = 1\n'},
+     "lib.star:1:1: cannot load main.flow: cycle in load graph"),
+], ids=["syntax", "missing", "not-utf8", "cycle"])
+@pytest.mark.parametrize("flow", [None, "m"], ids=["main-block", "flow"])
+def test_a_bad_loaded_module_is_refused_before_a_run_is_made(
+        home: Path, tmp_path: Path, files: dict, where: str, flow: str | None) -> None:
+    for name, text in files.items():
+        (tmp_path / name).write_bytes(text if isinstance(text, bytes) else text.encode())
+    main = tmp_path / "main.flow"
+    main.write_text('load("lib.star", "f")\n\n'
+                    'def _m(fctx):\n    return 1\n\nm = flow(implementation = _m)\n')
+    p = fm(home, "run", str(main), *(["--flow", flow] if flow else []))
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert where in p.stderr, p.stderr
+    no_traceback(p)
+    assert fm(home, "list", "--json").stdout.strip() == "[]"   # no run was made

@@ -541,6 +541,15 @@ def _is_str(node) -> bool:
     return isinstance(node, ast.Constant) and isinstance(node.value, str)
 
 
+def load_statements(parsed: Parsed) -> list[tuple[str, ast.AST]]:
+    """The module names a checked module loads, in order, each with its load() call
+    (for `Parsed.error`). Loads are top-level statements only."""
+    tree = parsed.tree
+    body = tree.body if isinstance(tree, ast.Module) else []
+    return [(s.value.args[0].value, s.value) for s in body
+            if isinstance(s, ast.Expr) and _is_load(s.value)]
+
+
 def _is_load(node) -> bool:
     return (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
             and node.func.id == "load")
