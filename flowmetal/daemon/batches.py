@@ -30,6 +30,8 @@ from store import Batch
 log = logging.getLogger("flowmetal.daemon")
 
 LIVE = ("pending", "running", "waiting")
+# How a run refused by the concurrent-flows quota ends (see flowmetal.quotas).
+QUOTA_REFUSAL = 'Err("quota exceeded: concurrent flows'
 ENDED = ("ok", "err", "cancelled", "crashed")
 
 
@@ -43,6 +45,8 @@ class _BatchState:
         self.meta = dict(rec.meta)
         self.size = rec.size
         self.concurrency = max(1, int(self.meta.get("concurrency") or 1))
+        # Lowered when the user's concurrent-flows quota refuses an item (see `_done`).
+        self.limit = self.concurrency
         self.pending: deque[int] = deque()
         self.running: dict[int, str] = {}
         self.args: dict[int, Any] = {}
@@ -182,13 +186,33 @@ class BatchSupervisor:
         del b.running[index]
         self.by_run.pop(run_id, None)
         state = run.state
+        text = result_text(self.store, run)
+        if state == "err" and b.running and self._refused(run_id, text):
+            # Refused for want of a slot under the user's quota while other items
+            # run: not the item's failure. It waits for a slot (a fresh attempt id),
+            # and the batch runs no more at once than it had running then.
+            b.limit = max(1, len(b.running))
+            b.attempt[index] = b.attempt.get(index, 0) + 1
+            b.pending.appendleft(index)
+            self._pump(b, Batch().set_batch_item(b.id, index, state="pending",
+                                                 meta={"attempt": b.attempt[index]}))
+            return
         if state == "ok":
             b.ok += 1
         else:
             b.failed += 1
-        meta = {"result": result_text(self.store, run)}
+        meta = {"result": text}
         bt = Batch().set_batch_item(b.id, index, state=state, meta=meta)
         self._pump(b, bt)
+
+    def _refused(self, run_id: str, text: Any) -> bool:
+        """Whether the run was refused by the concurrent-flows quota before it ran:
+        its root alone, with that error, no action journaled and nothing printed (a
+        root that ran and failed on a refused child has done things: not this)."""
+        return (isinstance(text, str) and text.startswith(QUOTA_REFUSAL)
+                and len(self.store.run_flows(run_id)) == 1
+                and not self.store.journal(run_id)
+                and self.store.output_size(run_id) == 0)
 
     def _pump(self, b: _BatchState, bt: Batch | None = None) -> None:
         """Start pending items up to the concurrency; finish the batch when all ended.
@@ -196,7 +220,7 @@ class BatchSupervisor:
         bt = bt if bt is not None else Batch()
         starts = []
         if not self.stopping and not self.rt.closed:
-            while b.pending and len(b.running) < b.concurrency:
+            while b.pending and len(b.running) < b.limit:
                 index = b.pending.popleft()
                 rid = item_run_id(b.id, index, b.attempt.get(index, 0))
                 b.running[index] = rid

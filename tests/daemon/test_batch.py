@@ -116,3 +116,20 @@ def test_batch_item_fields_are_typed_json_values(home: Path, daemon) -> None:
     errors = [i["result"] for i in v["items"]]
     assert "argument s" in errors[1] and "argument s" in errors[2]
     assert errors[4].startswith("n=x: not a valid int"), errors[4]
+
+
+def test_a_batch_wider_than_the_quota_waits_for_slots(home: Path, daemons) -> None:
+    # concurrent_flows = 2 and --concurrency 4: items the quota refuses before they
+    # run wait for a free slot instead of failing.
+    (home / "quotas.toml").write_text("[default]\nconcurrent_flows = 2\n")
+    daemons()
+    flow = home / "nap.flow"
+    flow.write_text('def _f(fctx):\n    fctx.actions.sleep(0.2)\n    return fctx.args.i\n\n'
+                    'f = flow(implementation = _f, args = {"i": args.int()})\n')
+    inputs = _items(home, list(range(6)))
+    p = fm(home, "batch", str(flow), "--inputs", inputs, "--flow", "f", "--concurrency", "4")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "6 ok, 0 failed of 6" in p.stdout
+    bid = p.stdout.split()[1].rstrip(":")
+    v = json.loads(fm(home, "batch", "status", bid, "--json").stdout)
+    assert [i["result"] for i in v["items"]] == [f"Ok({i})" for i in range(6)]
