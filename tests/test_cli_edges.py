@@ -116,6 +116,15 @@ def test_send_deeply_nested_message(home: Path) -> None:
     no_traceback(p)
 
 
+@pytest.mark.parametrize("message", ['"\\ud800"', '{"a": ["x\\udfff"]}'])
+def test_send_a_lone_surrogate(home: Path, message: str) -> None:
+    # Refused up front, daemon or not (through a daemon it was a ProtocolError).
+    p = fm(home, "send", "r-some-run", message)
+    assert p.returncode == 2, p.stderr
+    assert "lone surrogate" in error_line(p)
+    no_traceback(p)
+
+
 def test_run_with_deeply_nested_arg(home: Path, args_flow: Path) -> None:
     for name in ("a", "l"):   # args.any() and args.list()
         p = fm(home, "run", str(args_flow), "--flow", "main", "--arg", "n=1",

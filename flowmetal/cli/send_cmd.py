@@ -50,6 +50,13 @@ def parse_message(text: str) -> Any:
         raise click.UsageError(f"the message is not valid JSON: {e}") from None
     except RecursionError:  # belt and braces: the depth check comes first
         raise click.UsageError("the message is nested too deeply") from None
+    try:
+        # A lone surrogate (JSON's "\ud800") is no text: the daemon's protocol and
+        # the flows' output could not carry it.
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise click.UsageError("the message holds a lone surrogate (\\ud800-\\udfff), "
+                               "which is not text") from None
     return value
 
 
