@@ -203,6 +203,7 @@ class Services:
         from flowmetal.prelude import Err
         from .codec import result_record
         rec = result_record(Err(str(error)))
+        rec["quota_refused"] = True   # before it ran: a batch may start it again later
         try:
             self.rt.store.commit(Batch().flow_finished(flow_id, "err", result=rec,
                                                        error=rec["repr"]))

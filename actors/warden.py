@@ -9,8 +9,9 @@ running side by side.
 So the first command a process runs starts a warden next to it: a small process
 (this file, run by path with only the standard library, so it starts in
 milliseconds) that reads a pipe from its owner. The kernel closes that pipe however
-the owner ends; at end-of-file with no goodbye said, the warden looks for the
-owner's commands — every process whose environment carries the owner's token,
+the owner ends (a graceful stop closes it too, once it has stopped its commands);
+at end-of-file the warden looks for what is left of the owner's commands — every
+process whose environment carries the owner's token,
 ``FLOWMETAL_WARDEN=<token>``, which each command is started with and its children
 inherit — and stops their process groups: SIGTERM, then SIGKILL to what is left
 after the grace period. A command that clears its environment or leaves its process
@@ -32,12 +33,11 @@ import uuid
 from typing import IO
 
 ENV = "FLOWMETAL_WARDEN"
-GOODBYE = b"bye\n"   # said by an owner that stopped its commands itself
 
 
 class CommandWarden:
     """The owner's side: `env()` (the variables a command is started with, starting
-    the warden on first use) and `close()` (a graceful goodbye)."""
+    the warden on first use) and `close()` (stop what is left, and the warden)."""
 
     def __init__(self, grace: float) -> None:
         self.grace = grace
@@ -55,25 +55,28 @@ class CommandWarden:
                     self._proc = subprocess.Popen(
                         [sys.executable, "-I", "-S", __file__, self.token, str(self.grace)],
                         stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                        stderr=subprocess.DEVNULL, start_new_session=True)
+                        stderr=subprocess.DEVNULL, start_new_session=True,
+                        # Not under an outer warden (a flowmetal run inside a
+                        # command): its sweep must not stop this one.
+                        env={k: v for k, v in os.environ.items() if k != ENV})
                 except OSError:
                     self._closed = True
         return {ENV: self.token}
 
     def close(self) -> None:
-        """Say goodbye (the owner's commands are stopped already) and reap the warden."""
+        """End the warden, which first stops whatever still carries the token (a
+        descendant that left its command's process group, say), and reap it."""
         with self._lock:
             self._closed = True
             proc, self._proc = self._proc, None
         if proc is None:
             return
         try:
-            proc.stdin.write(GOODBYE)
             proc.stdin.close()
         except OSError:
             pass
         try:
-            proc.wait(5)
+            proc.wait(self.grace + 5)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
@@ -133,8 +136,8 @@ def stop_guarded(token: str, grace: float) -> None:
 
 
 def _watch(stdin: IO[bytes], token: str, grace: float) -> None:
-    if stdin.read() != GOODBYE:   # end-of-file: the owner has gone, one way or another
-        stop_guarded(token, grace)
+    stdin.read()   # until end-of-file: the owner has gone or is closing
+    stop_guarded(token, grace)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,8 @@ def check_loads(source: str, filename: str, predeclared: dict,
     the failing load() (a module missing, unreadable, in a cycle) or inside the
     loaded file (its syntax). So a bad program is refused before a run is made of
     it, as a syntax error of the file itself is."""
+    if "load" not in source:
+        return   # the common case, without a second parse
     packages = packages or {}
     names = frozenset(predeclared)
     done: set[str] = set()

@@ -329,11 +329,11 @@ class FlowDef:
         pass
 
     def starlark_repr(self) -> str:
-        return f"<flow {self.name}>"
+        return f"<flow {self.learn_name().name}>"
 
     def __reduce__(self):
         return (FlowDef, (self.name, self.implementation, self.params, self.resources,
-                          self.secrets))
+                          self.secrets, getattr(self, "derived", False)))
 
 
 def _flow_name(impl: Callable) -> str:

@@ -466,6 +466,7 @@ counter = flow(implementation = _impl, args = {"n": args.int()})
 explicit = flow(implementation = _impl, args = {"n": args.int()}, name = "custom")
 
 if __name__ == "__flow__":
+    sleep(0)   # checkpointed and loaded again before the flows learn their names
     print(counter.name, explicit.name, counter(2))
 """
 

@@ -300,7 +300,7 @@ def status_command(run_id: str, home: str | None, as_json: bool) -> None:
     click.echo(f"run      {v['id']}")
     click.echo(f"state    {v['state']}")
     if v["state"] in LIVE_STATES:
-        click.echo(f"process  {v['owner']}" if v["owner"] else
+        click.echo(f"process  {v['owner']}" if v["owner"] is not None else
                    f"process  none: {ORPHANED_HINT.format(run=v['id'])}")
     click.echo(f"file     {v['file']}")
     click.echo(f"flow     {v['flow']}")
@@ -368,10 +368,9 @@ def logs_command(run_id: str, follow: bool, home: str | None, as_json: bool) -> 
         st.wait_output(run_id, offset, 0.5)
 
 
-ORPHANED_HINT = ("its process has gone; `flowmetal resume {run}` carries it on "
-                 "(a daemon serving this home does so by itself)")
+ORPHANED_HINT = "its process has gone; `flowmetal resume {run}` carries it on"
 LIVE_STATES = ("pending", "running", "waiting")
-ORPHAN_NOTE_AFTER = 3.0   # s a followed run may go unowned (a daemon adopts in ~1 s)
+ORPHAN_NOTE_AFTER = 8.0   # s a followed run may go unowned (a daemon adopts it after ~5 s)
 
 
 def _note_if_orphaned(st: Any, run_id: str, since: float | None) -> float | None:
@@ -617,8 +616,8 @@ def _daemon_serves(home: Path) -> bool:
     """Whether a daemon answers on the home's socket."""
     from flowmetal.daemon.client import Client, DaemonError, DaemonNotRunning
     try:
-        with Client.connect(home) as c:
-            c.ping()
+        with Client.connect(home, timeout=BATCH_DAEMON_CHECK * 5) as c:
+            c.ping()   # (a hung daemon counts as gone)
         return True
     except (DaemonNotRunning, DaemonError, OSError):
         return False

@@ -30,8 +30,6 @@ from store import Batch
 log = logging.getLogger("flowmetal.daemon")
 
 LIVE = ("pending", "running", "waiting")
-# How a run refused by the concurrent-flows quota ends (see flowmetal.quotas).
-QUOTA_REFUSAL = 'Err("quota exceeded: concurrent flows'
 ENDED = ("ok", "err", "cancelled", "crashed")
 
 
@@ -47,6 +45,7 @@ class _BatchState:
         self.concurrency = max(1, int(self.meta.get("concurrency") or 1))
         # Lowered when the user's concurrent-flows quota refuses an item (see `_done`).
         self.limit = self.concurrency
+        self.calm = 0   # items ended since the width was last changed
         self.pending: deque[int] = deque()
         self.running: dict[int, str] = {}
         self.args: dict[int, Any] = {}
@@ -187,16 +186,23 @@ class BatchSupervisor:
         self.by_run.pop(run_id, None)
         state = run.state
         text = result_text(self.store, run)
-        if state == "err" and b.running and self._refused(run_id, text):
+        if state == "err" and b.running and self._refused(run_id):
             # Refused for want of a slot under the user's quota while other items
             # run: not the item's failure. It waits for a slot (a fresh attempt id),
             # and the batch runs no more at once than it had running then.
-            b.limit = max(1, len(b.running))
+            b.limit, b.calm = max(1, len(b.running)), 0
             b.attempt[index] = b.attempt.get(index, 0) + 1
             b.pending.appendleft(index)
             self._pump(b, Batch().set_batch_item(b.id, index, state="pending",
                                                  meta={"attempt": b.attempt[index]}))
             return
+        # Items end without refusals: a width lowered by one (see above) grows back by
+        # one per `limit` of them, up to the batch's concurrency (the quota may have
+        # been held by other runs of the user for a while).
+        if b.limit < b.concurrency:
+            b.calm += 1
+            if b.calm >= b.limit:
+                b.limit, b.calm = b.limit + 1, 0
         if state == "ok":
             b.ok += 1
         else:
@@ -205,14 +211,13 @@ class BatchSupervisor:
         bt = Batch().set_batch_item(b.id, index, state=state, meta=meta)
         self._pump(b, bt)
 
-    def _refused(self, run_id: str, text: Any) -> bool:
-        """Whether the run was refused by the concurrent-flows quota before it ran:
-        its root alone, with that error, no action journaled and nothing printed (a
-        root that ran and failed on a refused child has done things: not this)."""
-        return (isinstance(text, str) and text.startswith(QUOTA_REFUSAL)
-                and len(self.store.run_flows(run_id)) == 1
-                and not self.store.journal(run_id)
-                and self.store.output_size(run_id) == 0)
+    def _refused(self, run_id: str) -> bool:
+        """Whether the run's root was refused by the concurrent-flows quota before it
+        ran (marked so by `Services.refuse`; a root that ran and failed on a refused
+        child has done things: not this)."""
+        root = self.store.get_flow(run_id)
+        return root is not None and isinstance(root.result, dict) \
+            and bool(root.result.get("quota_refused"))
 
     def _pump(self, b: _BatchState, bt: Batch | None = None) -> None:
         """Start pending items up to the concurrency; finish the batch when all ended.

@@ -70,6 +70,7 @@ def _refusing_bad_programs():
 # Replies to pipelined submissions a connection holds back at most (see `_serve_conn`).
 MAX_ACKS = 256
 ORPHAN_SCAN = 1.0   # seconds between looks for runs whose process died
+ADOPT_AFTER = 5.0   # s a claim must lie free before its run is adopted (STOP_GRACE + slack)
 
 
 class _Created:
@@ -241,18 +242,31 @@ class Daemon:
         """Carry on the runs whose process died: a foreground `flowmetal run` or
         `resume` killed while this daemon serves the home leaves its claim file in
         ``HOME/owners`` (see `actors.ownership`), unlocked once it is gone; without
-        this its run would stay `waiting` until someone resumed it by hand."""
+        this its run would stay `waiting` until someone resumed it by hand. A claim
+        that has lain free for `ADOPT_AFTER` s is taken over."""
         from actors import RunClaimed
-        from actors.ownership import RunBusy
+        from actors.ownership import RunBusy, run_owner
         owners = self.rt.owners
+        free_since: dict[str, float] = {}
         while not self.stopping.wait(ORPHAN_SCAN):
             try:
                 names = os.listdir(owners.dir)
             except OSError:
                 continue
+            now = time.monotonic()
+            free_since = {rid: t for rid, t in free_since.items() if rid in names}
             for rid in names:
                 if self.stopping.is_set() or owners.holds(rid):
                     continue
+                if run_owner(self.home, rid) is not None:
+                    free_since.pop(rid, None)
+                    continue
+                # Not at once: the dead process's command warden and worker processes
+                # take a few seconds to stop its commands, which must not overlap the
+                # ones the run issues again here.
+                if now - free_since.setdefault(rid, now) < ADOPT_AFTER:
+                    continue
+                free_since.pop(rid, None)
                 try:
                     run = self.store.get_run(rid)
                     if run is None or run.state not in LIVE:

@@ -124,7 +124,9 @@ def test_a_batch_wider_than_the_quota_waits_for_slots(home: Path, daemons) -> No
     (home / "quotas.toml").write_text("[default]\nconcurrent_flows = 2\n")
     daemons()
     flow = home / "nap.flow"
-    flow.write_text('def _f(fctx):\n    fctx.actions.sleep(0.2)\n    return fctx.args.i\n\n'
+    # (Its top level prints: each run's output starts with that, refused or not.)
+    flow.write_text('print("loaded")\n\n'
+                    'def _f(fctx):\n    fctx.actions.sleep(0.2)\n    return fctx.args.i\n\n'
                     'f = flow(implementation = _f, args = {"i": args.int()})\n')
     inputs = _items(home, list(range(6)))
     p = fm(home, "batch", str(flow), "--inputs", inputs, "--flow", "f", "--concurrency", "4")
