@@ -7,9 +7,10 @@ import os
 from pathlib import Path
 
 
-def home_dir(explicit: str | os.PathLike | None = None) -> Path:
-    """The home directory to use (created with mode 0700 if missing). An explicit
-    home that is empty is an error (ValueError), never the default home."""
+def home_dir(explicit: str | os.PathLike | None = None, *, create: bool = True) -> Path:
+    """The home directory to use (created with mode 0700 if missing, unless
+    ``create`` is false: commands that only read make nothing). An explicit home
+    that is empty is an error (ValueError), never the default home."""
     if explicit is not None:
         if not os.fspath(explicit).strip():
             raise ValueError("the home directory must not be an empty path")
@@ -21,5 +22,6 @@ def home_dir(explicit: str | os.PathLike | None = None) -> Path:
     else:
         home = Path.home() / ".local" / "state" / "flowmetal"
     home = home.expanduser()
-    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if create:
+        home.mkdir(mode=0o700, parents=True, exist_ok=True)
     return home

@@ -554,3 +554,22 @@ def test_a_bad_loaded_module_is_refused_before_a_run_is_made(
     assert where in p.stderr, p.stderr
     no_traceback(p)
     assert fm(home, "list", "--json").stdout.strip() == "[]"   # no run was made
+
+
+@pytest.mark.parametrize("cmd, out", [
+    (["list"], "no runs"), (["list", "--json"], "[]"), (["batch", "list"], "no batches"),
+    (["prune", "--older-than", "1d"], "removed 0 run(s)"),
+    (["status", "r1"], None), (["logs", "r1"], None), (["history", "r1"], None),
+    (["inspect", "r1"], None), (["batch", "status", "b1"], None)],
+    ids=lambda c: "-".join(c) if isinstance(c, list) else "")
+def test_commands_that_read_make_no_home(tmp_path: Path, cmd: list, out: str | None) -> None:
+    # A mistyped --home gets an answer, and no new home made where the typo pointed.
+    home = tmp_path / "typo" / "home"
+    p = fm(home, *cmd)
+    no_traceback(p)
+    if out is not None:
+        assert p.returncode == 0 and p.stdout.strip() == out, p.stderr
+    else:
+        assert p.returncode == 2
+        assert error_line(p).endswith(f"(no store in {home}: nothing has run there)")
+    assert not (tmp_path / "typo").exists()

@@ -26,14 +26,17 @@ from .common import (EXIT_ERR, EXIT_OK, EXIT_USAGE, home_option, parse_arg_pairs
 _NO_LIMITS = "no quotas are enforced for this run"
 
 
-def _open_store(home: str | None):
+def _open_store(home: str | None, *, create: bool = True):
+    """The home's store; with ``create=False`` (`list`) None when there is none."""
     from actors import home_dir
-    from store import Store, StoreError
+    from store import Store, StoreError, StoreNotFoundError
     try:
         # FLOWMETAL_SYNC=0 trades machine-crash durability for speed (tests); a
         # killed process still loses nothing.
         sync = os.environ.get("FLOWMETAL_SYNC", "1") not in ("0", "false", "no")
-        return Store.open(home_dir(home), sync=sync)
+        return Store.open(home_dir(home, create=create), sync=sync, create=create)
+    except StoreNotFoundError:
+        return None
     except (StoreError, OSError) as e:
         raise click.UsageError(f"cannot open the store: {e}") from None
 
@@ -244,9 +247,9 @@ def _runs_in_states(store: Any, states: tuple[str, ...], limit: int) -> list:
               help="Only runs in this state (repeatable; `live` = running or waiting).")
 def list_command(home: str | None, as_json: bool, limit: int, states: tuple[str, ...]) -> None:
     """List runs, newest first: id, state, root flow, started, ended, result."""
-    store = _open_store(home)
+    store = _open_store(home, create=False)   # none yet: no runs, and no home made
     rows = []
-    for run, state in _runs_in_states(store, states, limit):
+    for run, state in (_runs_in_states(store, states, limit) if store is not None else ()):
         root = store.get_flow(run.root_flow) if run.root_flow else None
         result = None
         if state == "crashed":
