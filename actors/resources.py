@@ -286,7 +286,8 @@ def _cwd_problem(cwd: str) -> str | None:
 def run_command(request: dict, action_id: str, cap: int = DEFAULT_OUTPUT_CAP,
                 started: Callable[[subprocess.Popen], None] | None = None,
                 drain_grace: float = DRAIN_GRACE, extra_env: dict | None = None) -> tuple:
-    """Run one exec request; the outcome ("ok", struct) or ("err", message).
+    """Run one exec request; the outcome ("ok", struct) or ("err", message), or
+    (UNAVAILABLE, message) when a secret it names is missing from this process.
     `started(proc)` is called once the process exists (to be able to stop it).
 
     The timeout, if any, bounds the whole command: feeding its input, its run, and

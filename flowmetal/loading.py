@@ -11,13 +11,21 @@ from __future__ import annotations
 import os
 from typing import Callable
 
-from .starlark import Done, StarlarkSyntaxError, context, start
+from .starlark import Done, context, start
 from .starlark.syntax import load_statements, parse
 from .starlark.thread import get_compiled
 
 
 class LoadError(Exception):
     """A module named by load() cannot be found or read."""
+
+
+def module_path(base: str, name: str, packages: dict) -> str | None:
+    """The file a load() of `name` from a module in directory `base` reads; None for
+    a package module (built in, or unknown: an error when it is loaded)."""
+    if name in packages or name.startswith("pkg.") or "://" in name:
+        return None
+    return os.path.normpath(os.path.join(base, name))
 
 
 def check_loads(source: str, filename: str, predeclared: dict,
@@ -37,9 +45,9 @@ def check_loads(source: str, filename: str, predeclared: dict,
         parsed = parse(source, filename)
         base = os.path.dirname(os.path.abspath(filename))
         for name, node in load_statements(parsed):
-            if name in packages or name.startswith("pkg.") or "://" in name:
-                continue   # built in (an unknown package fails when it is loaded)
-            path = os.path.normpath(os.path.join(base, name))
+            path = module_path(base, name, packages)
+            if path is None:
+                continue
             if path in chain:
                 raise parsed.error(node, f"cannot load {name}: cycle in load graph")
             if path in done:
@@ -70,11 +78,11 @@ class FileLoader:
         self._loading: set[str] = set()
 
     def __call__(self, name: str) -> dict:
-        if name in self.packages:
-            return self.packages[name]()
-        if name.startswith("pkg.") or "://" in name:
+        path = module_path(self.base, name, self.packages)
+        if path is None:
+            if name in self.packages:
+                return self.packages[name]()
             raise LoadError(f"unknown package module {name}")
-        path = os.path.normpath(os.path.join(self.base, name))
         if path in self._done:
             return self._done[path]
         if path in self._loading:

@@ -250,7 +250,7 @@ class Daemon:
         free_since: dict[str, float] = {}
         while not self.stopping.wait(ORPHAN_SCAN):
             try:
-                names = os.listdir(owners.dir)
+                names = set(os.listdir(owners.dir))
             except OSError:
                 continue
             now = time.monotonic()

@@ -4,11 +4,13 @@ declare is refused before the batch exists."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -63,6 +65,21 @@ class _BatchRun:
             self.proc.wait(10)
 
 
+@contextlib.contextmanager
+def _batch_whose_daemon_went_away(home: Path, daemons) -> Iterator[tuple[_BatchRun, str]]:
+    """A waiting `batch run` of 16 items whose daemon is killed midway, once the
+    client has said so; yields it and the batch id, and kills the client after."""
+    d = daemons()
+    run = _BatchRun(home, 16)
+    try:
+        bid = run.batch_id()
+        _kill_mid_batch(home, bid, d)
+        run.wait_line(GONE, REATTACH_WAIT)
+        yield run, bid
+    finally:
+        run.kill()
+
+
 def _kill_mid_batch(home: Path, bid: str, d) -> None:
     """kill -9 the daemon once a few items of batch `bid` are done, not all."""
     from store import Store
@@ -80,19 +97,12 @@ def _kill_mid_batch(home: Path, bid: str, d) -> None:
 
 @pytest.mark.timeout(240)
 def test_batch_run_follows_a_daemon_that_comes_back(home: Path, daemons) -> None:
-    d = daemons()
-    run = _BatchRun(home, 16)
-    try:
-        bid = run.batch_id()
-        _kill_mid_batch(home, bid, d)
-        run.wait_line(GONE, REATTACH_WAIT)
+    with _batch_whose_daemon_went_away(home, daemons) as (run, bid):
         gone = next(i for i, line in enumerate(run.err) if GONE in line)
         assert f"batch {bid} goes on when a daemon is started again" in run.err[gone]
         assert f"flowmetal daemon --home {home}" in run.err[gone]
         daemons()
         code, out = run.finish(180)
-    finally:
-        run.kill()
     assert code == 0, "".join(run.err)
     assert f"batch {bid}: ok: 16 ok, 0 failed of 16" in out
     assert sum(GONE in line for line in run.err) == 1
@@ -102,16 +112,9 @@ def test_batch_run_follows_a_daemon_that_comes_back(home: Path, daemons) -> None
 
 @pytest.mark.timeout(240)
 def test_batch_run_gives_up_on_a_daemon_that_stays_away(home: Path, daemons) -> None:
-    d = daemons()
-    run = _BatchRun(home, 16)
-    try:
-        bid = run.batch_id()
-        _kill_mid_batch(home, bid, d)
-        run.wait_line(GONE, REATTACH_WAIT)
+    with _batch_whose_daemon_went_away(home, daemons) as (run, bid):
         # Without a daemon the client gives up after REATTACH_WAIT s (not forever).
         code, out = run.finish(REATTACH_WAIT + 60)
-    finally:
-        run.kill()
     assert code == 1, "".join(run.err)
     last = run.err[-1]
     assert last.startswith("flowmetal batch: the daemon did not come back"), last
