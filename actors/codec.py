@@ -23,7 +23,6 @@ from typing import Any, Callable
 from flowmetal.prelude import Err, FlowContext, Ok, Result
 from flowmetal.starlark import Thread, module_sources, source_sink
 from store import Batch
-from flowmetal.starlark.values import to_repr
 
 from flowmetal.starlark import Pickler as _StarlarkPickler
 
@@ -161,7 +160,8 @@ def loads_value(data: bytes) -> Any:
 def result_record(result: Result, pickled: bytes | None = None) -> dict:
     """A flow's Result as stored in its flow record: JSON-able summary + exact bytes
     (``pickled``: `dumps_value(result)` when the caller has it already)."""
-    d: dict[str, Any] = {"ok": result.ok, "repr": to_repr(result),
+    # (`starlark_repr` is what `to_repr` ends in for a Result, minus the dispatch.)
+    d: dict[str, Any] = {"ok": result.ok, "repr": result.starlark_repr(),
                          "v": dumps_value(result) if pickled is None else pickled}
     inner = result.value if result.ok else result.error
     if inner is None or isinstance(inner, (bool, int, float, str)):

@@ -62,6 +62,9 @@ from .pool import PooledActor, RunnerLoan, current_turn
 MAX_ID = 150
 
 
+_NO_ARGS = make_args({})
+
+
 class ActionUnavailable(Exception):
     """An action could not be performed for a reason outside the flow."""
 
@@ -174,7 +177,8 @@ class FlowRunner:
             fdef, args, kwargs = image.start
             self.thread = start_call(flow_main(), fdef, tuple(args), dict(kwargs),
                                      max_steps=hub.max_steps)
-        self.fctx = image.fctx or FlowContext(flow_id, name, make_args({}))
+        # (Until its arguments are bound: no arguments. One shared, immutable struct.)
+        self.fctx = image.fctx or FlowContext(flow_id, name, _NO_ARGS)
         self.seq = image.seq
         self.last_result = image.last_result
         self.is_module = image.is_module
@@ -206,10 +210,10 @@ class FlowRunner:
         if count is not None:
             count(self.run_id, text)
 
-    def _run(self, outcome: tuple, inline_start: bool = False) -> Any:
+    def _run(self, outcome: tuple, inline_start: bool = False, parkable: bool = True) -> Any:
         t = self.thread
         t.print = self._print
-        t.parkable = self.hub.inline_calls   # parking serves inline child calls
+        t.parkable = parkable and self.hub.inline_calls   # parking serves inline child calls
         host = _Host(self, inline_start)
         push_host(host)
         try:
@@ -363,7 +367,9 @@ class FlowRunner:
                        max_steps=self.hub.max_steps)
         child = FlowRunner(self.hub, cid, parent=self.flow_id, name=req.flow.name,
                            image=FlowImage(t, None, 0, None, False), fresh=True)
-        r = child._run(("new",), inline_start=True)
+        # Not parkable: a child that acts is dropped (see below), so keeping its stack
+        # alive would only cost a greenlet and two switches per call.
+        r = child._run(("new",), inline_start=True, parkable=False)
         if isinstance(r, Suspended) or child.children:
             # Unwound before it is dropped: the garbage collector cannot free a parked
             # stack (see `Thread.capture`), nor release its loops' locks.
