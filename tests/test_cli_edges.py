@@ -560,7 +560,7 @@ def test_a_bad_loaded_module_is_refused_before_a_run_is_made(
     (["list"], "no runs"), (["list", "--json"], "[]"), (["batch", "list"], "no batches"),
     (["prune", "--older-than", "1d"], "removed 0 run(s)"),
     (["status", "r1"], None), (["logs", "r1"], None), (["history", "r1"], None),
-    (["inspect", "r1"], None), (["batch", "status", "b1"], None)],
+    (["inspect", "r1"], None), (["batch", "status", "b1"], None), (["resume", "r1"], None)],
     ids=lambda c: "-".join(c) if isinstance(c, list) else "")
 def test_commands_that_read_make_no_home(tmp_path: Path, cmd: list, out: str | None) -> None:
     # A mistyped --home gets an answer, and no new home made where the typo pointed.
@@ -573,3 +573,20 @@ def test_commands_that_read_make_no_home(tmp_path: Path, cmd: list, out: str | N
         assert p.returncode == 2
         assert error_line(p).endswith(f"(no store in {home}: nothing has run there)")
     assert not (tmp_path / "typo").exists()
+
+
+@pytest.mark.parametrize("cmd", [["list"], ["status", "r1"], ["resume", "r1"], ["run", "F"]])
+def test_a_store_that_cannot_be_opened_is_one_line(tmp_path: Path, cmd: list) -> None:
+    # A damaged store is no usage error: one line naming it, exit 1, for every command
+    # (`run` and `list` used to print a usage banner and exit 2).
+    home = tmp_path / "home"
+    (home / "store").mkdir(parents=True)
+    (home / "store" / "data.mdb").write_bytes(b"junk\n")
+    flow = tmp_path / "f.flow"
+    flow.write_text("print(1)\n")
+    p = fm(home, *[str(flow) if c == "F" else c for c in cmd])
+    no_traceback(p)
+    assert p.returncode == 1, p.stderr
+    assert "Usage:" not in p.stderr
+    assert error_line(p).startswith("Error: cannot open the store: "), p.stderr
+    assert "damaged" in p.stderr

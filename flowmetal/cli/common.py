@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -160,3 +161,32 @@ def report_error(err: StarlarkError) -> int:
 def out(text: str) -> None:
     sys.stdout.write(text + "\n")
     sys.stdout.flush()
+
+
+def open_store(home: str | None, *, create: bool = True) -> Any:
+    """The home's store. With ``create=False`` (commands that only read) None when
+    there is none, rather than a new home made where a typo pointed. A store that
+    cannot be opened (damaged, a file where the home should be) is one line, exit 1."""
+    from actors.home import home_dir
+    from store import Store, StoreError, StoreNotFoundError
+    try:
+        # FLOWMETAL_SYNC=0 trades machine-crash durability for speed (tests); a
+        # killed process still loses nothing.
+        sync = os.environ.get("FLOWMETAL_SYNC", "1") not in ("0", "false", "no")
+        return Store.open(home_dir(home, create=create), sync=sync, create=create)
+    except StoreNotFoundError:
+        return None
+    except (StoreError, OSError) as e:
+        raise click.ClickException(f"cannot open the store: {e}") from None
+
+
+def existing_store(home: str | None, command: str, missing: str) -> Any:
+    """The home's store for a command about one run or batch; none there means that
+    one cannot exist: `missing` (exit 2), naming the home."""
+    st = open_store(home, create=False)
+    if st is None:
+        from actors.home import home_dir
+        click.echo(f"flowmetal {command}: {missing} (no store in "
+                   f"{home_dir(home, create=False)}: nothing has run there)", err=True)
+        sys.exit(EXIT_USAGE)
+    return st

@@ -27,7 +27,8 @@ from typing import Any, Callable
 import click
 
 from ..jsondepth import MAX_JSON_DEPTH, nesting_exceeds
-from .common import (EXIT_ERR, EXIT_OK, EXIT_USAGE, home_option, id_argument,
+from .common import (EXIT_ERR, EXIT_OK, EXIT_USAGE, existing_store, home_option,
+                     id_argument, open_store,
                      parse_arg_pairs, read_source, root_flow_options, run_id_argument,
                      warn_quota_file)
 from .common import shown as _shown
@@ -38,29 +39,6 @@ from .common import shown as _shown
 def _home(home: str | None, *, create: bool = True) -> Path:
     from actors.home import home_dir
     return home_dir(home, create=create)
-
-
-def _open_store(home: str | None, *, create: bool = True) -> Any:
-    """The home's store; with ``create=False`` (commands that only read) None when
-    there is none, rather than a new home made where a typo pointed."""
-    from store import Store, StoreError, StoreNotFoundError
-    try:
-        sync = os.environ.get("FLOWMETAL_SYNC", "1") not in ("0", "false", "no")
-        return Store.open(_home(home, create=create), sync=sync, create=create)
-    except StoreNotFoundError:
-        return None
-    except (StoreError, OSError) as e:
-        raise click.ClickException(f"cannot open the store: {e}") from None
-
-
-def _existing_store(home: str | None, command: str, missing: str) -> Any:
-    """The home's store for a command about one run or batch; none there means that
-    one cannot exist: `missing` (exit 2), naming the home."""
-    st = _open_store(home, create=False)
-    if st is None:
-        _fail(f"flowmetal {command}: {missing} (no store in {_home(home, create=False)}: "
-              "nothing has run there)", EXIT_USAGE)
-    return st
 
 
 def _client(home: str | None) -> Any:
@@ -304,7 +282,7 @@ def submit_command(file: str, flow_name: str | None, arg_pairs: tuple[str, ...],
 def status_command(run_id: str, home: str | None, as_json: bool) -> None:
     """A run's state, its tree of flows, its pending actions and times."""
     from flowmetal.daemon.views import flow_tree, status_view
-    st = _existing_store(home, "status", f"no run {run_id!r}")
+    st = existing_store(home, "status", f"no run {run_id!r}")
     v = status_view(st, run_id)
     if v is None:
         _fail(f"flowmetal status: no run {run_id!r}", EXIT_USAGE)
@@ -350,7 +328,7 @@ def status_command(run_id: str, home: str | None, as_json: bool) -> None:
 @_guard("logs")
 def logs_command(run_id: str, follow: bool, home: str | None, as_json: bool) -> None:
     """Print what a run printed (committed output only, each line once)."""
-    st = _existing_store(home, "logs", f"no run {run_id!r}")
+    st = existing_store(home, "logs", f"no run {run_id!r}")
     run = st.get_run(run_id)
     if run is None:
         _fail(f"flowmetal logs: no run {run_id!r}", EXIT_USAGE)
@@ -417,7 +395,7 @@ def history_command(run_id: str, home: str | None, as_json: bool) -> None:
     """A run's actions: every action of every flow with its request, result and times
     (actions still in flight last in each flow's list)."""
     from flowmetal.daemon.views import history_view
-    st = _existing_store(home, "history", f"no run {run_id!r}")
+    st = existing_store(home, "history", f"no run {run_id!r}")
     h = history_view(st, run_id)
     if h is None:
         _fail(f"flowmetal history: no run {run_id!r}", EXIT_USAGE)
@@ -451,7 +429,7 @@ def history_command(run_id: str, home: str | None, as_json: bool) -> None:
 def inspect_command(run_id: str, home: str | None, as_json: bool) -> None:
     """For each suspended flow: its Starlark stack and its local variables."""
     from flowmetal.daemon.views import inspect_view
-    st = _existing_store(home, "inspect", f"no run {run_id!r}")
+    st = existing_store(home, "inspect", f"no run {run_id!r}")
     v = inspect_view(st, run_id)
     if v is None:
         _fail(f"flowmetal inspect: no run {run_id!r}", EXIT_USAGE)
@@ -530,7 +508,7 @@ def prune_command(older_than: str, home: str | None, as_json: bool) -> None:
     """Delete ended runs (their flows, journal, output) older than DURATION."""
     import datetime as dt
     seconds = parse_duration(older_than)
-    st = _open_store(home, create=False)
+    st = open_store(home, create=False)
     n = st.prune(dt.timedelta(seconds=seconds)) if st is not None else 0
     if as_json:
         _emit_json({"removed": n})
@@ -652,7 +630,7 @@ def _wait_for_daemon(home: Path, batch_id: str, prog: "_Progress | None") -> Non
 
 
 def _watch_batch(home: str | None, batch_id: str, total: int, as_json: bool) -> int:
-    st = _open_store(home)
+    st = open_store(home)
     prog = None if as_json else _Progress(total, sys.stderr.isatty())
     path = _home(home)
     next_check = time.monotonic() + BATCH_DAEMON_CHECK
@@ -740,7 +718,7 @@ def batch_run_command(file: str, inputs: str, flow_name: str, concurrency: int,
 def batch_status_command(batch_id: str, home: str | None, as_json: bool) -> None:
     """A batch's state, counts and items."""
     from flowmetal.daemon.views import batch_view
-    st = _existing_store(home, "batch status", f"no batch {batch_id!r}")
+    st = existing_store(home, "batch status", f"no batch {batch_id!r}")
     v = batch_view(st, batch_id)
     if v is None:
         _fail(f"flowmetal batch status: no batch {batch_id!r}", EXIT_USAGE)
@@ -769,7 +747,7 @@ def batch_status_command(batch_id: str, home: str | None, as_json: bool) -> None
 def batch_retry_command(batch_id: str, failed: bool, wait: bool, home: str | None,
                         as_json: bool) -> None:
     """Re-run only the failed items of a batch."""
-    st = _existing_store(home, "batch retry", f"no batch {batch_id!r}")
+    st = existing_store(home, "batch retry", f"no batch {batch_id!r}")
     if st.get_batch(batch_id) is None:
         _fail(f"flowmetal batch retry: no batch {batch_id!r}", EXIT_USAGE)
     with _client(home) as c:
@@ -793,7 +771,7 @@ def batch_retry_command(batch_id: str, failed: bool, wait: bool, home: str | Non
 def batch_list_command(limit: int, home: str | None, as_json: bool) -> None:
     """Batches, newest first."""
     from flowmetal.daemon.views import batch_view
-    st = _open_store(home, create=False)
+    st = open_store(home, create=False)
     views = [batch_view(st, b.id, items=False) for b in st.list_batches(limit=limit)] \
         if st is not None else []
     if as_json:
@@ -818,7 +796,9 @@ def resume_via_daemon(home: str | None, run_id: str) -> int | None:
     daemon is running (the caller resumes in the foreground)."""
     from flowmetal.daemon.client import Client, DaemonError, DaemonNotRunning
     try:
-        c = Client.connect(_home(home))
+        # (A home that does not exist has no daemon; `resume` then says there is no
+        # such run, without making the home.)
+        c = Client.connect(_home(home, create=False))
     except DaemonNotRunning:
         return None
     with c:

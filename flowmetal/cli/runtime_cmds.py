@@ -11,34 +11,19 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
 import sys
 import threading
 from typing import Any
 
 import click
 
-from .common import (EXIT_ERR, EXIT_OK, EXIT_USAGE, home_option, parse_arg_pairs,
+from .common import (EXIT_ERR, EXIT_OK, EXIT_USAGE, existing_store, home_option,
+                     open_store, parse_arg_pairs,
                      read_source, report_error, root_flow_options, run_id_argument,
                      warn_quota_file)
 
 # What a broken quotas file means for a run hosted by this process.
 _NO_LIMITS = "no quotas are enforced for this run"
-
-
-def _open_store(home: str | None, *, create: bool = True):
-    """The home's store; with ``create=False`` (`list`) None when there is none."""
-    from actors import home_dir
-    from store import Store, StoreError, StoreNotFoundError
-    try:
-        # FLOWMETAL_SYNC=0 trades machine-crash durability for speed (tests); a
-        # killed process still loses nothing.
-        sync = os.environ.get("FLOWMETAL_SYNC", "1") not in ("0", "false", "no")
-        return Store.open(home_dir(home, create=create), sync=sync, create=create)
-    except StoreNotFoundError:
-        return None
-    except (StoreError, OSError) as e:
-        raise click.UsageError(f"cannot open the store: {e}") from None
 
 
 class _Follower:
@@ -136,7 +121,7 @@ def run_command(file: str, flow_name: str | None, arg_pairs: tuple[str, ...],
     args = parse_arg_pairs(arg_pairs)
     if args and flow_name is None:
         raise click.UsageError("--arg needs --flow (the main block takes no arguments)")
-    store = _open_store(home)
+    store = open_store(home)
     warn_quota_file("run", store.home, _NO_LIMITS)
     rt = Runtime(store, workers=workers, virtual_time=virtual_time, max_steps=max_steps)
     run_id = new_run_id()
@@ -174,7 +159,7 @@ def resume_command(run_id: str, home: str | None, virtual_time: bool, workers: i
     code = resume_via_daemon(home, run_id)
     if code is not None:
         sys.exit(code)
-    store = _open_store(home)
+    store = existing_store(home, "resume", f"no run {run_id!r}")
     if store.get_run(run_id) is None:
         store.close()
         click.echo(f"flowmetal resume: no run {run_id!r} in {store.home}", err=True)
@@ -247,7 +232,7 @@ def _runs_in_states(store: Any, states: tuple[str, ...], limit: int) -> list:
               help="Only runs in this state (repeatable; `live` = running or waiting).")
 def list_command(home: str | None, as_json: bool, limit: int, states: tuple[str, ...]) -> None:
     """List runs, newest first: id, state, root flow, started, ended, result."""
-    store = _open_store(home, create=False)   # none yet: no runs, and no home made
+    store = open_store(home, create=False)   # none yet: no runs, and no home made
     rows = []
     for run, state in (_runs_in_states(store, states, limit) if store is not None else ()):
         root = store.get_flow(run.root_flow) if run.root_flow else None
