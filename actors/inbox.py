@@ -27,18 +27,21 @@ waiting flow), and only needed for that cross-process case.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import pickle
 import threading
 from typing import Any, Callable
 
-from store import Batch, ConflictError, NotFoundError, StoreError
+from store import Batch, ConflictError, MessageIdReusedError, NotFoundError, StoreError
 
 from .codec import outcome_record
 
 log = logging.getLogger("flowmetal.inbox")
 
-__all__ = ["InboxRouter", "InboxError", "MAX_MESSAGE_BYTES", "check_size", "POLL_INTERVAL"]
+__all__ = ["InboxRouter", "InboxError", "MAX_MESSAGE_BYTES", "check_size", "POLL_INTERVAL",
+           "append_external"]
 
 MAX_MESSAGE_BYTES = 1 << 20
 POLL_INTERVAL = 0.25
@@ -58,6 +61,38 @@ def check_size(body: Any, what: str = "send") -> str | None:
     if n > MAX_MESSAGE_BYTES:
         return f"{what}: the message is {n} bytes; at most {MAX_MESSAGE_BYTES} may be sent"
     return None
+
+
+def message_digest(body: Any) -> bytes:
+    """What identifies an external message's content (plain JSON data; key order
+    does not count), kept with its id."""
+    try:
+        data = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    except (TypeError, ValueError):
+        data = pickle.dumps(body, protocol=5)
+    return hashlib.sha256(data).digest()[:16]
+
+
+def append_external(store: Any, flow_id: str, body: Any, msg_id: str | None) -> int | None:
+    """Append a message from outside (`flowmetal send`, through a daemon or straight
+    into the store) to a flow's inbox: its position, or None when this id was
+    delivered before with the same message. The same id with another message is an
+    error, not a silent no-op. Raises `InboxError` (one line)."""
+    err = check_size(body, "send")
+    if err is not None:
+        raise InboxError(err)
+    digest = message_digest(body) if msg_id is not None else None
+    try:
+        r = store.commit(Batch().inbox_append(flow_id, body, msg_id=msg_id, digest=digest))
+    except MessageIdReusedError as e:
+        raise InboxError(str(e)) from None
+    except ConflictError:
+        f = store.get_flow(flow_id)
+        raise InboxError(f"the inbox of flow {flow_id} is closed "
+                         f"(the flow is {f.state if f else 'gone'})") from None
+    except StoreError as e:
+        raise InboxError(str(e)) from None
+    return r[0] if r else None
 
 
 class _Waiter:
@@ -116,21 +151,11 @@ class InboxRouter:
     def deliver_external(self, to: str, body: Any, msg_id: str | None = None) -> int | None:
         """A message from outside (`flowmetal send`): its position in the inbox (None:
         a message with this id was delivered before). Raises `InboxError`."""
-        err = check_size(body, "send")
-        if err is not None:
-            raise InboxError(err)
-        f = self.store.get_flow(to)
-        if f is None:
+        if self.store.get_flow(to) is None:
             raise InboxError(f"no flow {to}")
-        try:
-            r = self.store.commit(Batch().inbox_append(to, body, msg_id=msg_id))
-        except ConflictError:
-            raise InboxError(f"the inbox of flow {to} is closed "
-                             f"(the flow is {f.state})") from None
-        except StoreError as e:
-            raise InboxError(str(e)) from None
+        seq = append_external(self.store, to, body, msg_id)
         self.notify(to)
-        return r[0] if r else None
+        return seq
 
     def close_inbox(self, target: str) -> tuple:
         """Perform a flow's close; its outcome."""

@@ -49,8 +49,8 @@ fork/spawn. Errors are `StoreError` subclasses with one-line messages. Files liv
 
 from .batch import DB_NAMES, NOTSET, Batch, code_hash
 from .core import DEFAULT_MAP_SIZE, DEFAULT_MAX_MAP_SIZE, SCHEMA_VERSION, Pending, Store
-from .errors import (CheckpointError, ConflictError, CorruptStoreError, NotAStoreError,
-                     NotFoundError, SchemaError, StoreClosedError, StoreError,
+from .errors import (CheckpointError, ConflictError, CorruptStoreError,
+                     MessageIdReusedError, NotAStoreError, NotFoundError, SchemaError, StoreClosedError, StoreError,
                      StoreFullError, StoreNotFoundError)
 from .records import (LIVE_STATES, STATES, TERMINAL_STATES, BatchItem, BatchRecord,
                       Checkpoint, Flow, Intent, JournalEntry, Message, OutputChunk, Recovery,
@@ -64,5 +64,5 @@ __all__ = [
     "OutputChunk", "BatchRecord", "BatchItem", "Recovery",
     "StoreError", "NotAStoreError", "StoreNotFoundError", "SchemaError",
     "CorruptStoreError", "StoreFullError", "StoreClosedError", "ConflictError",
-    "NotFoundError", "CheckpointError",
+    "NotFoundError", "CheckpointError", "MessageIdReusedError",
 ]

@@ -19,7 +19,7 @@ import struct
 from typing import Any, Iterable, Sequence
 
 from . import keys as K
-from .errors import ConflictError, NotFoundError, StoreError
+from .errors import ConflictError, MessageIdReusedError, NotFoundError, StoreError
 from .records import (LIVE_STATES, STATES, TERMINAL_STATES, Message, Timer, Value, decode,
                       encode, wrap_checkpoint)
 
@@ -317,14 +317,20 @@ class Batch:
         return self
 
     # ------------------------------------------------------------ inboxes
-    def inbox_append(self, flow_id: str, body: Value, *, msg_id: str | None = None) -> "Batch":
+    def inbox_append(self, flow_id: str, body: Value, *, msg_id: str | None = None,
+                     digest: bytes | None = None) -> "Batch":
         """Append a message to the flow's inbox. Result: its seq, or None when a message
         with the same ``msg_id`` was appended before (idempotent delivery). A closed
-        inbox (finished flow) is a ConflictError."""
+        inbox (finished flow) is a ConflictError. ``digest`` (the message's, kept with
+        its id): a later append of the same id with another digest is a
+        `MessageIdReusedError` rather than a no-op — the id was reused for a
+        different message, which would otherwise be silently dropped."""
         K.enc_id(flow_id, "flow id")
         if msg_id is not None:
             K.enc_id(msg_id, "message id")
-        self.ops.append((_inbox_append, flow_id, body, msg_id))
+        elif digest is not None:
+            raise StoreError("a message digest needs a message id")
+        self.ops.append((_inbox_append, flow_id, body, msg_id, digest))
         return self
 
     def inbox_pop(self, flow_id: str, *, expect_seq: int | None = None) -> "Batch":
@@ -784,7 +790,7 @@ def _inbox_state(w: Writer, fk: bytes) -> tuple[int, int, int]:
     return _INBOX_META.unpack(raw) if raw is not None else (0, 0, 0)
 
 
-def _inbox_append(w: Writer, flow_id, body, msg_id):
+def _inbox_append(w: Writer, flow_id, body, msg_id, digest=None):
     fk = K.enc_id(flow_id)
     _require_flow(w, fk, flow_id)
     head, tail, closed = _inbox_state(w, fk)
@@ -792,9 +798,15 @@ def _inbox_append(w: Writer, flow_id, body, msg_id):
         raise ConflictError(f"flow {flow_id!r} has ended; its inbox is closed")
     if msg_id is not None:
         idk = K.pair(flow_id, msg_id)
-        if w.get("inbox_ids", idk) is not None:
+        old = w.get("inbox_ids", idk)
+        if old is not None:
+            # seq (8 bytes), then the digest of the message if one was given.
+            if digest is not None and len(old) > 8 and bytes(old[8:]) != digest:
+                raise MessageIdReusedError(
+                    f"message id {msg_id!r} was used before, for a different message "
+                    f"to flow {flow_id!r}")
             return None
-        w.put("inbox_ids", idk, K.u64(tail))
+        w.put("inbox_ids", idk, K.u64(tail) + (digest or b""))
     w.put("inbox", K.id_seq(flow_id, tail), encode({"b": body, "i": msg_id, "t": w.now}))
     w.put("inbox_meta", fk, _INBOX_META.pack(head, tail + 1, closed))
     return tail

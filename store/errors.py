@@ -38,6 +38,10 @@ class ConflictError(StoreError):
     """A write contradicts what is stored (e.g. a flow id reused for another run)."""
 
 
+class MessageIdReusedError(ConflictError):
+    """An inbox message id was delivered before, with a different message."""
+
+
 class NotFoundError(StoreError):
     """A write refers to a record that does not exist (e.g. state of an unknown flow)."""
 

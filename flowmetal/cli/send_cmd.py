@@ -72,9 +72,9 @@ def resolve_target(store: Any, target: str) -> str:
 
 def deliver_to_store(home: Path, target: str, body: Any, msg_id: str | None) -> dict:
     """Deliver without a daemon: append to the store (see the module docstring)."""
-    from actors.inbox import InboxError, check_size
-    from store import Batch, ConflictError, Store, StoreError
-    err = check_size(body)
+    from actors.inbox import InboxError, append_external, check_size
+    from store import Store, StoreError
+    err = check_size(body)   # before opening anything
     if err is not None:
         raise SendError(err)
     sync = os.environ.get("FLOWMETAL_SYNC", "1") not in ("0", "false", "no")
@@ -85,14 +85,10 @@ def deliver_to_store(home: Path, target: str, body: Any, msg_id: str | None) -> 
     try:
         flow_id = resolve_target(store, target)
         try:
-            r = store.commit(Batch().inbox_append(flow_id, body, msg_id=msg_id))
-        except ConflictError:
-            f = store.get_flow(flow_id)
-            raise SendError(f"the inbox of flow {flow_id} is closed (the flow is "
-                            f"{f.state if f else 'gone'})") from None
-        except (StoreError, InboxError) as e:
+            seq = append_external(store, flow_id, body, msg_id)
+        except InboxError as e:
             raise SendError(str(e)) from None
-        return {"flow": flow_id, "seq": r[0] if r else None, "duplicate": not r or r[0] is None}
+        return {"flow": flow_id, "seq": seq, "duplicate": seq is None}
     finally:
         store.close()
 

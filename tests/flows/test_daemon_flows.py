@@ -43,9 +43,13 @@ def test_send_through_the_daemon(home: Path, daemon: DaemonProc) -> None:
     r = fm(home, "submit", FLOWS, "--flow", "counter")
     assert r.returncode == 0, r.stderr
     rid = r.stdout.strip()
-    for msg in ('{"add": 3}', '{"add": 4}', '{"stop": true}'):
-        r = fm(home, "send", rid, msg)
+    for msg in ('{"add": 3}', '{"add": 4}'):
+        r = fm(home, "send", rid, msg, "--id", f"m{msg}")
         assert r.returncode == 0, r.stderr
+    # The same id for another message is refused, not dropped as a duplicate.
+    r = fm(home, "send", rid, '{"add": 5}', "--id", 'm{"add": 4}')
+    assert r.returncode == 1 and "used before, for a different message" in r.stderr, r
+    assert fm(home, "send", rid, '{"stop": true}').returncode == 0
     assert _wait_state(home, rid, {"ok", "err"}) == "ok"
     r = fm(home, "logs", rid)
     assert r.stdout.splitlines() == ["got 3, total 3", "got 4, total 7", "total 7"]

@@ -54,6 +54,9 @@ def test_event_flow_driven_by_flowmetal_send(home: Path) -> None:
     assert fm(home, "send", rid, '{"add": 10}', "--id", "x1").returncode == 0
     r = fm(home, "send", rid, '{"add": 10}', "--id", "x1")
     assert r.returncode == 0 and "delivered before" in r.stdout
+    # ... but the same id for a different message is an error, and delivers nothing.
+    r = fm(home, "send", rid, '{"add": 99}', "--id", "x1")
+    assert r.returncode == 1 and "used before, for a different message" in r.stderr, r
     p.wait_line(lambda s: s == "got 10, total 17")
     p.kill9()   # state survives a kill between dispatches
     p = Background(home, "resume", rid)

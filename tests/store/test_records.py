@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from store import Batch, CheckpointError, ConflictError, NotFoundError, StoreError
+from store import (Batch, CheckpointError, ConflictError, MessageIdReusedError,
+                   NotFoundError, StoreError)
 from store.records import CHECKPOINT_FORMAT, wrap_checkpoint
 
 from .conftest import make_flow
@@ -230,6 +231,21 @@ def test_timers_ordered_by_due(st):
     assert [(t.flow_id, t.seq) for t in taken] == [("a", 2), ("b", 7)]
     assert [(t.flow_id, t.seq) for t in st.due_timers(2e9)] == [("b", 8)]
     assert [t.seq for t in st.timers("b")] == [8]
+
+
+def test_inbox_message_id_with_a_digest(st):
+    make_flow(st)
+    assert st.commit(Batch().inbox_append("f1", "d", msg_id="m2")) == [0]
+    # with a digest kept, the same id with another digest is refused, the same is not
+    assert st.commit(Batch().inbox_append("f1", "d", msg_id="m3", digest=b"D1")) == [1]
+    assert st.commit(Batch().inbox_append("f1", "d", msg_id="m3", digest=b"D1")) == [None]
+    with pytest.raises(MessageIdReusedError, match="'m3' was used before"):
+        st.commit(Batch().inbox_append("f1", "e", msg_id="m3", digest=b"D2"))
+    # an id kept without a digest (older stores) compares with nothing
+    assert st.commit(Batch().inbox_append("f1", "e", msg_id="m2", digest=b"D2")) == [None]
+    with pytest.raises(StoreError, match="needs a message id"):
+        Batch().inbox_append("f1", "e", digest=b"D2")
+    assert [m.body for m in st.inbox_messages("f1")] == ["d", "d"]
 
 
 def test_inbox_fifo(st):
