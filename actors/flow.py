@@ -16,10 +16,13 @@ ends without suspending did nothing to the world, so its whole life commits as o
 transaction (its flow record with its Result, the caller's journal entry — and the
 result of the action the caller last resumed from, so that a crash after this commit
 never performs that action again — the output of both in order) before the caller
-goes on; one that suspends is handed to its own FlowActor, starting again from its
-start checkpoint (its first run had no effects). Nothing is lost either way: child
-ids are deterministic, (caller id, action seq), and a re-executed call finds the
-child's record and takes its Result (a flow that never ran before skips that look-up).
+goes on. One that acts is *handed over*: its checkpoint and intent at that first
+action commit together with its caller's (waiting on it), and it goes on in its own
+FlowActor from there, loaded as a recovered flow is — its first run is never
+repeated, so what it did before acting (to values it shares with its caller, to the
+output) happened once. Nothing is lost either way: child ids are deterministic,
+(caller id, action seq), and a re-executed call finds the child's record and takes
+its Result (a flow that never ran before skips that look-up).
 
 The step methods (`_handle`, `_call`, `_suspend`, `_suspend_on`, `_finish`) return
 the Thread's next result to act on, or None once the runner is parked on a commit,
@@ -139,6 +142,22 @@ class _Host:
         self.runner.out.append(text)
 
 
+class _Grab:
+    """A committer that keeps the one batch it is given, uncommitted (the caller
+    commits it with its own): see `FlowRunner._hand_over`."""
+
+    __slots__ = ("batch",)
+
+    def __init__(self) -> None:
+        self.batch: Batch | None = None
+
+    def commit(self, batch: Batch) -> bool:
+        if self.batch is not None:
+            raise RuntimeError("a handed-over flow committed twice")
+        self.batch = batch
+        return False
+
+
 class BlockingCommitter:
     """Commits on the caller's thread (a runner outside any actor: tests, tools)."""
 
@@ -184,6 +203,7 @@ class FlowRunner:
         self.is_module = image.is_module
         self.out: list[str] = []
         self.children: list[tuple[str, str, tuple]] = []  # (id, name, start spec)
+        self.made: list = []   # the children its last commit created
         self.pending: int | None = None   # seq of the action it waits on
         self.journal: Any = NOTSET        # (seq, record) of a consumed, unjournaled result
         self.done = False
@@ -197,6 +217,8 @@ class FlowRunner:
         # A flow's actions commit in seq order, so once one child id is found free,
         # every later one is too: after that, no store read per call.
         self.replaying = not fresh
+        # Whether a flow it calls runs inline, in its step (see `_inline`).
+        self.inline = hub.inline_calls
 
     # -------------------------------------------------------------- running the Thread
     def _print(self, line: str) -> None:
@@ -327,6 +349,7 @@ class FlowRunner:
                           state="pending")
             b.put_checkpoint(cid, ckpt)
         put_sources(b, sources)
+        self.made = made
         return made
 
     # -------------------------------------------------------------- child calls
@@ -346,10 +369,8 @@ class FlowRunner:
                 return self._called(result_from_record(rec.result))
             return self._suspend_on(k, "wait", {"kind": "wait", "children": [cid],
                                                 "single": True}, ([cid], True))
-        if self.hub.inline_calls and not self.children:
-            r = self._inline(req, k, cid)
-            if r is not NOTSET:
-                return r
+        if self.inline and not self.children:
+            return self._inline(req, k, cid)
         self.children.append((cid, req.flow.name, (req.flow, req.args, req.kwargs)))
         return self._suspend_on(k, "wait", {"kind": "wait", "children": [cid], "single": True},
                                 ([cid], True))
@@ -360,26 +381,17 @@ class FlowRunner:
         return self._run(("ok", result))
 
     def _inline(self, req: CallRequest, k: int, cid: str) -> Any:
-        """Run the called child here. NOTSET if it acts on the world (it then gets its
-        own actor, re-run from its start: this first run had no effects); else commit
-        its whole life and go on with its Result."""
+        """Run the called child here. If it ends without acting on the world, commit its
+        whole life and go on with its Result; if it acts, hand it over (`_hand_over`)."""
         t = start_call(flow_main(), req.flow, tuple(req.args), dict(req.kwargs),
                        max_steps=self.hub.max_steps)
         child = FlowRunner(self.hub, cid, parent=self.flow_id, name=req.flow.name,
                            image=FlowImage(t, None, 0, None, False), fresh=True)
-        # Not parkable: a child that acts is dropped (see below), so keeping its stack
-        # alive would only cost a greenlet and two switches per call.
+        # Not parkable: a child that acts goes on from a checkpoint (see `_hand_over`),
+        # so keeping its stack alive would only cost a greenlet and two switches.
         r = child._run(("new",), inline_start=True, parkable=False)
         if isinstance(r, Suspended) or child.children:
-            # Unwound before it is dropped: the garbage collector cannot free a parked
-            # stack (see `Thread.capture`), nor release its loops' locks.
-            t.capture()
-            # What it printed is dropped with it (its own actor prints it again):
-            # not output of the run's quota.
-            uncount = getattr(self.hub, "uncount_output", None)
-            if uncount is not None and child.out:
-                uncount(self.run_id, child.out)
-            return NOTSET
+            return self._hand_over(k, cid, child, r)
         result, v, rrec = _stored_result(child._result(r))
         b = Batch()
         # Journal the action this step resumed from too: it costs nothing here, and a
@@ -410,6 +422,28 @@ class FlowRunner:
         for text in child.out:
             b.append_output(self.run_id, text, flow_id=cid)
         return self._commit(b, lambda: self._called(result))
+
+    def _hand_over(self, k: int, cid: str, child: "FlowRunner", r: Any) -> Any:
+        """The child run inline acted on the world (or started flows of its own): it
+        goes on in its own actor from where it stopped, not from its start. What its
+        first run did — to values it shares with its caller, to the run's output —
+        happened once. Its checkpoint and intent (or its end) commit together with
+        ours, waiting on it; then it is loaded from there like a recovered flow, and
+        its action is issued."""
+        grab = _Grab()
+        child.committer = grab
+        child.inline = False   # a flow it calls now is a child of its own, as usual
+        child._drive(r)        # to its first commit: its suspension (or its end)
+        if grab.batch is None:
+            raise RuntimeError(f"flow {cid}: stopped without a commit ({r!r})")
+        b = Batch().create_flow(cid, run_id=self.run_id, name=child.name,
+                                parent=self.flow_id, state="pending").extend(grab.batch)
+        # The flows it started start with it (with their parent, once stored);
+        # it is started by its load unless it has ended already.
+        adopted = [] if child.done else [(cid, child.name, None)]
+        adopted += [(g, name, None) for g, name, _ in child.made]
+        return self._suspend_on(k, "wait", {"kind": "wait", "children": [cid], "single": True},
+                                ([cid], True), extra=b, adopted=adopted)
 
     # -------------------------------------------------------------- suspension
     def _suspend(self, req: Any) -> Any:
@@ -442,7 +476,11 @@ class FlowRunner:
         return self._run(("err", f"unknown action request {req!r}"))
 
     def _suspend_on(self, k: int, kind: str, intent: dict, info: Any,
-                    timer: float | None = None) -> Any:
+                    timer: float | None = None, extra: Batch | None = None,
+                    adopted: list = ()) -> Any:
+        """Commit the suspension on action `k`, then issue it. `extra`: ops to commit
+        with it, after ours; `adopted`: (id, name, None) of flows stored by `extra`
+        that the hub starts (from the store) with the children we started."""
         b = Batch()
         kids = Batch()
         sources: dict = {}
@@ -458,6 +496,9 @@ class FlowRunner:
                       output=self.out)
         self.out = []
         b.extend(kids)
+        if extra is not None:
+            b.extend(extra)
+            made = made + list(adopted)
 
         def then() -> None:
             # Protocol step 3: the request leaves only now that it is durable.

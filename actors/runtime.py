@@ -584,9 +584,6 @@ class Runtime:
     def count_output(self, run_id: str, text: str) -> None:
         self.services.quota.count_output(run_id, text)
 
-    def uncount_output(self, run_id: str, texts: list[str]) -> None:
-        self.services.quota.uncount_output(run_id, texts)
-
     def quota_error(self, err: Any) -> str | None:
         return self.services.quota.quota_error(err)
 

@@ -87,13 +87,6 @@ class QuotaHooks:
             from flowmetal.prelude import FlowFailed
             raise FlowFailed(str(e)) from None
 
-    def uncount_output(self, run_id: str, texts: list[str]) -> None:
-        """Take back the counted output of a flow's run that was discarded (an inline
-        child run again in an actor of its own, which prints it again)."""
-        if self.ledger.limits(self.user).output_bytes_per_run is None:
-            return
-        self.ledger.uncount_output(run_id, sum(len(t.encode("utf-8")) for t in texts))
-
     def quota_error(self, err: Any) -> str | None:
         """The flow's error text when `err` is the step budget set by the quota."""
         lim = self.ledger.limits(self.user).steps_per_flow

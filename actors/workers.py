@@ -268,9 +268,6 @@ class WorkerHub:
     def count_output(self, run_id: str, text: str) -> None:
         self.quota.count_output(run_id, text)
 
-    def uncount_output(self, run_id: str, texts: list[str]) -> None:
-        self.quota.uncount_output(run_id, texts)
-
     def quota_error(self, err: Any) -> str | None:
         return self.quota.quota_error(err)
 

@@ -327,12 +327,6 @@ class UsageLedger:
                 raise QuotaExceeded("output bytes per run", limit, user)
             self._output[run_id] = total
 
-    def uncount_output(self, run_id: str, nbytes: int) -> None:
-        """Take back output counted for text that was dropped, never stored."""
-        with self._lock:
-            if run_id in self._output:
-                self._output[run_id] = max(0, self._output[run_id] - nbytes)
-
     def forget_run(self, run_id: str) -> None:
         with self._lock:
             self._output.pop(run_id, None)
