@@ -794,9 +794,9 @@ def _inbox_append(w: Writer, flow_id, body, msg_id, digest=None):
     fk = K.enc_id(flow_id)
     _require_flow(w, fk, flow_id)
     head, tail, closed = _inbox_state(w, fk)
-    if closed:
-        raise ConflictError(f"flow {flow_id!r} has ended; its inbox is closed")
     if msg_id is not None:
+        # A retry of a message delivered before is answered as such, even once the
+        # inbox has closed since (the message was taken: the retry is no failure).
         idk = K.pair(flow_id, msg_id)
         old = w.get("inbox_ids", idk)
         if old is not None:
@@ -806,6 +806,9 @@ def _inbox_append(w: Writer, flow_id, body, msg_id, digest=None):
                     f"message id {msg_id!r} was used before, for a different message "
                     f"to flow {flow_id!r}")
             return None
+    if closed:
+        raise ConflictError(f"flow {flow_id!r} has ended; its inbox is closed")
+    if msg_id is not None:
         w.put("inbox_ids", idk, K.u64(tail) + (digest or b""))
     w.put("inbox", K.id_seq(flow_id, tail), encode({"b": body, "i": msg_id, "t": w.now}))
     w.put("inbox_meta", fk, _INBOX_META.pack(head, tail + 1, closed))

@@ -70,6 +70,9 @@ def test_event_flow_driven_by_flowmetal_send(home: Path) -> None:
     # The inbox is closed now: the sender hears it; bad JSON is a usage error.
     r = fm(home, "send", rid, '{"add": 1}')
     assert r.returncode == 1 and "closed" in r.stderr and "Traceback" not in r.stderr
+    # ... but a retry of a message it took is answered as delivered, not as a failure.
+    r = fm(home, "send", rid, '{"add": 10}', "--id", "x1")
+    assert r.returncode == 0 and "delivered before" in r.stdout, r
     r = fm(home, "send", rid, "{nope")
     assert r.returncode == 2 and "not valid JSON" in r.stderr
     r = fm(home, "send", "r-no-such-run", "1")

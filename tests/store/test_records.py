@@ -246,6 +246,14 @@ def test_inbox_message_id_with_a_digest(st):
     with pytest.raises(StoreError, match="needs a message id"):
         Batch().inbox_append("f1", "e", digest=b"D2")
     assert [m.body for m in st.inbox_messages("f1")] == ["d", "d"]
+    # Once the inbox has closed, a retry of a delivered message is still "delivered
+    # before" (not an error); a new message is refused.
+    st.commit(Batch().inbox_close("f1"))
+    assert st.commit(Batch().inbox_append("f1", "d", msg_id="m3", digest=b"D1")) == [None]
+    with pytest.raises(MessageIdReusedError):
+        st.commit(Batch().inbox_append("f1", "e", msg_id="m3", digest=b"D2"))
+    with pytest.raises(ConflictError, match="closed"):
+        st.commit(Batch().inbox_append("f1", "d", msg_id="m4", digest=b"D1"))
 
 
 def test_inbox_fifo(st):
