@@ -590,3 +590,19 @@ def test_a_store_that_cannot_be_opened_is_one_line(tmp_path: Path, cmd: list) ->
     assert "Usage:" not in p.stderr
     assert error_line(p).startswith("Error: cannot open the store: "), p.stderr
     assert "damaged" in p.stderr
+
+
+@pytest.mark.parametrize("cmd", [["daemon"], ["submit", "F"], ["send", "r1", "1"], ["run", "F"]])
+@pytest.mark.parametrize("where", ["file", "under-file"])
+def test_a_home_that_cannot_be_made_is_one_line(tmp_path: Path, cmd: list, where: str) -> None:
+    # The daemon printed a Python traceback; submit and send named the exception.
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    home = afile if where == "file" else afile / "sub"
+    flow = tmp_path / "f.flow"
+    flow.write_text("print(1)\n")
+    p = fm(home, *[str(flow) if c == "F" else c for c in cmd], timeout=60)
+    no_traceback(p)
+    assert p.returncode == 1, p.stderr
+    assert error_line(p) == (f"Error: cannot use the home directory {home}: "
+                             + ("it is not a directory" if where == "file" else "Not a directory"))

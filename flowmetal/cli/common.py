@@ -163,17 +163,29 @@ def out(text: str) -> None:
     sys.stdout.flush()
 
 
+def home_path(home: str | None, *, create: bool = True) -> Any:
+    """The home directory (`actors.home.home_dir`); one that cannot be made (a file
+    in its place, a parent that does not exist or is not ours) is one line, exit 1."""
+    from actors.home import home_dir
+    try:
+        return home_dir(home, create=create)
+    except OSError as e:
+        where = e.filename if e.filename else home
+        why = "it is not a directory" if isinstance(e, FileExistsError) else (e.strerror or e)
+        raise click.ClickException(f"cannot use the home directory {where}: {why}") from None
+
+
 def open_store(home: str | None, *, create: bool = True) -> Any:
     """The home's store. With ``create=False`` (commands that only read) None when
     there is none, rather than a new home made where a typo pointed. A store that
     cannot be opened (damaged, a file where the home should be) is one line, exit 1."""
-    from actors.home import home_dir
     from store import Store, StoreError, StoreNotFoundError
+    path = home_path(home, create=create)
     try:
         # FLOWMETAL_SYNC=0 trades machine-crash durability for speed (tests); a
         # killed process still loses nothing.
         sync = os.environ.get("FLOWMETAL_SYNC", "1") not in ("0", "false", "no")
-        return Store.open(home_dir(home, create=create), sync=sync, create=create)
+        return Store.open(path, sync=sync, create=create)
     except StoreNotFoundError:
         return None
     except (StoreError, OSError) as e:
@@ -185,8 +197,7 @@ def existing_store(home: str | None, command: str, missing: str) -> Any:
     one cannot exist: `missing` (exit 2), naming the home."""
     st = open_store(home, create=False)
     if st is None:
-        from actors.home import home_dir
         click.echo(f"flowmetal {command}: {missing} (no store in "
-                   f"{home_dir(home, create=False)}: nothing has run there)", err=True)
+                   f"{home_path(home, create=False)}: nothing has run there)", err=True)
         sys.exit(EXIT_USAGE)
     return st

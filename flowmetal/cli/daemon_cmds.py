@@ -27,7 +27,7 @@ from typing import Any, Callable
 import click
 
 from ..jsondepth import MAX_JSON_DEPTH, nesting_exceeds
-from .common import (EXIT_ERR, EXIT_OK, EXIT_USAGE, existing_store, home_option,
+from .common import (EXIT_ERR, EXIT_OK, EXIT_USAGE, existing_store, home_option, home_path,
                      id_argument, open_store,
                      parse_arg_pairs, read_source, root_flow_options, run_id_argument,
                      warn_quota_file)
@@ -37,8 +37,7 @@ from .common import shown as _shown
 # ====================================================================== helpers
 
 def _home(home: str | None, *, create: bool = True) -> Path:
-    from actors.home import home_dir
-    return home_dir(home, create=create)
+    return home_path(home, create=create)
 
 
 def _client(home: str | None) -> Any:

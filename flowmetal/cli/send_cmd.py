@@ -25,7 +25,7 @@ import click
 
 from ..jsondepth import MAX_JSON_DEPTH, nesting_exceeds
 from .common import (EXIT_ERR, EXIT_OK, EXIT_USAGE, check_id,  # noqa: F401
-                     home_option, id_argument, is_utf8)
+                     home_option, home_path, id_argument, is_utf8)
 
 
 class SendError(Exception):
@@ -33,8 +33,7 @@ class SendError(Exception):
 
 
 def _home(home: str | None) -> Path:
-    from actors.home import home_dir
-    return home_dir(home)
+    return home_path(home)
 
 
 def parse_message(text: str) -> Any:
