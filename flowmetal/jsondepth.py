@@ -10,7 +10,10 @@ one-line error.
 from __future__ import annotations
 
 import itertools
+import json
+import math
 import re
+from typing import Any
 
 MAX_JSON_DEPTH = 100
 """How deep a flow argument or a message may nest (far more than any real one)."""
@@ -33,3 +36,21 @@ def nesting_exceeds(text: str | bytes, limit: int = MAX_JSON_DEPTH) -> bool:
         data = b"".join(data.split(b'"')[::2])
     steps = map(_STEP.__getitem__, data.translate(None, _NOT_BRACKETS))
     return max(itertools.accumulate(steps), default=0) > limit
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON (numbers must be finite)")
+
+
+def _finite(text: str) -> float:
+    v = float(text)
+    if not math.isfinite(v):
+        raise ValueError(f"{text} is out of range for a number")
+    return v
+
+
+def loads_strict(text: str | bytes) -> Any:
+    """`json.loads`, but refusing what JSON (RFC 8259) does not have and Python's
+    decoder lets through: NaN, Infinity, and numbers too large for a float (1e400
+    decodes as infinity). ValueError for those as for any bad text."""
+    return json.loads(text, parse_constant=_no_constant, parse_float=_finite)

@@ -26,7 +26,7 @@ from .starlark.compile import P
 from .starlark.values import to_repr, type_name
 
 MODULE_KEY = P + "module"   # where a Starlark function's globals hold its Module
-from .jsondepth import MAX_JSON_DEPTH, nesting_exceeds
+from .jsondepth import MAX_JSON_DEPTH, loads_strict, nesting_exceeds
 from .secrets import Secret, to_plain
 
 __all__ = [
@@ -187,7 +187,6 @@ class ArgSpec:
 
     def from_text(self, text: str) -> Any:
         """Convert a command-line `--arg name=text` by the declared type."""
-        import json
         k = self.kind
         if k == "string":
             return text
@@ -207,7 +206,7 @@ class ArgSpec:
         if nesting_exceeds(text, MAX_JSON_DEPTH):
             raise ValueError(f"JSON nested more than {MAX_JSON_DEPTH} levels deep")
         try:
-            v = json.loads(text)
+            v = loads_strict(text)
         except RecursionError:
             raise ValueError(f"JSON nested more than {MAX_JSON_DEPTH} levels deep") from None
         except ValueError:

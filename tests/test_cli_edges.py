@@ -125,6 +125,29 @@ def test_send_a_lone_surrogate(home: Path, message: str) -> None:
     no_traceback(p)
 
 
+@pytest.mark.parametrize("message", ["1e400", "NaN", '{"a": [-Infinity]}'])
+def test_send_a_number_json_does_not_have(home: Path, message: str) -> None:
+    # Python's decoder reads these (1e400 as infinity); JSON has no such numbers, and
+    # a flow was handed +inf.
+    p = fm(home, "send", "r-some-run", message)
+    assert p.returncode == 2, p.stderr
+    assert "not valid JSON" in error_line(p) and "finite" in error_line(p) or \
+        "out of range" in error_line(p), error_line(p)
+    no_traceback(p)
+
+
+def test_batch_inputs_and_list_args_refuse_infinite_numbers(home: Path, args_flow: Path,
+                                                            tmp_path: Path) -> None:
+    p = fm(home, "run", str(args_flow), "--flow", "main", "--arg", "n=1", "--arg", "l=[1e999]")
+    assert p.returncode == 2 and error_line(p) == "Error: --arg l=[1e999]: not a valid list"
+    inputs = tmp_path / "in.jsonl"
+    inputs.write_text('{"n": 1}\n{"n": NaN}\n')
+    p = fm(home, "batch", str(args_flow), "--inputs", str(inputs), "--flow", "main")
+    assert p.returncode == 2, p.stderr
+    assert error_line(p).startswith(f"Error: {inputs}:2: not JSON: NaN"), error_line(p)
+    no_traceback(p)
+
+
 def test_run_with_deeply_nested_arg(home: Path, args_flow: Path) -> None:
     for name in ("a", "l"):   # args.any() and args.list()
         p = fm(home, "run", str(args_flow), "--flow", "main", "--arg", "n=1",

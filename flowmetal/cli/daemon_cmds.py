@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import click
 
-from ..jsondepth import MAX_JSON_DEPTH, nesting_exceeds
+from ..jsondepth import MAX_JSON_DEPTH, loads_strict, nesting_exceeds
 from .common import (EXIT_ERR, EXIT_OK, EXIT_USAGE, existing_store, home_option, home_path,
                      id_argument, open_store,
                      parse_arg_pairs, read_source, root_flow_options, run_id_argument,
@@ -548,7 +548,7 @@ def _read_inputs(path: str) -> list[dict]:
                     raise click.UsageError(f"{path}:{n}: nested more than "
                                            f"{MAX_JSON_DEPTH + 1} levels deep")
                 try:
-                    obj = json.loads(line)
+                    obj = loads_strict(line)
                 except ValueError as e:
                     raise click.UsageError(f"{path}:{n}: not JSON: {e}") from None
                 if not isinstance(obj, dict):

@@ -23,7 +23,7 @@ from typing import Any
 
 import click
 
-from ..jsondepth import MAX_JSON_DEPTH, nesting_exceeds
+from ..jsondepth import MAX_JSON_DEPTH, loads_strict, nesting_exceeds
 from .common import (EXIT_ERR, EXIT_OK, EXIT_USAGE, check_id,  # noqa: F401
                      home_option, home_path, id_argument, is_utf8)
 
@@ -33,7 +33,8 @@ class SendError(Exception):
 
 
 def _home(home: str | None) -> Path:
-    return home_path(home)
+    # Not made if missing: there is nothing to send to there.
+    return home_path(home, create=False)
 
 
 def parse_message(text: str) -> Any:
@@ -44,7 +45,7 @@ def parse_message(text: str) -> Any:
         raise click.UsageError(f"the message is nested more than {MAX_JSON_DEPTH} "
                                "levels deep") from None
     try:
-        value = json.loads(text)
+        value = loads_strict(text)
     except ValueError as e:
         raise click.UsageError(f"the message is not valid JSON: {e}") from None
     except RecursionError:  # belt and braces: the depth check comes first
