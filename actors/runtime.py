@@ -496,6 +496,11 @@ class Runtime:
 
     def reissue(self, flow_id: str, seq: int, intent: dict, actor: Any = None) -> None:
         """A recovered flow's pending action has no result: issue it again, same id."""
+        with self.lock:
+            # It has left its start (as `suspended` says for a first issue): a flow
+            # handed over mid-call is started by a load that ends here, and must not
+            # hold a place among the starting ones for as long as it waits.
+            self._started(flow_id)
         kind = intent.get("kind")
         if kind == "exec":
             self.exec.tell(("exec", flow_id, seq, intent))
