@@ -194,7 +194,7 @@ def test_batch_inputs_too_deep_or_not_utf8(home: Path, args_flow: Path,
 
 MISSING_RUN = [(["status"], "no run 'nosuchrun'"), (["logs"], "no run 'nosuchrun'"),
                (["history"], "no run 'nosuchrun'"), (["inspect"], "no run 'nosuchrun'"),
-               (["resume"], "no run 'nosuchrun' in "),
+               (["resume"], "no run 'nosuchrun'"),
                (["batch", "status"], "no batch 'nosuchrun'")]
 
 

@@ -82,6 +82,8 @@ def deliver_to_store(home: Path, target: str, body: Any, msg_id: str | None) -> 
         store = Store.open(home, sync=sync, create=False)
     except StoreError as e:
         raise SendError(f"cannot open the store: {e}") from None
+    except OSError as e:   # (under a file, say)
+        raise SendError(f"cannot open the store in {home}: {e.strerror or e}") from None
     try:
         flow_id = resolve_target(store, target)
         try:

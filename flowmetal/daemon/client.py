@@ -49,7 +49,8 @@ class Client:
             s.settimeout(timeout)
         try:
             s.connect(str(path))
-        except (FileNotFoundError, ConnectionRefusedError):
+        except (FileNotFoundError, NotADirectoryError, ConnectionRefusedError):
+            # (No home there, or a file in its place: no daemon can be serving it.)
             s.close()
             raise DaemonNotRunning(home) from None
         except OSError as e:
