@@ -28,13 +28,16 @@ from .values import (
     dir_,
     getattr_,
     hasattr_,
+    int_text,
     length,
+    lock,
     parse_decimal,
     sort_list,
     starlark_hash,
     to_repr,
     to_str,
     type_name,
+    unlock,
 )
 
 UNIVERSE: dict[str, Callable[..., Any]] = {}
@@ -112,7 +115,7 @@ def bytes_(x, /):
         if type(e) is not int:
             raise EvalError(f"bytes: got {type_name(e)} in iterable, want int")
         if not 0 <= e <= 255:
-            raise EvalError(f"bytes: byte value {e} out of range [0:255]")
+            raise EvalError(f"bytes: byte value {int_text(e)} out of range [0:255]")
     return bytes(items)
 
 
@@ -122,9 +125,9 @@ def chr_(i, /):
     if type(i) is not int:
         raise EvalError(f"chr: got {type_name(i)}, want int")
     if i < 0:
-        raise EvalError(f"chr: Unicode code point {i} out of range (<0)")
+        raise EvalError(f"chr: Unicode code point {int_text(i)} out of range (<0)")
     if i > 0x10FFFF:
-        raise EvalError(f"chr: Unicode code point U+{i:X} out of range (>0x10FFFF)")
+        raise EvalError(f"chr: Unicode code point {f'U+{i:X}' if i < 1 << 64 else int_text(i)} out of range (>0x10FFFF)")
     return values.code_point(i)
 
 
@@ -316,11 +319,23 @@ def _min_max(fname: str, args: tuple, key, want: int):
     op = "<" if want < 0 else ">"
     it = iter(items)
     best = next(it)
-    best_key = best if key is None else call_callback(key, best)
-    for x in it:
-        k = x if key is None else call_callback(key, x)
-        if _cmp(k, best_key, op) == want:
-            best, best_key = x, k
+    if key is None:
+        for x in it:
+            if _cmp(x, best, op) == want:
+                best = x
+        return best
+    # The key function may mutate the iterable: an error, as in a for loop
+    # (it would otherwise iterate a list that grows without end).
+    seq = args[0] if len(args) == 1 else None
+    lock(seq)
+    try:
+        best_key = call_callback(key, best)
+        for x in it:
+            k = call_callback(key, x)
+            if _cmp(k, best_key, op) == want:
+                best, best_key = x, k
+    finally:
+        unlock(seq)
     return best
 
 
@@ -468,7 +483,7 @@ def zip_(*args):
         return []
     n = min(length(s) for s in seqs)
     if n > MAX_ALLOC:
-        raise EvalError(f"zip: result too large ({n} elements)")
+        raise EvalError(f"zip: result too large ({int_text(n)} elements)")
     return list(zip(*seqs))
 
 

@@ -401,13 +401,23 @@ class _Compiler:
                         bind(name)
                         self.load_names.add(name)
         walk(stmts)
-        if scope.is_module:
-            for s in stmts:
-                for n in ast.walk(s):
-                    if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store) and n.id in self.load_names:
-                        raise self.error(n, f"cannot reassign {n.id}: it is bound by load()")
-                    if isinstance(n, ast.FunctionDef) and n.name in self.load_names and n in stmts:
+        if scope.is_module and self.load_names:
+            # Only the module's own block may not rebind a load()ed name: function
+            # bodies, lambdas and comprehensions are nested blocks with locals of
+            # their own (spec: "Name binding and variables").
+            def check(n):
+                if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store) and n.id in self.load_names:
+                    raise self.error(n, f"cannot reassign {n.id}: it is bound by load()")
+                if isinstance(n, ast.FunctionDef):
+                    if n.name in self.load_names:
                         raise self.error(n, f"cannot reassign {n.name}: it is bound by load()")
+                    return
+                if isinstance(n, (ast.Lambda, ast.ListComp, ast.DictComp)):
+                    return
+                for c in ast.iter_child_nodes(n):
+                    check(c)
+            for s in stmts:
+                check(s)
 
     def resolve_name(self, node: ast.Name, env: list, cur: Scope):
         name = node.id
@@ -572,22 +582,50 @@ class _Compiler:
     def hoist(self, body):
         """Order top-level statements: loads, then defs (hoisted), then the rest.
 
-        A def whose default values read a global assigned by an ordinary
-        statement stays where it is, since hoisting it would read the global
-        before it is bound."""
-        loads = [s for s in body if isinstance(s, ast.Expr) and _is_load(s.value)]
+        Hoisting lets a module use a function above its `def`, as flows do
+        (`analyze = flow(implementation = _analyze_impl)` before
+        `def _analyze_impl`, see examples/etl.flow). It must not change what a
+        program that is valid in source order means, so a def stays where it
+        is when moving it could be seen:
+
+        - its name is also bound by another statement (`f = 3` before
+          `def f`: in source order `f` ends up the function), or by an
+          earlier def that stays;
+        - its default values call something (a call may print, fail or read
+          globals not yet bound), or read a global bound by an ordinary
+          statement or by a def that stays (`def a(x = b)` after a `def b`
+          that stays)."""
+        def is_load(s):
+            return isinstance(s, ast.Expr) and _is_load(s.value)
+
+        loads = [s for s in body if is_load(s)]
         defs = [s for s in body if isinstance(s, ast.FunctionDef)]
         plain_bound = set()
+
+        def bound_by(n):
+            # Names a statement binds in the module block (not in nested blocks).
+            if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store):
+                plain_bound.add(n.id)
+            if isinstance(n, ast.FunctionDef):
+                plain_bound.add(n.name)   # a def nested in a top-level if/for
+                return
+            if isinstance(n, (ast.Lambda, ast.ListComp, ast.DictComp)):
+                return
+            for c in ast.iter_child_nodes(n):
+                bound_by(c)
+
         for s in body:
-            if not isinstance(s, ast.FunctionDef) and not (isinstance(s, ast.Expr) and _is_load(s.value)):
-                for n in ast.walk(s):
-                    if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store):
-                        plain_bound.add(n.id)
+            if not isinstance(s, ast.FunctionDef) and not is_load(s):
+                bound_by(s)
+        unsafe = set(plain_bound)   # globals a hoisted default must not read
         hoisted = []
         for d in defs:
-            reads = {n.id for dflt in d.args.defaults + [x for x in d.args.kw_defaults if x]
-                     for n in ast.walk(dflt) if isinstance(n, ast.Name)}
-            if not (reads & plain_bound):
+            dflts = d.args.defaults + [x for x in d.args.kw_defaults if x]
+            nodes = [n for dflt in dflts for n in ast.walk(dflt)]
+            reads = {n.id for n in nodes if isinstance(n, ast.Name)}
+            if d.name in unsafe or reads & unsafe or any(isinstance(n, ast.Call) for n in nodes):
+                unsafe.add(d.name)
+            else:
                 hoisted.append(d)
         hoisted_ids = {id(d) for d in hoisted} | {id(s) for s in loads}
         rest = [s for s in body if id(s) not in hoisted_ids]

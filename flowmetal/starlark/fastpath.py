@@ -171,11 +171,14 @@ def mod(a, b):
                 _SIMPLE_FORMATS[a] = ok
         if ok:
             tb = type(b)
-            if tb is int or tb is str:
-                if a.count("%") - 2 * a.count("%%") == 1:
+            try:
+                if tb is int or tb is str:
+                    if a.count("%") - 2 * a.count("%%") == 1:
+                        return a % b
+                elif tb is tuple and all(type(x) is int or type(x) is str for x in b):
                     return a % b
-            elif tb is tuple and all(type(x) is int or type(x) is str for x in b):
-                return a % b
+            except ValueError:
+                pass  # an int past CPython's str() digit limit: values.mod converts it
     return values.mod(a, b)
 
 

@@ -28,6 +28,7 @@ from .values import (
     check_mutable,
     collect,
     equal,
+    int_text,
     to_repr,
     to_str,
     type_name,
@@ -92,7 +93,7 @@ def _sub(fname: str, s: str, start, end) -> tuple[str, int]:
 
 def _check_len(fname: str, n: int) -> None:
     if n > MAX_ALLOC:
-        raise EvalError(f"{fname}: result too large ({n} elements, limit {MAX_ALLOC})")
+        raise EvalError(f"{fname}: result too large ({int_text(n)} elements, limit {MAX_ALLOC})")
     if n >= context.MEMORY_CHECK_MIN:
         context.check_memory(8 * n)
 
@@ -389,7 +390,7 @@ def str_replace(self, old, new, count=-1, /):
         if count >= 0:
             hits = min(hits, count)
         _check_len("replace", len(self) + hits * (len(new) - len(old)))
-    return self.replace(old, new, count if count >= 0 else -1)
+    return self.replace(old, new, min(count, len(self) + 1) if count >= 0 else -1)
 
 
 def _split_args(fname: str, sep, maxsplit) -> tuple[str | None, int]:
@@ -400,7 +401,7 @@ def _split_args(fname: str, sep, maxsplit) -> tuple[str | None, int]:
     if maxsplit is None:
         maxsplit = -1
     _want(fname, "maxsplit", maxsplit, int, "int")
-    return sep, (maxsplit if maxsplit >= 0 else -1)
+    return sep, (min(maxsplit, 1 << 62) if maxsplit >= 0 else -1)
 
 
 @_method(_S, "split")
@@ -513,7 +514,7 @@ def list_pop(self, index=-1, /):
     if not 0 <= i < n:
         if n == 0:
             raise EvalError("pop: empty list")
-        raise EvalError(f"pop: index {index} out of range [{-n}:{n}]")
+        raise EvalError(f"pop: index {int_text(index)} out of range [{-n}:{n}]")
     return list.pop(self, i)
 
 

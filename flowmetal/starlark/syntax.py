@@ -91,7 +91,7 @@ def parse(source: str, filename: str = "<file>", *, mode: str = "exec") -> Parse
     if "\0" in source:
         line = source[: source.index("\0")].count("\n") + 1
         raise StarlarkSyntaxError("source contains a NUL byte", filename, line, 1)
-    _check_indentation(lines, filename)
+    _check_indentation(source, lines, filename)
     source = _rewrite_tokens(source, filename, lines)
     try:
         with warnings.catch_warnings():
@@ -238,13 +238,31 @@ def _rewrite_tokens(source: str, filename: str, lines: list[str]) -> str:
     return "".join(out_lines)
 
 
-def _check_indentation(lines: list[str], filename: str) -> None:
-    for i, line in enumerate(lines, 1):
-        stripped = line.lstrip(" \t")
-        indent = line[: len(line) - len(stripped)]
-        if "\t" in indent and stripped and not stripped.startswith("#"):
-            raise StarlarkSyntaxError("tab in indentation (use spaces)", filename, i,
-                                      indent.index("\t") + 1, line)
+def _check_indentation(source: str, lines: list[str], filename: str) -> None:
+    """Reject a tab in the indentation of a logical line.
+
+    Only the lines that start a statement are indented; a tab at the start of
+    a line inside a (triple-quoted) string, inside brackets or after a
+    backslash continuation is ordinary text or whitespace, so the lines are
+    read through the tokenizer to tell them apart."""
+    if "\t" not in source:
+        return
+    at_start = True
+    skip = (tokenize.NL, tokenize.COMMENT, tokenize.INDENT, tokenize.DEDENT,
+            tokenize.ENCODING, tokenize.ENDMARKER)
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+            if tok.type == tokenize.NEWLINE:
+                at_start = True
+            elif at_start and tok.type not in skip:
+                at_start = False
+                line, col = tok.start
+                indent = lines[line - 1][:col] if line <= len(lines) else ""
+                if "\t" in indent:
+                    raise StarlarkSyntaxError("tab in indentation (use spaces)", filename, line,
+                                              indent.index("\t") + 1, lines[line - 1])
+    except (tokenize.TokenError, IndentationError, SyntaxError):
+        return  # ast.parse reports it with a better message
 
 
 class _Checker:

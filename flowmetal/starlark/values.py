@@ -380,6 +380,19 @@ def int_to_str(n: int) -> str:
     return int_to_str(hi) + int_to_str(lo).rjust(k, "0")
 
 
+_BRIEF_INT = 10 ** 60
+
+
+def int_text(n: int) -> str:
+    """An int for an error message: its decimal text, abbreviated past 60 digits
+    (a user's huge int must neither hit CPython's digit limit nor flood the message)."""
+    if -_BRIEF_INT < n < _BRIEF_INT:
+        return str(n)
+    s = int_to_str(n)
+    digits = len(s) - (s[0] == "-")
+    return f"{s[:21 if n < 0 else 20]}...{s[-10:]} ({digits} digits)"
+
+
 def parse_decimal(digits: str) -> int:
     """int of a string of ASCII decimal digits of any length."""
     if len(digits) <= _CHUNK_DIGITS:
@@ -832,7 +845,7 @@ def collect(v: Any, what: str = "") -> list | tuple:
         return v
     if t is range:
         if range_len(v) > MAX_ALLOC:
-            raise EvalError(f"{what}range too large to materialize ({range_len(v)} elements)")
+            raise EvalError(f"{what}range too large to materialize ({int_text(range_len(v))} elements)")
         return list(v)
     if t is dict or t is FrozenDict:
         return list(v)
@@ -993,7 +1006,7 @@ def _is_num(x) -> bool:
 
 def _check_size(n: int, what: str) -> None:
     if n > MAX_ALLOC:
-        raise EvalError(f"{what} too large ({n} elements, limit {MAX_ALLOC})")
+        raise EvalError(f"{what} too large ({int_text(n)} elements, limit {MAX_ALLOC})")
     if n >= context.MEMORY_CHECK_MIN:
         context.check_memory(8 * n)
 
@@ -1154,10 +1167,10 @@ def lshift(a, b):
     """`a << b`."""
     if type(a) is int and type(b) is int:
         if b < 0:
-            raise EvalError(f"negative shift count: {b}")
+            raise EvalError(f"negative shift count: {int_text(b)}")
         if b >= MAX_INT_BITS and a:
             # Refused before shifting: the result could not fit the cap.
-            raise EvalError(f"shift count too large: {int_to_str(b)}")
+            raise EvalError(f"shift count too large: {int_text(b)}")
         return _check_int(a << b)
     raise _binop_error("<<", a, b)
 
@@ -1166,7 +1179,7 @@ def rshift(a, b):
     """`a >> b` (arithmetic)."""
     if type(a) is int and type(b) is int:
         if b < 0:
-            raise EvalError(f"negative shift count: {b}")
+            raise EvalError(f"negative shift count: {int_text(b)}")
         return a >> b
     raise _binop_error(">>", a, b)
 
@@ -1450,7 +1463,7 @@ def setindex(x, k, v) -> None:
         n = len(x)
         i = k + n if k < 0 else k
         if not 0 <= i < n:
-            raise EvalError(f"list index {k} out of range [{-n}:{n - 1}]")
+            raise EvalError(f"list index {int_text(k)} out of range [{-n}:{n - 1}]")
         x[i] = v
         return
     if t is FrozenList:
@@ -1516,7 +1529,7 @@ def contains(container, x) -> bool:
     if t is bytes:
         if type(x) is int:
             if not 0 <= x <= 255:
-                raise EvalError(f"int in bytes: {x} out of range")
+                raise EvalError(f"int in bytes: {int_text(x)} out of range")
             return x in container
         if type(x) is not bytes:
             raise EvalError(f"'in bytes' requires bytes or int as left operand, not {type_name(x)}")
@@ -1722,7 +1735,7 @@ def _format_one(conv: str, x) -> str:
     if conv == "c":
         if type(x) is int:
             if not 0 <= x <= 0x10FFFF:
-                raise EvalError(f"%c format requires a valid Unicode code point, got {x}")
+                raise EvalError(f"%c format requires a valid Unicode code point, got {int_text(x)}")
             return code_point(x)
         if type(x) is str and len(x) == 1:
             return x
