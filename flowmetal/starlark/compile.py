@@ -200,6 +200,25 @@ def _has_loops(ir) -> bool:
     return False
 
 
+def _calls_something(node: ast.AST) -> bool:
+    """Whether a function's own body (not the functions it defines) has a call."""
+    todo = [node.body] if isinstance(node, ast.Lambda) else list(node.body)
+    while todo:
+        n = todo.pop()
+        if isinstance(n, ast.Call):
+            return True
+        for c in ast.iter_child_nodes(n):
+            if isinstance(c, ast.FunctionDef):
+                todo.extend(c.args.defaults)      # evaluated here, not in it
+                todo.extend(d for d in c.args.kw_defaults if d is not None)
+            elif isinstance(c, ast.Lambda):
+                todo.extend(c.args.defaults)
+                todo.extend(d for d in c.args.kw_defaults if d is not None)
+            else:
+                todo.append(c)
+    return False
+
+
 def _refunding(ir, pos) -> list:
     """`ir` with the frame's unused steps given back to the budget before each
     `return` and at the end: loops draw steps in chunks (see `context.draw_steps`),
@@ -1435,6 +1454,16 @@ class _Compiler:
         self.function_ir(scope)  # lowering allocates temps before the header is final
         self.emit(indent, header, pos, func=scope.parent.index if scope.parent else -1,
                   defines=scope.index, form="normal")
+        # A call of a function that calls takes a step, so that recursion is bounded
+        # by the budget as loops are; steps come from calls the module drew in
+        # advance (see `context.draw_calls`), not from a context lookup per call. A
+        # function that calls nothing is left free: the frame or loop that calls it
+        # paid, and each pays for a bounded number of such calls (a builtin calling
+        # back, `sorted(key=)`, at most one per element). Not in the resume form.
+        if _calls_something(scope.node):
+            f = scope.index
+            self.emit(indent + 1, f"{P}c[0] -= 1", pos, func=f)
+            self.emit(indent + 1, f"if {P}c[0] < 0: {P}c[0] = {P}drawc()", pos, func=f)
         self.cell_prologue(scope, indent + 1)
         self.emit_body(scope, indent + 1, False)
 

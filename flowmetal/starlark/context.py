@@ -69,12 +69,24 @@ def draw_steps(n: int = STEP_CHUNK) -> int:
     left = ctx.steps_left
     if left <= 0:
         raise EvalError(f"step budget exhausted ({ctx.max_steps} steps): "
-                        "the program runs too long (a runaway loop?)")
+                        "the program runs too long (a runaway loop or recursion?)")
     if n > left >> 4:
         # Near the end, small draws: a frame's unused steps are not its callees'.
         n = max(1, left >> 4)
     ctx.steps_left = left - n
     return n - 1
+
+
+# Function calls a module draws from the budget at a time (each call takes a step):
+# few, since what a module holds unused when its flow is checkpointed is not given
+# back, yet enough that the draw's cost is spread thin.
+CALL_CHUNK = 16
+
+
+def draw_calls() -> int:
+    """A function call found its module's drawn calls spent: draw more (see
+    `draw_steps`; an exhausted budget is an error, as for loops)."""
+    return draw_steps(CALL_CHUNK)
 
 
 def charge_steps(n: int) -> None:
@@ -85,7 +97,7 @@ def charge_steps(n: int) -> None:
     if ctx.steps_left < 0:
         ctx.steps_left = 0
         raise EvalError(f"step budget exhausted ({ctx.max_steps} steps): "
-                        "the program runs too long (a runaway loop?)")
+                        "the program runs too long (a runaway loop or recursion?)")
 
 
 def refund_steps(k: int) -> None:

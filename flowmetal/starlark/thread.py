@@ -283,6 +283,7 @@ HELPERS: dict[str, Any] = {
     P + "iterate": values.iterate, P + "iterable": values.iterable, P + "compiter": _compiter,
     P + "lock": values.lock, P + "unlock": values.unlock,
     P + "next": next, P + "STOP": _STOP, P + "Exc": Exception, P + "draw": context.draw_steps, P + "refund": context.refund_steps,
+    P + "drawc": context.draw_calls,
     P + "conv": _conv, P + "resume": _resume, P + "Cell": values.Cell, P + "cellof": _cellof,
     P + "load": _load, P + "loaded": _loaded, P + "starargs": values.starargs,
     P + "kwargs": values.kwargs, P + "dict_literal": values.dict_literal,
@@ -313,6 +314,7 @@ class Module:
             else:
                 g[f"{P}m_{name}"] = values.method_dispatcher(name)
         g[P + "module"] = self
+        g[P + "c"] = [0]   # calls drawn from the budget, not yet made (compile.emit_function)
         b = dict(_universe())
         for k, v in self.predeclared.items():
             b[pyname(k)] = v

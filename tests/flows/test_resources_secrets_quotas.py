@@ -148,6 +148,8 @@ def test_quotas(home: Path) -> None:
     assert len(r.stdout.encode()) < 2300
     r = fm(home, "run", flows, "--flow", "spin")
     assert r.returncode == 1 and "quota exceeded: steps per flow (limit 200000" in r.stdout
+    r = fm(home, "run", flows, "--flow", "recurse")
+    assert r.returncode == 1 and "quota exceeded: steps per flow (limit 200000" in r.stdout
     # Nothing else is affected: a flow within the limits runs, and sees its quota.
     r = fm(home, "run", flows, "--flow", "who")
     assert r.returncode == 0 and r.stdout.strip().endswith(", 3])")

@@ -202,3 +202,25 @@ def test_eval_into_a_pipe_closed_early_is_quiet(tmp_path):
 ])
 def test_hoisting_keeps_source_order_meaning(out, src, want):
     assert out(src) == want
+
+
+# ---------------------------------------------------------------- recursion and the budget
+
+@pytest.mark.parametrize("src", [
+    # plain recursion, no loop anywhere: 2^20 calls
+    "def fib(n):\n    return n if n < 2 else fib(n - 1) + fib(n - 2)\nfib(30)\n",
+    # through lambdas
+    "f = [None]\nf[0] = lambda n: 1 if n < 1 else f[0](n - 1) + f[0](n - 1)\nf[0](25)\n",
+    # callbacks a builtin makes
+    "sorted(range(3000), key = lambda i: len(sorted(range(3000), key = lambda j: -j)))\n",
+])
+def test_calls_take_steps_so_recursion_is_bounded(fails, src):
+    # The README promised it; only loop iterations were counted, so a budget of 1,000
+    # steps let fib(30) make 2.7 million calls.
+    err = fails(src, max_steps=1000)
+    assert "step budget exhausted (1000 steps)" in err.msg and "recursion" in err.msg
+
+
+def test_calls_within_the_budget_run(out):
+    src = "def fib(n):\n    return n if n < 2 else fib(n - 1) + fib(n - 2)\nprint(fib(15))\n"
+    assert out(src, max_steps=5000) == "610\n"   # 1,973 calls
