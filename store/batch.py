@@ -675,6 +675,15 @@ def _flow_finished(w: Writer, flow_id, state, result, error, keep_checkpoint):
         fp = fk + K.SEP
         if not keep_checkpoint:
             w.delete("checkpoints", fk)
+        if state == "cancelled":
+            # The actions it was waiting on stay in its history, ended by the cancel
+            # (the command ran, the sleep had begun): journaled, not just dropped.
+            for key, raw in w.scan_prefix("intents", fp):
+                if w.get("journal", key) is None:
+                    intent = decode(raw)
+                    w.put("journal", bytes(key), encode({
+                        "q": intent.get("q"), "r": {"ok": False, "error": "cancelled"},
+                        "s": intent.get("t"), "f": w.now}))
         w.delete_prefix("intents", fp)
         for k, due in w.scan_prefix("timer_ids", fp):
             w.delete("timers", due + k)

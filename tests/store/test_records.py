@@ -448,3 +448,21 @@ def test_a_big_record_does_not_slow_down_the_next_ones():
     records.encode([[i] for i in range(20_000)])
     assert getattr(records._tls, "pickler", None) is not first
     assert records.decode(records.encode({"a": [1, (2, b"3")]})) == {"a": [1, (2, b"3")]}
+
+
+@pytest.mark.parametrize("state", ["cancelled", "err"])
+def test_a_cancelled_flows_pending_actions_stay_in_its_journal(st, state):
+    # `history` showed the command a cancelled flow was running, then lost it.
+    make_flow(st)
+    st.commit(Batch().flow_suspended("f1", 1, b"ck", {"kind": "exec", "argv": ["true"]})
+              .action_completed("f1", 1, {"ok": True, "v": b""}, checkpoint=b"ck2",
+                                next_intent=(2, {"kind": "exec", "argv": ["sleep", "60"]})))
+    st.commit(Batch().flow_finished("f1", state, result=None, error=state))
+    assert st.get_journal("f1", 1).result == {"ok": True, "v": b""}
+    j = st.get_journal("f1", 2)
+    if state == "cancelled":
+        assert j.request == {"kind": "exec", "argv": ["sleep", "60"]}
+        assert j.result == {"ok": False, "error": "cancelled"}
+    else:
+        assert j is None
+    assert st.intents("f1") == []
