@@ -753,8 +753,15 @@ def batch_retry_command(batch_id: str, failed: bool, wait: bool, home: str | Non
         r = c.call("batch_retry", batch=batch_id)
     n = r["retried"]
     if not wait or n == 0:
-        _emit_json({"batch_id": batch_id, "retried": n}) if as_json else \
-            click.echo(f"batch {batch_id}: {n} failed item(s) queued again")
+        if as_json:
+            _emit_json({"batch_id": batch_id, "retried": n})
+            return
+        click.echo(f"batch {batch_id}: {n} failed item(s) queued again")
+        b = st.get_batch(batch_id)
+        if n == 0 and b is not None and b.state == "running":
+            # Nothing failed yet: say so, rather than leave the user thinking it ended.
+            click.echo(f"batch {batch_id} is still {b.state}; its items that fail can be "
+                       f"retried once it ends (flowmetal batch status {batch_id})", err=True)
         return
     if not as_json:
         click.echo(f"batch {batch_id}: retrying {n} item(s)", err=True)

@@ -135,3 +135,15 @@ def test_a_batch_wider_than_the_quota_waits_for_slots(home: Path, daemons) -> No
     bid = p.stdout.split()[1].rstrip(":")
     v = json.loads(fm(home, "batch", "status", bid, "--json").stdout)
     assert [i["result"] for i in v["items"]] == [f"Ok({i})" for i in range(6)]
+
+
+def test_retry_of_a_running_batch_with_nothing_failed_says_so(home: Path, daemon) -> None:
+    inputs = _items(home, [1, 2, 3])
+    p = fm(home, "batch", MIXED, "--inputs", inputs, "--flow", "main",
+           "--concurrency", "1", "--arg", "t=2", "--detach", "--json")
+    assert p.returncode == 0, p.stderr
+    bid = json.loads(p.stdout)["batch_id"]
+    p = fm(home, "batch", "retry", bid, "--failed")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == f"batch {bid}: 0 failed item(s) queued again"
+    assert f"batch {bid} is still running" in p.stderr
