@@ -74,3 +74,14 @@ def test_seed_example_is_rejected_at_the_misindented_return(tmp_path):
     assert first.startswith(f"{f}:{bad_line}:"), r.stderr
     assert "indent" in first
     assert "return _inner" in r.stderr
+
+
+def test_eval_a_loaded_module_that_does_not_compile_is_a_syntax_error(tmp_path):
+    # It was a runtime error (exit 1) without the loaded file's position.
+    (tmp_path / "syn.star").write_text("x = (1,\n")
+    main = tmp_path / "main.star"
+    main.write_text('print("never")\nload("./syn.star", "x")\n')
+    r = flowmetal("eval", str(main), cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.startswith(f"{tmp_path / 'syn.star'}:1:5: '(' was never closed"), r.stderr
+    assert r.stdout == ""   # refused before anything ran

@@ -13,14 +13,14 @@ from .common import EXIT_ERR, EXIT_OK, read_source, report_error
 @click.command("eval")
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--max-steps", type=click.IntRange(min=1), default=None,
-              help="Step budget (loop iterations) before the program is stopped.")
+              help="Step budget (loop iterations and calls) before the program is stopped.")
 def eval_command(file: str, max_steps: int | None) -> None:
     """Run a Starlark FILE and print its print() output.
 
     Exits 0 on success, 1 on a runtime error, 2 on a syntax error or misuse;
     1 without a message when stdout is closed or its reader has gone.
     """
-    from ..loading import FileLoader, LoadError   # lazily: see common.py
+    from ..loading import FileLoader, LoadError, check_loads   # lazily: see common.py
     from ..starlark import StarlarkError, exec_file
     source = read_source(file)
     closed = []   # set once stdout turns out closed (a reader gone, `>&-`)
@@ -33,6 +33,9 @@ def eval_command(file: str, max_steps: int | None) -> None:
             raise _StdoutClosed("stdout is closed") from None
 
     try:
+        # A module it loads that is missing or does not compile is a syntax error at
+        # the load (file:line:col, exit 2), found before anything runs, as for `run`.
+        check_loads(source, file, {})
         exec_file(source, file, loader=FileLoader(file), max_steps=max_steps, print=print_)
     except StarlarkError as e:
         if closed or not _flush_stdout():
