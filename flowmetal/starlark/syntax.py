@@ -87,6 +87,9 @@ def parse(source: str, filename: str = "<file>", *, mode: str = "exec") -> Parse
     """Parse and check a module (`mode="exec"`) or one expression (`mode="eval"`)."""
     if not isinstance(source, str):
         raise TypeError("Starlark source must be str")
+    if source.startswith("\ufeff"):
+        # A UTF-8 byte order mark (some editors write one) is no part of the program.
+        source = source[1:]
     lines = source.splitlines()
     if "\0" in source:
         line = source[: source.index("\0")].count("\n") + 1

@@ -224,3 +224,11 @@ def test_calls_take_steps_so_recursion_is_bounded(fails, src):
 def test_calls_within_the_budget_run(out):
     src = "def fib(n):\n    return n if n < 2 else fib(n - 1) + fib(n - 2)\nprint(fib(15))\n"
     assert out(src, max_steps=5000) == "610\n"   # 1,973 calls
+
+
+def test_a_byte_order_mark_is_not_part_of_the_program(out, sl):
+    # Refused as "invalid non-printable character U+FEFF" at 1:1.
+    assert out('\ufeffprint("x")\n') == "x\n"
+    with pytest.raises(sl.StarlarkSyntaxError) as info:
+        sl.exec_file('\ufeffx = 1\ny = (\n', "bom.star")
+    assert (info.value.line, info.value.col) == (2, 5)
