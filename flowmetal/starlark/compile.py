@@ -1319,8 +1319,16 @@ class _Compiler:
             elif isinstance(n, C):
                 self.emit(indent, f"{n.target} = {n.call}" if n.target else n.call, n.pos, n.cs, func=f)
             elif isinstance(n, If):
-                self.emit(indent, f"if {n.cond}:", n.pos, func=f)
-                self.emit_ir(n.then, indent + 1, scope, False)
+                # An `else` holding only an `if` is an `elif`: a chain of them stays
+                # at one level (CPython refuses ~100 levels of indentation).
+                kw = "if"
+                while True:
+                    self.emit(indent, f"{kw} {n.cond}:", n.pos, func=f)
+                    self.emit_ir(n.then, indent + 1, scope, False)
+                    if len(n.orelse) == 1 and isinstance(n.orelse[0], If):
+                        n, kw = n.orelse[0], "elif"
+                        continue
+                    break
                 if n.orelse:
                     self.emit(indent, "else:", n.pos, func=f)
                     self.emit_ir(n.orelse, indent + 1, scope, False)
@@ -1373,9 +1381,20 @@ class _Compiler:
                 self.emit(indent, f"elif {P}R == {n.cs}: {assign}{P}resume({P}V); {P}R = 0",
                           n.pos, n.cs, func=f)
             elif isinstance(n, If):
-                then_cs = _callsites(n.then)
-                self.emit(indent, f"if (({P}R in {then_cs!r}) if {P}R else ({n.cond})):", n.pos, func=f)
-                self.emit_ir(n.then, indent + 1, scope, True)
+                # As in `emit_ir`, a chain stays at one level: an `else` holding only
+                # an `if` with call sites is that `if` (one without any is plain
+                # code, run only when not resuming: it stays under the `else`).
+                kw = "if"
+                while True:
+                    then_cs = _callsites(n.then)
+                    self.emit(indent, f"{kw} (({P}R in {then_cs!r}) if {P}R else ({n.cond})):",
+                              n.pos, func=f)
+                    self.emit_ir(n.then, indent + 1, scope, True)
+                    if len(n.orelse) == 1 and isinstance(n.orelse[0], If) \
+                            and _callsites(n.orelse[0]):
+                        n, kw = n.orelse[0], "elif"
+                        continue
+                    break
                 self.emit(indent, "else:", n.pos, func=f)
                 self.emit_ir(n.orelse, indent + 1, scope, True)
             elif isinstance(n, While):

@@ -159,6 +159,26 @@ PROGRAMS = {
 }
 
 
+
+def _elif_chain(n: int) -> str:
+    # Longer than CPython's ~100 levels of indentation if each `elif` nested one
+    # deeper in the generated code (it did: "program too complex"); suspends inside
+    # branches early and late in the chain, in a function and at top level.
+    body = ["def pick(x):"]
+    for i in range(n):
+        body += [f"    {'if' if i == 0 else 'elif'} x == {i}:", f"        return act({i}) + {i}"]
+    body += ["    else:", "        return act(-1)", "out = []",
+             "for x in (0, 1, 57, 149, 150, 7):", "    out.append(pick(x))", "print(out)",
+             "y = 140"]
+    for i in range(n):
+        body += [f"{'if' if i == 0 else 'elif'} y == {i}:", f"    print(act({i}))"]
+    body += ["else:", "    print('none')"]
+    return "\n".join(body) + "\n"
+
+
+PROGRAMS["long_elif_chain"] = _elif_chain(150)
+
+
 def _run(src, suspend, roundtrip=pickle):
     suspend_host.MODE["suspend"] = suspend
     lines = []
@@ -198,6 +218,8 @@ def test_expected_outputs():
     assert lines == ["11 11 0 1 41"]
     _, lines, _ = _run(PROGRAMS["loop_var_closure"], True)
     assert lines == ["[2, 2, 2]"]
+    _, lines, _ = _run(PROGRAMS["long_elif_chain"], True)
+    assert lines == ["[1, 12, 628, 1640, -9, 78]", "1401"]
 
 
 def test_checkpoint_holds_no_code_objects():
