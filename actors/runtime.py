@@ -475,6 +475,14 @@ class Runtime:
             return
         self._admit(parent, cid, start, name)
 
+    def left_start(self, flow_id: str) -> None:
+        """A loaded flow is issuing its pending action: it has left its start (as
+        `suspended` says for a first issue). A flow handed over mid-call is started
+        by such a load, and must not hold a place among the starting ones for as
+        long as it waits."""
+        with self.lock:
+            self._started(flow_id)
+
     def _started(self, flow_id: str) -> None:
         """The flow left its start (suspended, ended, crashed): admit queued ones."""
         self.starting.discard(flow_id)
@@ -496,11 +504,12 @@ class Runtime:
 
     def reissue(self, flow_id: str, seq: int, intent: dict, actor: Any = None) -> None:
         """A recovered flow's pending action has no result: issue it again, same id."""
-        with self.lock:
-            # It has left its start (as `suspended` says for a first issue): a flow
-            # handed over mid-call is started by a load that ends here, and must not
-            # hold a place among the starting ones for as long as it waits.
-            self._started(flow_id)
+        self.left_start(flow_id)
+        if flow_id in self._cancelled:
+            # Cancelled after its load read the checkpoint: its action must not leave
+            # (a handed-over child's first action leaves here, not after a commit that
+            # a cancel would make conflict).
+            return
         kind = intent.get("kind")
         if kind == "exec":
             self.exec.tell(("exec", flow_id, seq, intent))
@@ -709,6 +718,7 @@ class Runtime:
         for fid in ids:
             self._unhost(fid)
             self.busy.discard(fid)
+            self._started(fid)   # its place among the starting ones goes to the queue
             self.waits.pop(fid, None)
             self.waiters.pop(fid, None)
 

@@ -196,7 +196,9 @@ class Services:
         from flowmetal.prelude import Err
         from .codec import result_record
         rec = result_record(Err(str(error)))
-        rec["quota_refused"] = True   # before it ran: a batch may start it again later
+        # Refused before its own actor ran it (a child handed over mid-call has run its
+        # first part in its caller): a batch may start a refused item again later.
+        rec["quota_refused"] = True
         try:
             self.rt.store.commit(Batch().flow_finished(flow_id, "err", result=rec,
                                                        error=rec["repr"]))

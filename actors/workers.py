@@ -191,6 +191,8 @@ class WorkerPool:
         elif kind == "finished":
             _, flow_id, parent, state, result, children = msg
             rt.finished(flow_id, parent, state, result, [(c, n, None) for c, n in children])
+        elif kind == "left_start":
+            rt.left_start(msg[1])
         elif kind == "crashed":
             _, flow_id, error = msg
             with self.lock:
@@ -306,6 +308,9 @@ class WorkerHub:
 
     def reissue(self, flow_id: str, seq: int, intent: dict, actor: Any = None) -> None:
         if intent.get("kind") == "exec":
+            # Run here, as a first issue is; the parent still hears that the flow has
+            # left its start (a child handed over mid-call is started by this load).
+            self._send(("left_start", flow_id))
             self.exec.tell(("exec", flow_id, seq, intent))
             return
         if intent.get("kind") == "sleep":
