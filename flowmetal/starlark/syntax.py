@@ -260,10 +260,12 @@ def _check_indentation(source: str, lines: list[str], filename: str) -> None:
             elif at_start and tok.type not in skip:
                 at_start = False
                 line, col = tok.start
-                indent = lines[line - 1][:col] if line <= len(lines) else ""
+                # The token's own line: `lines` (str.splitlines) also breaks at form
+                # feeds and U+2028, which tokenize does not, so its numbering drifts.
+                indent = tok.line[:col]
                 if "\t" in indent:
                     raise StarlarkSyntaxError("tab in indentation (use spaces)", filename, line,
-                                              indent.index("\t") + 1, lines[line - 1])
+                                              indent.index("\t") + 1, tok.line.rstrip("\n"))
     except (tokenize.TokenError, IndentationError, SyntaxError):
         return  # ast.parse reports it with a better message
 

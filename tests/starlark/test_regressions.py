@@ -232,3 +232,13 @@ def test_a_byte_order_mark_is_not_part_of_the_program(out, sl):
     with pytest.raises(sl.StarlarkSyntaxError) as info:
         sl.exec_file('\ufeffx = 1\ny = (\n', "bom.star")
     assert (info.value.line, info.value.col) == (2, 5)
+
+
+def test_tab_check_after_a_form_feed_reads_the_right_line(out, sl):
+    # The check read str.splitlines() lines by tokenize's numbers; a form feed in an
+    # earlier comment shifted them (a real tab got through, a good line was refused).
+    with pytest.raises(sl.StarlarkSyntaxError) as info:
+        sl.exec_file("# a\x0c\ndef f():\n\treturn 1\nprint(f())\n", "ff.star")
+    assert "tab in indentation" in str(info.value) and info.value.line == 3
+    assert out("def f():\n    # page\x0c break\n    x = [\n\t1]\n    return x\nprint(f())\n") \
+        == "[1]\n"
