@@ -200,6 +200,23 @@ def _has_loops(ir) -> bool:
     return False
 
 
+def _block_bindings(stmt: ast.AST):
+    """(node, name) for each name `stmt` binds in its own block: assignment
+    targets and defs, not the locals of the functions, lambdas and comprehensions
+    it holds (nested blocks)."""
+    todo = [stmt]
+    while todo:
+        n = todo.pop()
+        if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store):
+            yield n, n.id
+        elif isinstance(n, ast.FunctionDef):
+            yield n, n.name
+            continue
+        elif isinstance(n, (ast.Lambda, ast.ListComp, ast.DictComp)):
+            continue
+        todo.extend(ast.iter_child_nodes(n))
+
+
 def _calls_something(node: ast.AST) -> bool:
     """Whether a function's own body (not the functions it defines) has a call."""
     todo = [node.body] if isinstance(node, ast.Lambda) else list(node.body)
@@ -208,11 +225,8 @@ def _calls_something(node: ast.AST) -> bool:
         if isinstance(n, ast.Call):
             return True
         for c in ast.iter_child_nodes(n):
-            if isinstance(c, ast.FunctionDef):
+            if isinstance(c, (ast.FunctionDef, ast.Lambda)):
                 todo.extend(c.args.defaults)      # evaluated here, not in it
-                todo.extend(d for d in c.args.kw_defaults if d is not None)
-            elif isinstance(c, ast.Lambda):
-                todo.extend(c.args.defaults)
                 todo.extend(d for d in c.args.kw_defaults if d is not None)
             else:
                 todo.append(c)
@@ -424,19 +438,10 @@ class _Compiler:
             # Only the module's own block may not rebind a load()ed name: function
             # bodies, lambdas and comprehensions are nested blocks with locals of
             # their own (spec: "Name binding and variables").
-            def check(n):
-                if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store) and n.id in self.load_names:
-                    raise self.error(n, f"cannot reassign {n.id}: it is bound by load()")
-                if isinstance(n, ast.FunctionDef):
-                    if n.name in self.load_names:
-                        raise self.error(n, f"cannot reassign {n.name}: it is bound by load()")
-                    return
-                if isinstance(n, (ast.Lambda, ast.ListComp, ast.DictComp)):
-                    return
-                for c in ast.iter_child_nodes(n):
-                    check(c)
             for s in stmts:
-                check(s)
+                for n, name in _block_bindings(s):
+                    if name in self.load_names:
+                        raise self.error(n, f"cannot reassign {name}: it is bound by load()")
 
     def resolve_name(self, node: ast.Name, env: list, cur: Scope):
         name = node.id
@@ -621,21 +626,10 @@ class _Compiler:
         defs = [s for s in body if isinstance(s, ast.FunctionDef)]
         plain_bound = set()
 
-        def bound_by(n):
-            # Names a statement binds in the module block (not in nested blocks).
-            if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store):
-                plain_bound.add(n.id)
-            if isinstance(n, ast.FunctionDef):
-                plain_bound.add(n.name)   # a def nested in a top-level if/for
-                return
-            if isinstance(n, (ast.Lambda, ast.ListComp, ast.DictComp)):
-                return
-            for c in ast.iter_child_nodes(n):
-                bound_by(c)
-
         for s in body:
             if not isinstance(s, ast.FunctionDef) and not is_load(s):
-                bound_by(s)
+                # (a def nested in a top-level if/for binds its name here too)
+                plain_bound.update(name for _, name in _block_bindings(s))
         unsafe = set(plain_bound)   # globals a hoisted default must not read
         hoisted = []
         for d in defs:

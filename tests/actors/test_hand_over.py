@@ -118,6 +118,14 @@ one = flow(implementation = _one)
 '''
 
 
+def _blocking(tmp_path: Path, flag: Path) -> tuple[Path, str]:
+    """BLOCKING written out, its `waits` blocking until `flag` exists."""
+    src = BLOCKING.replace("FLAG", str(flag))
+    path = tmp_path / "blocking.flow"
+    path.write_text(src)
+    return path, src
+
+
 @pytest.mark.parametrize("workers", [0, 1])
 def test_a_handed_over_child_leaves_its_starting_place(store: Store, tmp_path: Path,
                                                        workers: int) -> None:
@@ -125,9 +133,7 @@ def test_a_handed_over_child_leaves_its_starting_place(store: Store, tmp_path: P
     # process an exec is issued there, and the parent never heard that the child had
     # left its start: past MAX_STARTING such children, no flow started again.
     flag = tmp_path / "flag"
-    src = BLOCKING.replace("FLAG", str(flag))
-    path = tmp_path / "blocking.flow"
-    path.write_text(src)
+    path, src = _blocking(tmp_path, flag)
     try:
         with Runtime(store, workers=workers) as rt:
             rt.max_starting = 1
@@ -143,9 +149,7 @@ def test_a_handed_over_child_leaves_its_starting_place(store: Store, tmp_path: P
 def test_cancelled_flows_give_up_their_starting_places(store: Store, tmp_path: Path,
                                                        workers: int) -> None:
     flag = tmp_path / "never"
-    src = BLOCKING.replace("FLAG", str(flag))
-    path = tmp_path / "blocking.flow"
-    path.write_text(src)
+    path, src = _blocking(tmp_path, flag)
     with Runtime(store, workers=workers) as rt:
         rt.max_starting = 1
         rid = rt.create_run(str(path), src, flow="calls_waits")
