@@ -114,23 +114,33 @@ def _signal_all(pids: list[int], sig: int) -> None:
             continue
 
 
+def _scan(token: str) -> list[int]:
+    """`guarded_pids`, but "none" only when two scans a moment apart agree: a process
+    in the middle of an execve shows an empty environment for an instant."""
+    pids = guarded_pids(token)
+    if not pids:
+        time.sleep(0.02)
+        pids = guarded_pids(token)
+    return pids
+
+
 def stop_guarded(token: str, grace: float) -> None:
     """SIGTERM every guarded process's group; SIGKILL whatever is left after `grace`."""
-    pids = guarded_pids(token)
+    pids = _scan(token)
     if not pids:
         return
     _signal_all(pids, signal.SIGTERM)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
         time.sleep(0.05)
-        pids = guarded_pids(token)
+        pids = _scan(token)
         if not pids:
             return
     # Rescanned, so that a process forked meanwhile is not missed.
     for _ in range(3):
         _signal_all(pids, signal.SIGKILL)
         time.sleep(0.05)
-        pids = guarded_pids(token)
+        pids = _scan(token)
         if not pids:
             return
 

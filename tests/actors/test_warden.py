@@ -11,7 +11,7 @@ import time
 
 from actors.warden import CommandWarden, guarded_pids
 
-from ..procs import alive, assert_dies
+from ..procs import alive, assert_dies, wait_for
 
 
 def _guarded(warden: CommandWarden, script: str) -> subprocess.Popen:
@@ -25,6 +25,9 @@ def test_close_stops_what_is_left_of_the_commands() -> None:
     w = CommandWarden(grace=0.3)
     p = _guarded(w, "exec sleep 300")
     try:
+        # Popen returns once `sh` runs; its own exec of `sleep` blanks the
+        # environment in /proc for an instant, so wait until the token shows.
+        wait_for(lambda: guarded_pids(w.token) == [p.pid], 10)
         assert guarded_pids(w.token) == [p.pid]
         w.close()
         assert_dies(p.pid, "closing the warden left a guarded process running")
@@ -59,3 +62,15 @@ sys.stdin.read()
         if owner.poll() is None:
             owner.kill()
             owner.wait()
+
+
+def test_a_process_caught_mid_exec_is_not_taken_for_gone(monkeypatch) -> None:
+    # A scan that finds nothing is checked by a second one: an execve in progress
+    # shows an empty environment, and the stop must not end on that one reading.
+    from actors import warden
+    scans = iter([[], [4242], [], []])
+    signalled = []
+    monkeypatch.setattr(warden, "guarded_pids", lambda token: next(scans))
+    monkeypatch.setattr(warden, "_signal_all", lambda pids, sig: signalled.append((pids, sig)))
+    warden.stop_guarded("t", grace=1)
+    assert signalled == [([4242], signal.SIGTERM)]
