@@ -67,6 +67,9 @@ MAX_ID = 150
 
 _NO_ARGS = make_args({})
 
+# The end of every flow a run still has running when its root flow ends.
+ORPHAN_REASON = "cancelled: its run's root flow ended without waiting for it"
+
 
 class ActionUnavailable(Exception):
     """An action could not be performed for a reason outside the flow."""
@@ -538,6 +541,11 @@ class FlowRunner:
         state = "ok" if result.ok else "err"
         b.flow_finished(self.flow_id, state, result=rrec,
                         error=None if result.ok else rrec["repr"], output=self.out)
+        if self.parent is None and run_of(self.flow_id) == self.flow_id:
+            # The run ends with its root. What it started and never waited on ends
+            # with it, in the same commit, rather than waiting on in an ended run
+            # that nothing resumes (Temporal's default parent-close policy).
+            b.cancel_live_flows(self.flow_id, result=_ORPHANED, error=ORPHAN_REASON)
         self.out = []
         self.done = True
         self.thread = None
@@ -548,6 +556,7 @@ class FlowRunner:
 
 
 _UNSTORABLE = (RecursionError, pickle.PicklingError)
+_ORPHANED = result_record(Err(ORPHAN_REASON))
 
 
 def _unstorable_why(e: BaseException) -> str:

@@ -37,6 +37,9 @@ from .resources import STOP_GRACE, ExecActor, TimerActor
 from .services import SERVICE_KINDS, Services
 from .supervisor import Supervisor
 
+# Terminal for good: a `crashed` flow can be resumed, these cannot.
+ENDED_STATES = frozenset({"ok", "err", "cancelled"})
+
 
 # How often `wait_run` looks in the store for a run ended by another process (s).
 ELSEWHERE_CHECK = 0.5
@@ -442,6 +445,10 @@ class Runtime:
         """A flow committed its suspension on action `seq` (called after the commit)."""
         with self.lock:
             self._started(flow_id)
+            if flow_id in self._cancelled:
+                # Committed just before a cancel (or its run's end) that ended it and
+                # the children that commit made: its action must not leave.
+                return
             for cid, name, thread in children:
                 self._start_child(flow_id, cid, thread, name)
             if kind == "exec":
@@ -560,10 +567,16 @@ class Runtime:
     def finished(self, flow_id: str, parent: str | None, state: str, result: dict,
                  children: list) -> None:
         """A flow committed its end."""
+        # A root that returned ended the run: its commit also cancelled every flow of
+        # the run still live, children it made in that commit included
+        # (FlowRunner._finish); what of them this runtime holds is dropped here.
+        ends_run = flow_id == run_of(flow_id) and state in ("ok", "err")
+        orphans: set = set()
         with self.lock:
             self._started(flow_id)
-            for cid, name, thread in children:
-                self._start_child(flow_id, cid, thread, name)
+            if not ends_run:
+                for cid, name, thread in children:
+                    self._start_child(flow_id, cid, thread, name)
             self.busy.discard(flow_id)
             self._unhost(flow_id)
             self.services.ended(flow_id)
@@ -573,9 +586,13 @@ class Runtime:
                     w[3].discard(flow_id)
                     if not w[3]:
                         self._wait_done(p)
+            if ends_run:
+                orphans = self._flows_here(flow_id)
+                self._drop_flows(orphans)
             if flow_id == run_of(flow_id):
                 self._run_done(flow_id, state, result)
             self._maybe_idle()
+        self._stop_actions(orphans)
 
     def created(self, run_id: str) -> None:
         """The root's first commit, which carried the run's creation, is durable."""
@@ -590,6 +607,9 @@ class Runtime:
             self._send(flow_id, ("resume", seq, outcome))
 
     def _fire_timer(self, flow_id: str, seq: int) -> None:
+        f = self.store.get_flow(flow_id)
+        if f is not None and f.state in ENDED_STATES:
+            return  # ended while it slept (cancelled, or its run ended): its timer went too
         if self.services.timer_fired(flow_id, seq):
             return  # a receive's timeout: the inbox router decided (message or None)
         self.deliver(flow_id, seq, ("ok", None))
@@ -704,12 +724,18 @@ class Runtime:
         with self.lock:
             if self.watch(run_id).done.is_set():
                 return
-            ids = {fid for fid in (*self.actors, *self.busy, *self.waits)
-                   if run_of(fid) == run_id}
+            ids = self._flows_here(run_id)
             self._drop_flows(ids)
             self._run_done(run_id, run.state, self._root_result(run_id))
             self._maybe_idle()
         self._stop_actions(ids)
+
+    def _flows_here(self, run_id: str) -> set:
+        # The run's flows this runtime has in hand (hosted, busy, waiting on others);
+        # sleeping and receiving ones are not held, and `_fire_timer` skips them once
+        # they have ended.
+        return {fid for fid in (*self.actors, *self.busy, *self.waits)
+                if run_of(fid) == run_id}
 
     def _drop_flows(self, ids: Any) -> None:
         # Flows that ended in the store without this runtime (cancelled): forget them

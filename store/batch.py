@@ -286,6 +286,14 @@ class Batch:
             self.journal_result(pid, pseq, value)
         return self
 
+    def cancel_live_flows(self, run_id: str, *, result: Value, error: Value) -> "Batch":
+        """End ``cancelled`` (as `flow_finished` does) every live flow of the run other
+        than its root — what a run still has running when its root flow ends. Flows
+        are found by id: the runtime names a run's flows ``RUN.…``."""
+        K.enc_id(run_id, "run id")
+        self.ops.append((_cancel_live_flows, run_id, result, error))
+        return self
+
     def _extras(self, flow_id, state, timer, seq, timer_payload, children, output) -> None:
         for text in output:
             self.ops.append((_append_flow_output, flow_id, text, "stdout"))
@@ -693,6 +701,13 @@ def _flow_finished(w: Writer, flow_id, state, result, error, keep_checkpoint):
     rraw = w.get("runs", K.enc_id(run_id))
     if rraw is not None and decode(rraw).get("root_flow") == flow_id:
         _set_run_state(w, run_id, state, None, None)
+
+
+def _cancel_live_flows(w: Writer, run_id, result, error):
+    rk = K.enc_id(run_id)
+    ids = [bytes(k) for k, v in w.scan_prefix("flows_live", rk + b".") if v == rk]
+    for fk in ids:
+        _flow_finished(w, fk.decode("utf-8"), "cancelled", result, error, False)
 
 
 # ---------------------------------------------------------------- checkpoints, intents, journal

@@ -694,3 +694,80 @@ def test_a_damaged_checkpoint_crashes_its_run_on_resume_not_the_runtime(
         # The runtime goes on serving other runs.
         _, w2 = _run(rt, EXAMPLES / "fanout.flow", flow="main", args={"n": "2"})
         assert repr(result_of(w2)) == "Ok(1)"
+
+
+# ---------------------------------------------------------------- a run's end
+LEFT_RUNNING = '''
+def _command(fctx):
+    r = fctx.actions.exec(["sh", "-c", "echo $$ > " + fctx.args.pidfile + "; sleep 300"])
+    return r.exit_code
+
+command = flow(implementation = _command, args = {"pidfile": args.string()})
+
+def _nap(fctx):
+    fctx.actions.sleep(fctx.args.seconds)
+    print("the nap ended")
+    return 1
+
+nap = flow(implementation = _nap, args = {"seconds": args.float()})
+
+def _waiter(fctx):
+    return fctx.actions.wait(fctx.actions.run(nap, 3600.0))
+
+waiter = flow(implementation = _waiter)
+
+def _impl(fctx):
+    fctx.actions.run(command, fctx.args.pidfile)
+    fctx.actions.run(nap, 0.5)
+    fctx.actions.run(waiter)
+    # Returns once the command runs, without waiting for any of them.
+    fctx.actions.exec(["sh", "-c", "while [ ! -s " + fctx.args.pidfile + " ]; do sleep 0.05; done"])
+    return "done"
+
+main = flow(implementation = _impl, args = {"pidfile": args.string()})
+'''
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_runs_end_cancels_what_it_left_running(store: Store, tmp_path: Path,
+                                                 workers: int) -> None:
+    """Found testing: flows a root started and never waited on stayed `waiting` in an
+    ended run (its command ran on, its timer fired into nothing) — nothing would ever
+    resume or cancel them. The root's end cancels them in the same commit."""
+    from actors.flow import ORPHAN_REASON
+    src = tmp_path / "left.flow"
+    src.write_text(LEFT_RUNNING)
+    pidfile = tmp_path / "pid"
+    with Runtime(store, workers=workers, backoff=0.01) as rt:
+        rid = rt.create_run(str(src), src.read_text(), flow="main",
+                            args={"pidfile": str(pidfile)})
+        w = rt.wait_run(rid, 60)
+        assert repr(result_of(w)) == 'Ok("done")'
+        pid = int(pidfile.read_text())
+        # Stopped by the run's end, not by the runtime's close.
+        _wait_until(lambda: not alive(pid), "the command outlived its run")
+        time.sleep(1)   # past the nap's due time: its timer must not revive it
+        assert rt.supervisor.ask(("restarts",)) == {}
+    left = [f for f in store.run_flows(rid) if f.id != rid]
+    assert sorted(f.name for f in left) == ["command", "nap", "nap", "waiter"]
+    for f in left:
+        assert f.state == "cancelled", f
+        assert ORPHAN_REASON in f.error
+    assert store.live_flows() == []
+    assert "the nap ended" not in "".join(c.text for c in store.read_output(rid))
+
+
+def test_a_suspension_reported_after_a_cancel_issues_nothing(store: Store) -> None:
+    # A flow whose commit came just before the cancel (or its run's end) reports
+    # its suspension after it: the command must not start for a cancelled flow.
+    told = []
+    with Runtime(store) as rt:
+        real_exec = rt.exec
+        rt.exec = type("Recorder", (), {"tell": lambda self, m: told.append(m)})()
+        try:
+            rt._cancelled = frozenset({"r1.1"})
+            request = type("Request", (), {"to_json": lambda self: {"argv": ["true"]}})()
+            rt.suspended("r1.1", 1, "exec", request, [])
+            assert told == []
+        finally:
+            rt.exec = real_exec

@@ -466,3 +466,29 @@ def test_a_cancelled_flows_pending_actions_stay_in_its_journal(st, state):
     else:
         assert j is None
     assert st.intents("f1") == []
+
+
+def test_cancel_live_flows_ends_the_runs_live_flows_and_no_others(st):
+    # What a run still runs when its root ends: its live flows (named RUN.…), not the
+    # root, not ended ones, and not those of a run whose id merely starts the same.
+    make_flow(st, "r1", "r1")
+    make_flow(st, "r10", "r10")
+    b = Batch()
+    for fid, state in (("r1.1", "waiting"), ("r1.2", "pending"), ("r1.1.1", "running"),
+                       ("r1.3", "ok"), ("r10.1", "waiting")):
+        parent = fid.rsplit(".", 1)[0]
+        b.create_flow(fid, run_id=parent.split(".")[0], name="kid", parent=parent,
+                      state=state)
+    st.commit(b)
+    st.commit(Batch().flow_suspended("r1.1", 1, b"ck", {"kind": "sleep"})
+              .add_timer("r1.1", 1, time.time() + 60))
+    st.commit(Batch().flow_finished("r1", "ok", result=1)
+              .cancel_live_flows("r1", result="gone", error="its run ended"))
+    states = {f.id: f.state for f in st.run_flows("r1")}
+    assert states == {"r1": "ok", "r1.1": "cancelled", "r1.2": "cancelled",
+                      "r1.1.1": "cancelled", "r1.3": "ok"}
+    assert st.get_flow("r1.1").error == "its run ended"
+    assert st.get_flow("r10.1").state == "waiting"
+    assert st.get_run("r1").state == "ok"
+    assert st.intents("r1.1") == [] and st.get_checkpoint("r1.1") is None
+    assert [t.flow_id for t in st.due_timers(time.time() + 3600)] == []
