@@ -217,6 +217,31 @@ _QUOTED = re.compile(r"'([A-Za-z_][A-Za-z_0-9]*)'")
 _CMP = re.compile(r"'(.+?)' not supported between instances of '(\w+)' and '(\w+)'")
 
 
+_ARITY = re.compile(r"([\w.<>]+)\(\) takes (?:from (\d+) to )?(\d+) positional arguments? "
+                    r"but (\d+) (?:was|were) given")
+
+
+def _arity_message(m: "re.Match[str]", e: BaseException) -> str:
+    # Python counts a method's receiver among its arguments; the user wrote it before
+    # the dot. A method call's arguments are bound in a dispatcher frame, which is
+    # then the innermost one (the method's own body never started).
+    tb = e.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    code = tb.tb_frame.f_code if tb is not None else None
+    less = 1 if code in values.DISPATCHER_CODES or code in fastpath.FAST_CODES else 0
+    name, low, high, given = m.group(1), m.group(2), int(m.group(3)), int(m.group(4))
+    if low is None:
+        want = f"{high - less}"
+    elif int(low) - less == 0:
+        want = f"at most {high - less}"
+    else:
+        want = f"from {int(low) - less} to {high - less}"
+    given -= less
+    name = name.rsplit(".", 1)[-1].replace(P + "d", "").replace(P, "")   # not main.<locals>.
+    return f"{name}: got {given} positional argument{'' if given == 1 else 's'}, want {want}"
+
+
 def _tname(py: str) -> str:
     return _TYPE_NAMES.get(py, py)
 
@@ -250,6 +275,9 @@ def convert_message(e: BaseException) -> str:
         return "out of memory"
     msg = str(e)
     if t is TypeError:
+        m = _ARITY.match(msg)
+        if m:
+            return _arity_message(m, e)
         m = _CMP.search(msg)
         if m:
             return f"unsupported comparison: {_tname(m.group(2))} {m.group(1)} {_tname(m.group(3))}"

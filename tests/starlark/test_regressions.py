@@ -242,3 +242,21 @@ def test_tab_check_after_a_form_feed_reads_the_right_line(out, sl):
     assert "tab in indentation" in str(info.value) and info.value.line == 3
     assert out("def f():\n    # page\x0c break\n    x = [\n\t1]\n    return x\nprint(f())\n") \
         == "[1]\n"
+
+
+@pytest.mark.parametrize("src, msg", [
+    ('"a,b".split(",", 1, 2)', "split: got 3 positional arguments, want at most 2"),
+    ('"a".upper(1)', "upper: got 1 positional argument, want 0"),
+    ('[1].append(1, 2)', "append: got 2 positional arguments, want 1"),
+    ('{}.get(1, 2, 3)', "get: got 3 positional arguments, want from 1 to 2"),
+    ('("a".split)(",", 1, 2)', "split: got 3 positional arguments, want at most 2"),
+    ('len(1, 2)', "len: got 2 positional arguments, want 1"),
+    ('(lambda a: a)(1, 2)', "lambda: got 2 positional arguments, want 1"),
+])
+def test_arity_errors_count_what_the_user_wrote(sl, src, msg):
+    # A method's receiver was counted among its arguments ("split() takes from 1 to
+    # 3 positional arguments but 4 were given" for three), and a lambda was named
+    # by its Python qualname.
+    with pytest.raises(sl.StarlarkError) as info:
+        sl.exec_file(f"x = {src}\n", "arity.star")
+    assert msg in str(info.value)
