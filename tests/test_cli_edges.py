@@ -632,3 +632,21 @@ def test_a_home_that_cannot_be_made_is_one_line(tmp_path: Path, cmd: list, where
         return
     assert error_line(p) == (f"Error: cannot use the home directory {home}: "
                              + ("it is not a directory" if where == "file" else "Not a directory"))
+
+
+def test_status_shows_when_a_receive_times_out(home: Path) -> None:
+    # A receive's timeout was not shown: status said only "receive".
+    from store import Batch, Store
+    st = Store.open(home, sync=False)
+    due = time.time() + 300
+    st.commit(Batch().create_run("r1", file="x.flow", root_flow="r1")
+              .create_flow("r1", run_id="r1", name="main", state="running"))
+    st.commit(Batch().flow_suspended("r1", 1, b"ck", {"kind": "receive", "timeout": 300,
+                                                      "due": due, "dispatch": False}))
+    st.close()
+    p = fm(home, "status", "r1")
+    assert p.returncode == 0, p.stderr
+    line = [ln for ln in p.stdout.splitlines() if "#1" in ln][0]
+    assert "receive" in line and "(times out in 29" in line, line
+    v = json.loads(fm(home, "status", "r1", "--json").stdout)
+    assert v["pending"][0]["due"] == pytest.approx(due)

@@ -312,7 +312,10 @@ def status_command(run_id: str, home: str | None, as_json: bool) -> None:
             extra = ""
             if "due" in p:
                 left = p["due"] - time.time()
-                extra = f" (due in {left:.1f} s)" if left > 0 else " (due)"
+                if p["kind"] == "receive":
+                    extra = f" (times out in {left:.1f} s)" if left > 0 else " (timed out)"
+                else:
+                    extra = f" (due in {left:.1f} s)" if left > 0 else " (due)"
             click.echo(f"  {p['flow']} #{p['seq']}  {_oneline(p['action'], 70)}{extra}"
                        f"  since {_ts(p['since'])}")
 

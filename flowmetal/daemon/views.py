@@ -91,8 +91,8 @@ def status_view(store: Any, run_id: str) -> dict | None:
                 req = it.request if isinstance(it.request, dict) else {}
                 p = {"flow": f.id, "seq": it.seq, "kind": req.get("kind"),
                      "action": _request_text(req), "since": it.created}
-                if req.get("kind") == "sleep" and "due" in req:
-                    p["due"] = req["due"]
+                if req.get("kind") in ("sleep", "receive") and req.get("due") is not None:
+                    p["due"] = req["due"]   # a receive's: when its timeout ends it
                 pending.append(p)
     meta = {k: v for k, v in run.meta.items() if isinstance(v, (str, int, float, bool))}
     state = run_state(store, run)
