@@ -532,7 +532,7 @@ class _BatchGroup(click.Group):
 @click.group("batch", cls=_BatchGroup, invoke_without_command=False)
 def batch_group() -> None:
     """Supervised batch jobs: `flowmetal batch FILE --inputs items.jsonl --flow NAME`
-    runs the flow once per input line; see also `batch status|retry|list`."""
+    runs the flow once per input line; see also `batch status|retry|cancel|list`."""
 
 
 def _read_inputs(path: str) -> list[dict]:
@@ -770,6 +770,26 @@ def batch_retry_command(batch_id: str, failed: bool, wait: bool, home: str | Non
         click.echo(f"batch {batch_id}: retrying {n} item(s)", err=True)
     total = st.get_batch(batch_id).size
     sys.exit(_watch_batch(home, batch_id, total, as_json))
+
+
+@batch_group.command("cancel")
+@id_argument("batch_id")
+@home_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_guard("batch cancel")
+def batch_cancel_command(batch_id: str, home: str | None, as_json: bool) -> None:
+    """Cancel a batch: items not started never start, running ones are cancelled."""
+    st = existing_store(home, "batch cancel", f"no batch {batch_id!r}")
+    if st.get_batch(batch_id) is None:
+        _fail(f"flowmetal batch cancel: no batch {batch_id!r}", EXIT_USAGE)
+    with _client(home) as c:
+        r = c.call("batch_cancel", batch=batch_id)
+    if as_json:
+        _emit_json({k: r[k] for k in ("batch_id", "cancelled", "state")})
+    elif r["cancelled"]:
+        click.echo(f"batch {batch_id}: cancelled {r['cancelled']} item(s)")
+    else:
+        click.echo(f"batch {batch_id}: nothing to cancel (state {r['state']})")
 
 
 @batch_group.command("list")

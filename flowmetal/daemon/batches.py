@@ -53,6 +53,8 @@ class _BatchState:
         self.ok = 0
         self.failed = 0
         self.source: str | None = None
+        # `batch cancel`: no item starts again; the batch ends `cancelled`.
+        self.cancelled = bool(self.meta.get("cancel"))
 
     def counts(self) -> dict:
         return {"ok": self.ok, "failed": self.failed, "running": len(self.running),
@@ -83,8 +85,16 @@ class BatchSupervisor:
 
     def retry(self, batch_id: str, timeout: float = 30.0) -> int:
         """Put the batch's failed items back to pending; how many. Raises LookupError."""
+        return self._ask(("retry", batch_id), timeout)
+
+    def cancel(self, batch_id: str, timeout: float = 30.0) -> int:
+        """Cancel a live batch: items not started end `cancelled`, running ones have
+        their runs cancelled; how many items that was. Raises LookupError."""
+        return self._ask(("cancel", batch_id), timeout)
+
+    def _ask(self, event: tuple, timeout: float) -> Any:
         reply: queue.Queue = queue.Queue()
-        self.q.put(("retry", batch_id, reply))
+        self.q.put((*event, reply))
         r = reply.get(timeout=timeout)
         if isinstance(r, Exception):
             raise r
@@ -125,6 +135,9 @@ class BatchSupervisor:
             else:
                 b.failed += 1
         self.batches[b.id] = b
+        if b.cancelled:
+            # Cancelled by a daemon that stopped before all its item runs had ended.
+            self.q.put(("cancel", b.id, None))
         # Items whose run ended (or never got created) while no daemon watched.
         for index, rid in list(b.running.items()):
             run = self.store.get_run(rid)
@@ -162,12 +175,16 @@ class BatchSupervisor:
                 self._create(b, ev[2], b.running[ev[2]])
         elif kind == "done":
             self._done(ev[1])
-        elif kind == "retry":
+        elif kind in ("retry", "cancel"):
             _, bid, reply = ev
             try:
-                reply.put(self._retry(bid))
+                r = self._retry(bid) if kind == "retry" else self._cancel(bid)
             except Exception as e:  # noqa: BLE001 - the caller reports it
-                reply.put(e)
+                if reply is None:
+                    raise
+                r = e
+            if reply is not None:
+                reply.put(r)
 
     def _done(self, run_id: str) -> None:
         where = self.by_run.get(run_id)
@@ -186,7 +203,7 @@ class BatchSupervisor:
         self.by_run.pop(run_id, None)
         state = run.state
         text = result_text(self.store, run)
-        if state == "err" and b.running and self._refused(run_id):
+        if state == "err" and b.running and not b.cancelled and self._refused(run_id):
             # Refused for want of a slot under the user's quota while other items
             # run: not the item's failure. It waits for a slot (a fresh attempt id),
             # and the batch runs no more at once than it had running then.
@@ -233,7 +250,8 @@ class BatchSupervisor:
                 bt.set_batch_item(b.id, index, state="running", run_id=rid)
                 starts.append((index, rid))
         ended = not b.pending and not b.running
-        state = ("ok" if b.failed == 0 else "err") if ended else "running"
+        state = "running" if not ended else "cancelled" if b.cancelled \
+            else "ok" if b.failed == 0 else "err"
         bt.set_batch_state(b.id, state, meta={"counts": b.counts()})
         # The items are `running` with their run ids before any of those runs exists.
         self.store.commit(bt)
@@ -270,6 +288,35 @@ class BatchSupervisor:
             self.store.commit(Batch().set_batch_item(b.id, index, state="err",
                                                      meta={"error": msg, "result": msg}))
 
+    def _cancel(self, batch_id: str) -> int:
+        if self.store.get_batch(batch_id) is None:
+            raise LookupError(f"no batch {batch_id!r} in {self.store.home}")
+        b = self.batches.get(batch_id)
+        if b is None:
+            return 0   # ended: nothing left to cancel
+        b.cancelled = True
+        not_started = list(b.pending)
+        b.pending.clear()
+        runs = []
+        for index, rid in list(b.running.items()):
+            if self.store.get_run(rid) is None:
+                del b.running[index]   # its run was not created yet: it never will be
+                self.by_run.pop(rid, None)
+                not_started.append(index)
+            else:
+                runs.append(rid)
+        bt = Batch()
+        for index in not_started:
+            bt.set_batch_item(b.id, index, state="cancelled", meta={"result": "cancelled"})
+        b.failed += len(not_started)
+        # Durable before any run is cancelled: a daemon stopped midway finishes it.
+        bt.set_batch_state(b.id, "running", meta={"cancel": True})
+        self._pump(b, bt)
+        for rid in runs:
+            # Each run's end comes back as a "done" event and ends its item `cancelled`.
+            self.rt.cancel_run(rid, "cancelled: its batch was cancelled")
+        return len(not_started) + len(runs)
+
     def _retry(self, batch_id: str) -> int:
         rec = self.store.get_batch(batch_id)
         if rec is None:
@@ -289,8 +336,10 @@ class BatchSupervisor:
                 n += 1
         if not n:
             return 0
-        bt.set_batch_state(batch_id, "running")
+        bt.set_batch_state(batch_id, "running", meta={"cancel": False})
         self.store.commit(bt)
+        if live is not None:
+            live.cancelled = False
         if live is None:
             self._load(self.store.get_batch(batch_id))
         else:

@@ -147,6 +147,7 @@ class Daemon:
             "ping": self.op_ping, "submit": self.op_submit, "wait": self.op_wait,
             "cancel": self.op_cancel, "resume": self.op_resume, "send": self.op_send,
             "batch_create": self.op_batch_create, "batch_retry": self.op_batch_retry,
+            "batch_cancel": self.op_batch_cancel,
             "shutdown": self.op_shutdown,
         }
 
@@ -681,12 +682,22 @@ class Daemon:
 
     def op_batch_retry(self, conn: socket.socket, req: dict) -> dict:
         bid = self._str(req, "batch")
+        return {"ok": True, "batch_id": bid, "retried": self._batch_op(self.batches.retry, bid)}
+
+    def op_batch_cancel(self, conn: socket.socket, req: dict) -> dict:
+        bid = self._str(req, "batch")
+        n = self._batch_op(self.batches.cancel, bid)
+        log.info("batch %s: cancelled %d items", bid, n)
+        return {"ok": True, "batch_id": bid, "cancelled": n,
+                "state": self.store.get_batch(bid).state}
+
+    @staticmethod
+    def _batch_op(op: Any, bid: str) -> int:
         try:
-            n = self.batches.retry(bid)
+            return op(bid)
         except LookupError as e:
             # A KeyError's str() quotes its message: take the message itself.
             raise _Refused(str(e.args[0]) if e.args else str(e)) from None
-        return {"ok": True, "batch_id": bid, "retried": n}
 
     # ================================================================ shutdown
     def shutdown(self) -> None:

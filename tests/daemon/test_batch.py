@@ -147,3 +147,71 @@ def test_retry_of_a_running_batch_with_nothing_failed_says_so(home: Path, daemon
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == f"batch {bid}: 0 failed item(s) queued again"
     assert f"batch {bid} is still running" in p.stderr
+
+
+def test_batch_cancel_stops_the_batch_and_retry_brings_it_back(home: Path, daemon) -> None:
+    # There was no way to stop a batch: interrupting `batch` leaves it running, and
+    # cancelling its runs one by one let the daemon start the next items.
+    inputs = _items(home, [1, 2, 3, 4, 5])
+    p = fm(home, "batch", MIXED, "--inputs", inputs, "--flow", "main",
+           "--concurrency", "2", "--arg", "t=60", "--detach", "--json")
+    assert p.returncode == 0, p.stderr
+    bid = json.loads(p.stdout)["batch_id"]
+    deadline = time.monotonic() + 60
+    while json.loads(fm(home, "batch", "status", bid, "--json").stdout)["counts"]["running"] < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    p = fm(home, "batch", "cancel", bid)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == f"batch {bid}: cancelled 5 item(s)"
+    deadline = time.monotonic() + 60
+    while (v := json.loads(fm(home, "batch", "status", bid, "--json").stdout))["state"] \
+            != "cancelled":
+        assert time.monotonic() < deadline, v
+        time.sleep(0.1)
+    assert [i["state"] for i in v["items"]] == ["cancelled"] * 5
+    runs = [i["run_id"] for i in v["items"] if i["run_id"]]
+    assert len(runs) == 2     # the three items not started never got a run
+    for rid in runs:
+        assert json.loads(fm(home, "status", rid, "--json").stdout)["state"] == "cancelled"
+    p = fm(home, "batch", "cancel", bid)
+    assert p.returncode == 0 and "nothing to cancel (state cancelled)" in p.stdout
+    p = fm(home, "batch", "cancel", "nope")
+    assert p.returncode == 2 and "no batch" in p.stderr
+    # A cancelled batch's items can be run again.
+    p = fm(home, "batch", "retry", bid, "--failed", "--no-wait", "--json")
+    assert p.returncode == 0 and json.loads(p.stdout)["retried"] == 5, p.stderr
+    v = json.loads(fm(home, "batch", "status", bid, "--json").stdout)
+    assert v["state"] == "running"
+    assert fm(home, "batch", "cancel", bid).returncode == 0
+
+
+@pytest.mark.timeout(180)
+def test_a_cancel_cut_short_by_kill9_is_finished_by_the_next_daemon(home: Path,
+                                                                   daemons) -> None:
+    # The cancel is recorded in the batch before any run is cancelled; a daemon
+    # killed in between leaves that mark, and the next one carries the cancel out.
+    d = daemons()
+    inputs = _items(home, [1, 2, 3, 4])
+    p = fm(home, "batch", MIXED, "--inputs", inputs, "--flow", "main",
+           "--concurrency", "2", "--arg", "t=60", "--detach", "--json")
+    bid = json.loads(p.stdout)["batch_id"]
+    from store import Batch, Store
+    st = Store.open(home, sync=False)
+    try:
+        deadline = time.monotonic() + 60
+        while st.get_batch(bid).meta.get("counts", {}).get("running", 0) < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        d.kill9()
+        st.commit(Batch().set_batch_state(bid, "running", meta={"cancel": True}))
+        daemons()
+        deadline = time.monotonic() + 60
+        while st.get_batch(bid).state != "cancelled":
+            assert time.monotonic() < deadline, st.get_batch(bid)
+            time.sleep(0.1)
+        items = st.batch_items(bid)
+        assert [it.state for it in items] == ["cancelled"] * 4
+        assert [st.get_run(it.run_id).state for it in items if it.run_id] == ["cancelled"] * 2
+    finally:
+        st.close()
