@@ -202,6 +202,7 @@ class Daemon:
             pass
         self._take_lock()
         _setup_logging(self.home, self.verbose)
+        _raise_fd_limit()
         from actors import Runtime
         from store import Store, StoreError
         try:
@@ -422,8 +423,15 @@ class Daemon:
             reply = op(conn, req)
         except _Refused as e:
             reply = P.error_reply(str(e), e.kind)
-        except OSError:
-            raise
+        except OSError as e:
+            if e.errno in _PEER_GONE:
+                raise   # the client went away mid-reply (a streaming op)
+            # The host refused us something (open files, disk space): say what, and
+            # keep the connection — it is not the client's doing.
+            log.error("op %s failed: %s", req["op"], e)
+            hint = " (it keeps a file open per live run: raise its `ulimit -n`)" \
+                if e.errno in (errno.EMFILE, errno.ENFILE) else ""
+            reply = P.error_reply(f"the daemon: {e.strerror or e}{hint}")
         except Exception as e:  # noqa: BLE001 - the daemon stays up; the log has details
             log.exception("op %s failed", req["op"])
             reply = P.error_reply(f"internal error: {type(e).__name__}: {e}")
@@ -772,3 +780,25 @@ def run_daemon(home: Path, *, workers: int, sync: bool, verbose: bool = False) -
         t.start()
         d.shutdown()
     return 0
+
+
+# Errors of a socket whose peer is gone; any other OSError in an op is the host's.
+_PEER_GONE = frozenset({errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.ECONNABORTED,
+                        errno.ESHUTDOWN, errno.EBADF, errno.ETIMEDOUT})
+
+
+def _raise_fd_limit() -> None:
+    """Lift the soft limit on open files to the hard one: the daemon holds a lock file
+    open per live run (actors.ownership), and desktop defaults (a soft 1,024) would
+    cap it near a thousand sleeping runs."""
+    import resource
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY or hard > soft:
+            want = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            soft = want
+    except (OSError, ValueError) as e:
+        log.warning("could not raise the open-files limit: %s", e)
+        return
+    log.debug("open files: at most %d", soft)

@@ -34,16 +34,23 @@ def fm(home: Path, *args: str, timeout: float = 60, input: str | None = None
 class DaemonProc:
     """A `flowmetal daemon` subprocess in its own process group."""
 
-    def __init__(self, home: Path, workers: int = 2):
+    def __init__(self, home: Path, workers: int = 2, nofile: tuple[int, int] | None = None):
         self.home = home
         self.workers = workers
+        self.nofile = nofile   # (soft, hard) limit on open files to start it with
         self.proc: subprocess.Popen | None = None
+
+    def _limits(self) -> None:
+        if self.nofile is not None:
+            import resource
+            resource.setrlimit(resource.RLIMIT_NOFILE, self.nofile)
 
     def start(self, wait: bool = True) -> "DaemonProc":
         self.proc = subprocess.Popen(
             CLI + ["daemon", "--home", str(self.home), "--workers", str(self.workers)],
             env=env_for(self.home), cwd=ROOT, stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE, text=True, start_new_session=True)
+            stderr=subprocess.PIPE, text=True, start_new_session=True,
+            preexec_fn=self._limits if self.nofile else None)
         if wait:
             self.wait_ready()
         return self
@@ -105,8 +112,9 @@ def daemons(home: Path):
     """A factory of daemons on `home`; every one is stopped at the end."""
     made: list[DaemonProc] = []
 
-    def make(workers: int = 2, start: bool = True, wait: bool = True) -> DaemonProc:
-        d = DaemonProc(home, workers)
+    def make(workers: int = 2, start: bool = True, wait: bool = True,
+             nofile: tuple[int, int] | None = None) -> DaemonProc:
+        d = DaemonProc(home, workers, nofile)
         made.append(d)
         if start:
             d.start(wait=wait)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from flowmetal.daemon import protocol as P
-from flowmetal.daemon.client import Client
+from flowmetal.daemon.client import Client, DaemonError
 
 from .conftest import HERE, ROOT, fm
 
@@ -246,3 +246,41 @@ def test_prune(home: Path, daemon) -> None:
     assert p.returncode == 2 and "Traceback" not in p.stderr
     p = fm(home, "status", rid)
     assert p.returncode == 2 and "no run" in p.stderr
+
+
+NAP = "def _nap(fctx):\n    fctx.actions.sleep(600)\n    return 1\n\nnap = flow(implementation = _nap)\n"
+
+
+def _open_files_limit(pid: int) -> int:
+    with open(f"/proc/{pid}/limits") as f:
+        line = next(ln for ln in f if ln.startswith("Max open files"))
+    return int(line.split()[3])
+
+
+def test_the_daemon_lifts_its_open_files_limit(home: Path, daemons) -> None:
+    # It keeps a lock file open per live run: at a desktop's soft limit of 1,024 it
+    # stopped taking runs near a thousand sleeping ones.
+    d = daemons(workers=0, nofile=(64, 4096))
+    assert _open_files_limit(d.proc.pid) == 4096
+
+
+def test_out_of_open_files_a_submit_fails_with_a_message(home: Path, daemons) -> None:
+    # It closed the connection without a word (an OSError was taken for the client
+    # going away), and logged nothing.
+    d = daemons(workers=0, nofile=(48, 48))
+    src = home / "nap.flow"
+    src.write_text(NAP)
+    made = []
+    with Client.connect(home) as c:
+        for _ in range(60):
+            try:
+                made.append(c.submit(str(src), NAP, flow="nap"))
+            except DaemonError as e:
+                error = str(e)
+                break
+        else:
+            raise AssertionError("60 runs fitted in 48 open files")
+        assert "Too many open files" in error and "ulimit -n" in error, error
+        assert c.ping()["pid"] == d.proc.pid   # the same connection still serves
+    p = fm(home, "list", "--json", "--limit", "1000")
+    assert sorted(r["id"] for r in json.loads(p.stdout)) == sorted(made)
