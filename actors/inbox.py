@@ -215,6 +215,11 @@ class InboxRouter:
         with self.lock:
             self.waiting.pop(flow_id, None)
 
+    def waiting_with_prefix(self, prefix: str) -> list[str]:
+        """The waiting flows whose ids start with `prefix` (a run's: ``RUN.``)."""
+        with self.lock:
+            return [f for f in self.waiting if f.startswith(prefix)]
+
     def _try(self, flow_id: str) -> None:
         # Caller holds the lock and the flow is waiting.
         w = self.waiting[flow_id]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import json
+import logging
 import os
 import secrets
 import threading
@@ -36,6 +37,8 @@ from .flow import CommitGate, FlowActor, FlowRunner, new_flow_thread, run_of
 from .resources import STOP_GRACE, ExecActor, TimerActor
 from .services import SERVICE_KINDS, Services
 from .supervisor import Supervisor
+
+log = logging.getLogger(__name__)
 
 # Terminal for good: a `crashed` flow can be resumed, these cannot.
 ENDED_STATES = frozenset({"ok", "err", "cancelled"})
@@ -593,6 +596,8 @@ class Runtime:
                 self._run_done(flow_id, state, result)
             self._maybe_idle()
         self._stop_actions(orphans)
+        if ends_run:
+            self.services.run_ended(flow_id)
 
     def created(self, run_id: str) -> None:
         """The root's first commit, which carried the run's creation, is durable."""
@@ -607,7 +612,11 @@ class Runtime:
             self._send(flow_id, ("resume", seq, outcome))
 
     def _fire_timer(self, flow_id: str, seq: int) -> None:
-        f = self.store.get_flow(flow_id)
+        try:
+            f = self.store.get_flow(flow_id)
+        except Exception:  # noqa: BLE001 - the timer thread serves every flow: keep it
+            log.exception("flow %s: cannot read it to fire its timer", flow_id)
+            f = None   # fire regardless: a resume of an ended flow is dropped
         if f is not None and f.state in ENDED_STATES:
             return  # ended while it slept (cancelled, or its run ended): its timer went too
         if self.services.timer_fired(flow_id, seq):
@@ -729,6 +738,7 @@ class Runtime:
             self._run_done(run_id, run.state, self._root_result(run_id))
             self._maybe_idle()
         self._stop_actions(ids)
+        self.services.run_ended(run_id)
 
     def _flows_here(self, run_id: str) -> set:
         # The run's flows this runtime has in hand (hosted, busy, waiting on others);
@@ -740,6 +750,8 @@ class Runtime:
     def _drop_flows(self, ids: Any) -> None:
         # Flows that ended in the store without this runtime (cancelled): forget them
         # here; an actor caught mid-step is not a crash (its commit conflicts).
+        if not ids:
+            return
         self._cancelled = self._cancelled | frozenset(ids)
         for fid in ids:
             self._unhost(fid)

@@ -214,6 +214,17 @@ class Services:
         if self.resources.manifest_path(flow_id).exists():
             self.res_pool.submit(self.resources.close_all, flow_id)
 
+    def run_ended(self, run_id: str) -> None:
+        """Every flow of the run but its root has ended (with the root, or by a cancel
+        from elsewhere): `ended` for each that still holds something here — sleeping
+        and receiving ones included, which no actor holds and nothing else reports."""
+        prefix = run_id + "."
+        held = {*self.inbox.waiting_with_prefix(prefix),
+                *self.quota.ledger.flows_with_prefix(prefix),
+                *self.resources.flows_with_resources(prefix)}
+        for fid in held:
+            self.ended(fid)
+
     def _sweep(self) -> None:
         def live(fid: str) -> bool:
             f = self.rt.store.get_flow(fid)

@@ -340,14 +340,16 @@ class ResourceManager:
             os.fsync(f.fileno())
         os.replace(tmp, path)
 
-    def flows_with_resources(self) -> list[str]:
+    def flows_with_resources(self, prefix: str = "") -> list[str]:
+        """The flows that hold resources (whose ids start with `prefix`, if given)."""
         try:
             names = os.listdir(self.dir)
         except FileNotFoundError:
             return []
         out = []
+        start = _flow_key(prefix) if prefix else ""
         for n in names:
-            if n.endswith(".json"):
+            if n.endswith(".json") and n.startswith(start):
                 m = self.read_manifest_file(self.dir / n)
                 if m is not None and isinstance(m.get("flow"), str):
                     out.append(m["flow"])

@@ -307,6 +307,11 @@ class UsageLedger:
                     if not live:
                         del self._live[user]
 
+    def flows_with_prefix(self, prefix: str) -> list[str]:
+        """The counted flows whose ids start with `prefix` (a run's: ``RUN.``)."""
+        with self._lock:
+            return [f for f in self._owner if f.startswith(prefix)]
+
     def live_count(self, user: str) -> int:
         with self._lock:
             return len(self._live.get(user, ()))
