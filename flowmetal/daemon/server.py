@@ -96,11 +96,21 @@ class _Created:
         return {"ok": True, "run_id": self.run_id}
 
 
+def _ready(*files: Any, timeout: float | None = 0) -> set[int]:
+    """The descriptors among `files` that are readable (or at end of file) within
+    `timeout` s (None: until one is). poll(2), not select(2): with its open-files
+    limit raised (`_raise_fd_limit`) the daemon has descriptors past select's 1,024."""
+    p = select.poll()
+    for f in files:
+        p.register(f, select.POLLIN)
+    ms = None if timeout is None else int(timeout * 1000)
+    return {fd for fd, _ in p.poll(ms)}
+
+
 def _readable(conn: socket.socket) -> bool:
     """Whether the client has sent more (without waiting for it)."""
     try:
-        r, _, _ = select.select([conn], [], [], 0)
-        return bool(r)
+        return bool(_ready(conn))
     except (OSError, ValueError):
         return False
 
@@ -300,7 +310,7 @@ class Daemon:
         self.listener.setblocking(False)
         while not self.stopping.is_set():
             try:
-                ready, _, _ = select.select([self.listener, self._wake_r], [], [])
+                ready = _ready(self.listener, self._wake_r, timeout=None)
             except InterruptedError:
                 continue
             if self._wake_r in ready:
@@ -553,9 +563,8 @@ class Daemon:
     @staticmethod
     def _peer_gone(conn: socket.socket) -> bool:
         try:
-            r, _, _ = select.select([conn], [], [], 0)
-            return bool(r) and conn.recv(1, socket.MSG_PEEK) == b""
-        except OSError:
+            return bool(_ready(conn)) and conn.recv(1, socket.MSG_PEEK) == b""
+        except (OSError, ValueError):
             return True
 
     def _send_output(self, conn: socket.socket, run_id: str, offset: int) -> int:

@@ -284,3 +284,30 @@ def test_out_of_open_files_a_submit_fails_with_a_message(home: Path, daemons) ->
         assert c.ping()["pid"] == d.proc.pid   # the same connection still serves
     p = fm(home, "list", "--json", "--limit", "1000")
     assert sorted(r["id"] for r in json.loads(p.stdout)) == sorted(made)
+
+
+def test_a_connection_past_descriptor_1024_is_served() -> None:
+    # Review: with its limit lifted the daemon gets descriptors past select(2)'s
+    # 1,024, where select raises ValueError; a connection there was taken for closed
+    # (or killed the thread that followed it).
+    import resource
+    from flowmetal.daemon.server import Daemon, _readable
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 2048:
+        pytest.skip(f"open-files hard limit {hard} < 2048")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 2048), hard))
+    a, b = socket.socketpair()
+    high = os.dup2(b.fileno(), 1500)
+    b.close()
+    conn = socket.socket(fileno=high)
+    try:
+        assert not _readable(conn) and not Daemon._peer_gone(conn)
+        a.sendall(b"x")
+        assert _readable(conn) and not Daemon._peer_gone(conn)
+        conn.recv(1)
+        a.close()
+        assert Daemon._peer_gone(conn)
+    finally:
+        conn.close()
+        a.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
