@@ -634,6 +634,18 @@ def test_a_home_that_cannot_be_made_is_one_line(tmp_path: Path, cmd: list, where
                              + ("it is not a directory" if where == "file" else "Not a directory"))
 
 
+@pytest.mark.parametrize("cmd", [["list"], ["run", "F"]])
+def test_a_home_under_an_unknown_user_is_one_line(tmp_path: Path, cmd: list) -> None:
+    # Review: '~nosuchuser/x' raised RuntimeError from expanduser, a traceback.
+    flow = tmp_path / "f.flow"
+    flow.write_text("print(1)\n")
+    p = fm("~no-such-user-fm/x", *[str(flow) if c == "F" else c for c in cmd])
+    no_traceback(p)
+    assert p.returncode == 1, p.stderr
+    assert error_line(p).startswith(
+        "Error: cannot use the home directory ~no-such-user-fm/x: "), p.stderr
+
+
 def test_status_shows_when_a_receive_times_out(home: Path) -> None:
     # A receive's timeout was not shown: status said only "receive".
     from store import Batch, Store

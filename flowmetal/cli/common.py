@@ -173,6 +173,11 @@ def home_path(home: str | None, *, create: bool = True) -> Any:
         where = e.filename if e.filename else home
         why = "it is not a directory" if isinstance(e, FileExistsError) else (e.strerror or e)
         raise click.ClickException(f"cannot use the home directory {where}: {why}") from None
+    except (RuntimeError, ValueError) as e:
+        # expanduser of '~nosuchuser/…' (RuntimeError), a NUL in the path (ValueError)
+        where = home if home is not None else os.environ.get("FLOWMETAL_HOME", "")
+        raise click.ClickException(f"cannot use the home directory {where}: {e}"
+                                   if where.strip() else str(e)) from None
 
 
 def open_store(home: str | None, *, create: bool = True) -> Any:
