@@ -107,6 +107,10 @@ class Hub(Protocol):
 
     def created(self, run_id: str) -> None: ...
 
+    def committing_children(self, flow_id: str, ids: list) -> None:
+        """The flow's next commit stores these children (before it is made; the
+        `suspended`/`finished` that starts them follows once it is durable)."""
+
 
 def new_flow_thread(fdef: FlowDef, args: tuple, kwargs: dict, max_steps: int | None) -> Thread:
     """A flow's Thread, run to its durable start point (nothing of it ran yet)."""
@@ -507,6 +511,8 @@ class FlowRunner:
             # Protocol step 3: the request leaves only now that it is durable.
             self.pending = k
             self.hub.suspended(self.flow_id, k, kind, info, made, self)
+        if made:
+            self.hub.committing_children(self.flow_id, [c for c, _, _ in made])
         return self._commit(b, then)
 
     # -------------------------------------------------------------- the end
@@ -552,6 +558,8 @@ class FlowRunner:
 
         def then() -> None:
             self.hub.finished(self.flow_id, self.parent, state, rrec, made)
+        if made:
+            self.hub.committing_children(self.flow_id, [c for c, _, _ in made])
         return self._commit(b, then)
 
 

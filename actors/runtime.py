@@ -443,6 +443,24 @@ class Runtime:
         self._host(flow_id, None, ("load_then", message))
 
     # ================================================================ hub: from flows
+    def committing_children(self, flow_id: str, ids: list) -> None:
+        """Nothing to do here: a commit and the report that follows it happen in this
+        process (see `WorkerPool`, where a worker may die between them)."""
+
+    def recover_unreported(self, ids: list) -> None:
+        """Flows whose creation a worker committed but died (or crashed) before
+        reporting: those stored and live that nothing here runs are recovered as a
+        resume would (a waiting parent would otherwise wait on them forever)."""
+        for cid in ids:
+            f = self.store.get_flow(cid)
+            if f is None or f.state not in LIVE_STATES:
+                continue   # the commit did not happen, or it has ended since
+            with self.lock:
+                if self.closed or cid in self._cancelled or cid in self.busy \
+                        or cid in self.waits or cid in self.actors:
+                    continue
+            self._recover_flow_or_report(f, self.store.get_run(f.run_id))
+
     def suspended(self, flow_id: str, seq: int, kind: str, info: Any, children: list,
                   runner: Any = None) -> None:
         """A flow committed its suspension on action `seq` (called after the commit)."""

@@ -64,6 +64,9 @@ class _Worker:
         self.conn = conn
         self.lock = threading.Lock()
         self.flows: set[str] = set()
+        # flow id -> children its commit in flight creates, until it reports that
+        # commit (see `WorkerHub.committing_children`)
+        self.unreported: dict[str, list] = {}
         self.alive = True
 
     def send(self, msg: tuple) -> bool:
@@ -187,10 +190,14 @@ class WorkerPool:
         kind = msg[0]
         if kind == "suspended":
             _, flow_id, seq, k, info, children = msg
+            w.unreported.pop(flow_id, None)
             rt.suspended(flow_id, seq, k, info, [(c, n, None) for c, n in children])
         elif kind == "finished":
             _, flow_id, parent, state, result, children = msg
+            w.unreported.pop(flow_id, None)
             rt.finished(flow_id, parent, state, result, [(c, n, None) for c, n in children])
+        elif kind == "committing":
+            w.unreported[msg[1]] = msg[2]
         elif kind == "left_start":
             rt.left_start(msg[1])
         elif kind == "crashed":
@@ -200,6 +207,9 @@ class WorkerPool:
                     del self.placement[flow_id]
                 w.flows.discard(flow_id)
             rt.crashed(flow_id, error)
+            # Its commit may have stored children before the crash (a failure after
+            # it): they start here; its restart then finds them running.
+            rt.recover_unreported(w.unreported.pop(flow_id, ()))
         elif kind == "reissue":
             _, flow_id, seq, intent = msg
             rt.reissue(flow_id, seq, intent)
@@ -228,6 +238,10 @@ class WorkerPool:
         code = w.proc.exitcode
         for f in lost:
             self.rt.crashed(f, f"worker process {w.proc.pid} died (exit code {code})")
+        # Children a commit of its stored that it never reported: nothing else would
+        # start them (their parents, restarted, wait on them).
+        self.rt.recover_unreported([c for ids in w.unreported.values() for c in ids])
+        w.unreported.clear()
 
     def close(self) -> None:
         with self.lock:
@@ -291,6 +305,11 @@ class WorkerHub:
         elif kind == "sleep":
             self._stop(flow_id)
         self._send(("suspended", flow_id, seq, kind, info, [(c, n) for c, n, _ in children]))
+
+    def committing_children(self, flow_id: str, ids: list) -> None:
+        # Told before the commit, so that if this process dies between the commit
+        # and its report the parent recovers the children it stored.
+        self._send(("committing", flow_id, ids))
 
     def finished(self, flow_id: str, parent: str | None, state: str, result: dict,
                  children: list) -> None:

@@ -385,6 +385,9 @@ class _Hub:
     def crashed(self, flow_id, error):
         self.events.append(("crashed", flow_id, error))
 
+    def committing_children(self, flow_id, ids):
+        pass
+
 
 def test_first_message_is_handled_before_any_other(store: Store, monkeypatch) -> None:
     # Bug: the first message was told from on_start, i.e. after anything sent the

@@ -93,6 +93,46 @@ def test_worker_killed_mid_run_its_flows_finish_on_a_new_worker(store: Store) ->
     assert repr(result_of(w)) == "Ok(28)"
 
 
+CHILDREN_THEN_HAND_OVER = """
+def _leaf(fctx):
+    fctx.actions.exec(["true"])
+    return fctx.args.n * 2
+
+leaf = flow(implementation = _leaf, args = {"n": args.int()})
+
+def _main(fctx):
+    rs = fctx.actions.wait([fctx.actions.run(leaf, i) for i in range(3)])
+    called = leaf(10)   # run inline until its exec, then handed over to its own actor
+    total = unwrap(called)
+    for r in rs:
+        total += unwrap(r)
+    return total
+
+main = flow(implementation = _main)
+"""
+
+
+@pytest.mark.parametrize("die_at", [1, 2])
+def test_a_worker_dying_between_a_commit_and_its_report_loses_no_child(
+        store: Store, tmp_path: Path, monkeypatch, die_at: int) -> None:
+    # Review: children stored by a worker's commit that it died before reporting
+    # were never started; their parent, restarted, waited on them forever.
+    # 1: children started with actions.run; 2: a child handed over mid-call.
+    from actors import workers
+    from . import _dying_worker
+    monkeypatch.setattr(workers, "worker_main", _dying_worker.main)
+    monkeypatch.setenv("FM_TEST_DIE_COUNTER", str(tmp_path / "reports"))
+    monkeypatch.setenv("FM_TEST_DIE_AT", str(die_at))
+    src = tmp_path / "kids.flow"
+    src.write_text(CHILDREN_THEN_HAND_OVER)
+    with Runtime(store, workers=1, backoff=0.01) as rt:
+        rid = rt.create_run(str(src), src.read_text(), flow="main")
+        w = rt.wait_run(rid, 60)
+        assert w.done.is_set(), "the run waits on children nothing started"
+        assert rt.pool.count >= 2   # the worker did die
+    assert repr(result_of(w)) == "Ok(26)"
+
+
 def _env(home: Path) -> dict:
     return dict(os.environ, FLOWMETAL_HOME=str(home), FLOWMETAL_SYNC="0")
 
