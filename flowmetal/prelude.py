@@ -191,6 +191,10 @@ class ArgSpec:
         if k == "string":
             return text
         if k == "int":
+            digits = text.strip().lstrip("+-").replace("_", "")
+            if len(digits) > 4000 and digits.isdigit():
+                # Python's own message here names sys.set_int_max_str_digits
+                raise ValueError(f"{len(digits):,} digits: at most 4,000")
             return int(text, 0) if text.strip().lower().startswith(("0x", "0o", "0b")) else int(text)
         if k == "float":
             return float(text)

@@ -167,6 +167,14 @@ def test_run_with_deeply_nested_arg(home: Path, args_flow: Path) -> None:
     assert p.stdout.splitlines()[-1] == 'Ok([1, ["' + "[" * 300 + '"]])'
 
 
+def test_an_int_arg_with_too_many_digits_says_so(home: Path, args_flow: Path) -> None:
+    # The reason was Python's own, cut short: "... use sys.set_in".
+    p = fm(home, "run", str(args_flow), "--flow", "main", "--arg", "n=-" + "9" * 5000)
+    assert p.returncode == 2, p.stderr
+    assert error_line(p).endswith(": not a valid int (5,000 digits: at most 4,000)"), p.stderr
+    no_traceback(p)
+
+
 def test_arg_values_that_are_not_utf8(home: Path, args_flow: Path) -> None:
     # Bytes that are not UTF-8 reach Python as surrogates; stored or printed, they
     # crashed the flow (restarted 3 times) instead of being refused.
