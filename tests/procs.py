@@ -36,6 +36,12 @@ def wait_for(pred: Callable[[], bool], timeout: float = 30) -> None:
         time.sleep(0.02)
 
 
+def words_in(path: Path) -> list[str]:
+    """The whitespace-separated words of `path` (none yet: []). A shell's `>>` makes
+    the file before it writes: wait for the words, not for the file."""
+    return path.read_text().split() if path.exists() else []
+
+
 def numbers_in(path: Path) -> list[int]:
     """The whitespace-separated integers a flow appended to `path` (none yet: [])."""
     return [int(x) for x in path.read_text().split()] if path.exists() else []

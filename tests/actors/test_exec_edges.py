@@ -11,7 +11,7 @@ import pytest
 from actors import Runtime, result_of
 from store import Store
 
-from ..procs import assert_dies, wait_for
+from ..procs import assert_dies, wait_for, words_in
 
 FLOWS = '''
 def _bg_timeout(fctx):
@@ -166,8 +166,8 @@ def test_closing_the_runtime_stops_its_commands_and_resume_issues_them_again(
         rt = Runtime(st)
         rid = rt.create_run(str(flow), flow.read_text(), flow="nap",
                             args={"out": str(out), "dur": str(dur)})
-        wait_for(out.exists)
-        first = int(out.read_text().split()[1])
+        wait_for(lambda: len(words_in(out)) >= 2)
+        first = int(words_in(out)[1])
         t0 = time.monotonic()
         rt.close()
         assert time.monotonic() - t0 < 15
@@ -185,7 +185,7 @@ def test_closing_the_runtime_stops_its_commands_and_resume_issues_them_again(
         st.close()
 
 
-@pytest.mark.parametrize("t", ["1e9", "3e6", "0.5"])
+@pytest.mark.parametrize("t", ["1e9", "3e6", "5"])
 def test_long_timeouts_work(store: Store, flows: Path, t: str) -> None:
     # A month is a fair timeout; past ~24 days the selector's own wait overflowed.
     result, _ = _run(store, flows, "timed", {"t": t})

@@ -37,26 +37,30 @@ def test_close_stops_what_is_left_of_the_commands() -> None:
         p.wait()
 
 
-def test_the_owners_end_stops_its_commands_sigkill_after_the_grace() -> None:
+def test_the_owners_end_stops_its_commands_sigkill_after_the_grace(tmp_path) -> None:
     # The owner is a separate process that starts a warden and a command ignoring
-    # SIGTERM, then dies by SIGKILL, saying nothing.
+    # SIGTERM, then dies by SIGKILL, saying nothing. (A grace of 3 s and a file the
+    # command writes once its trap is set: a loaded machine must not make the TERM
+    # arrive before the trap, or the check of "still alive" come after the grace.)
+    ready = tmp_path / "trapped"
     owner = subprocess.Popen([sys.executable, "-c", """
 import os, subprocess, sys
 from actors.warden import CommandWarden
-w = CommandWarden(grace=0.5)
-p = subprocess.Popen(["sh", "-c", "trap '' TERM; sleep 300 & wait"],
+w = CommandWarden(grace=3.0)
+p = subprocess.Popen(["sh", "-c", "trap '' TERM; echo > " + sys.argv[1] + "; sleep 300 & wait"],
                      env=dict(os.environ, **w.env()), start_new_session=True)
 print(p.pid, w._proc.pid, flush=True)
 sys.stdin.read()
-"""], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+""", str(ready)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         command, warden = map(int, owner.stdout.readline().split())
-        time.sleep(0.2)
+        wait_for(ready.exists, 30)
+        time.sleep(0.2)   # the token shows in /proc once sh has run a moment
         owner.send_signal(signal.SIGKILL)
         owner.wait(10)
         time.sleep(0.2)
         assert alive(command)      # SIGTERM is ignored...
-        assert_dies(command, "the command outlived its owner")   # ...SIGKILL is not
+        assert_dies(command, "the command outlived its owner", 20)   # ...SIGKILL is not
         assert_dies(warden, "the warden did not exit")
     finally:
         if owner.poll() is None:

@@ -6,15 +6,15 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ..procs import assert_dies, foreground_run, numbers_in, wait_for
+from ..procs import assert_dies, foreground_run, numbers_in, wait_for, words_in
 from .conftest import CLI, ROOT, env_for, fm
 
 SLOW = ROOT / "tests" / "actors" / "slow_steps.flow"
 
 
-def _run_argv(home: Path, out: Path, n: int) -> list[str]:
+def _run_argv(home: Path, out: Path, n: int, hold: Path | None = None) -> list[str]:
     return CLI + ["run", str(SLOW), "--flow", "steps", "--arg", f"n={n}",
-                  "--arg", f"path={out}", "--home", str(home)]
+                  "--arg", f"path={out}", "--arg", f"hold={hold or ''}", "--home", str(home)]
 
 
 def test_a_daemon_leaves_a_foreground_run_alone_and_cancel_through_it_ends_the_run(
@@ -37,12 +37,14 @@ def test_a_daemon_leaves_a_foreground_run_alone_and_cancel_through_it_ends_the_r
 
 def test_resume_through_a_daemon_takes_over_a_run_whose_process_died(
         home: Path, daemons, tmp_path: Path) -> None:
-    out = tmp_path / "out.txt"
-    with foreground_run(_run_argv(home, out, 20), env_for(home), ROOT) as (p, rid):
+    out, hold = tmp_path / "out.txt", tmp_path / "hold"
+    with foreground_run(_run_argv(home, out, 20, hold), env_for(home), ROOT) as (p, rid):
         wait_for(lambda: len(numbers_in(out)) >= 2)
+        hold.touch()   # the run cannot end before the refusal (a slow machine)
         daemons()
         r = fm(home, "resume", rid)
         assert r.returncode == 1 and f"being run by process {p.pid}" in r.stderr, r.stderr
+    hold.unlink()
     r = fm(home, "resume", rid, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().endswith("Ok(20)"), r.stdout
@@ -60,8 +62,8 @@ def test_a_killed_daemons_commands_stop_with_its_workers_and_run_again_once(
            "--arg", f"dur={dur}")
     assert r.returncode == 0, r.stderr
     rid = r.stdout.split()[-1]
-    wait_for(out.exists)
-    first = int(out.read_text().split()[1])
+    wait_for(lambda: len(words_in(out)) >= 2)
+    first = int(words_in(out)[1])
     d.kill9()
     assert_dies(first, "the command outlived the daemon's workers", timeout=15)
     dur.write_text("0")

@@ -6,11 +6,14 @@ import os
 import signal
 import socket
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 from actors.user_resources import ResourceManager, _find_by_token, _owned
 from flowmetal.actor_prelude import ProcessHandle, TempDirHandle, process, tempdir
+
+from ..procs import alive, assert_dies
 
 
 def free_port() -> int:
@@ -24,15 +27,6 @@ def server_spec(port: int) -> dict:
             "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
             f"s.bind(('127.0.0.1',{port}))\ns.listen()\ntime.sleep(600)\n")
     return process([sys.executable, "-c", code], port=port).to_json()
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def test_open_reopen_close(tmp_path):
@@ -49,7 +43,7 @@ def test_open_reopen_close(tmp_path):
     # A crash: the directory vanished and the server died. reopen brings both back.
     os.killpg(pid, signal.SIGKILL)
     os.rmdir(work.path)
-    time.sleep(0.1)
+    assert_dies(pid, "the server outlived SIGKILL")
     assert m.reopen_all("r1.2") is None
     pid2 = m.read_manifest("r1.2")["resources"]["srv"]["state"]["pid"]
     assert pid2 != pid and alive(pid2) and Path(work.path).is_dir()
@@ -58,20 +52,20 @@ def test_open_reopen_close(tmp_path):
     assert m.read_manifest("r1.2")["resources"]["srv"]["state"]["pid"] == pid2
     m.close_all("r1.2")
     assert not Path(work.path).exists()
-    time.sleep(0.1)
-    assert not alive(pid2)
+    assert_dies(pid2, "close_all left the server running")
     assert m.read_manifest("r1.2") is None
     m.close_all("r1.2")   # idempotent
 
 
 def test_open_failure_names_resource_and_closes_others(tmp_path):
     m = ResourceManager(tmp_path)
+    before = set(Path(tempfile.gettempdir()).glob("flowmetal-work-*"))
     handles, err = m.open_all("r2", {"work": tempdir().to_json(),
                                      "bad": process(["/nonexistent/server"]).to_json()})
     assert handles is None
     assert err == "resource bad: cannot open process: command not found: /nonexistent/server"
-    assert not list(Path("/tmp").glob("flowmetal-work-*")) or all(
-        "r2" not in str(p) for p in Path("/tmp").glob("flowmetal-work-*"))
+    # The directory opened before the failure was removed again.
+    assert set(Path(tempfile.gettempdir()).glob("flowmetal-work-*")) <= before
     assert m.read_manifest("r2") is None
 
 

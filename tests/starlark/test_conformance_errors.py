@@ -286,7 +286,7 @@ def _must_fail_cleanly(sl, src, seconds=60, **kw):
         assert not isinstance(inner, MemoryError), \
             f"stopped only by running out of memory ({elapsed:.1f}s): {exc.msg}"
     if kw.get("max_steps"):
-        assert elapsed < 20, f"a {kw['max_steps']}-step budget took {elapsed:.1f}s to stop the program"
+        assert elapsed < 60, f"a {kw['max_steps']}-step budget took {elapsed:.1f}s to stop the program"
     return exc, elapsed
 
 
