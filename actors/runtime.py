@@ -653,6 +653,16 @@ class Runtime:
         """A flow's infrastructure failed (actor died, worker died, commit failed)."""
         if flow_id in self._cancelled:
             return  # its actor lost the race with cancel_run: not a crash
+        if self._ended_in_store(flow_id):
+            # Ended without this runtime's actor (its run's end cancelled it, in a
+            # worker mid-step): its commit conflicted or its load found no
+            # checkpoint. Nothing to restart, and no crash to count against others.
+            with self.lock:
+                self.actors.pop(flow_id, None)
+                self._started(flow_id)
+                self.busy.discard(flow_id)
+                self._maybe_idle()
+            return
         if flow_id in self.creations:
             # Before its first commit, or that commit failed: the run goes in alone,
             # so that the restart finds the root's start.
@@ -662,6 +672,13 @@ class Runtime:
             self._started(flow_id)
         if not self.closed:
             self.supervisor.tell(("crashed", flow_id, error))
+
+    def _ended_in_store(self, flow_id: str) -> bool:
+        try:
+            f = self.store.get_flow(flow_id)
+        except Exception:  # noqa: BLE001 - when in doubt, a crash as before
+            return False
+        return f is not None and f.state in ENDED_STATES
 
     def restart(self, flow_id: str) -> None:
         with self.lock:

@@ -36,15 +36,24 @@ def wait_for(pred: Callable[[], bool], timeout: float = 30) -> None:
         time.sleep(0.02)
 
 
+def _whole_lines(path: Path) -> str:
+    """What `path` holds up to its last newline ("" while it does not exist). A reader
+    may see a line its writer has only partly written ("start 12" of "start 1234"):
+    the words of a line count once its newline is there."""
+    text = path.read_text() if path.exists() else ""
+    return text[:text.rfind("\n") + 1]
+
+
 def words_in(path: Path) -> list[str]:
-    """The whitespace-separated words of `path` (none yet: []). A shell's `>>` makes
-    the file before it writes: wait for the words, not for the file."""
-    return path.read_text().split() if path.exists() else []
+    """The whitespace-separated words of `path`'s whole lines (none yet: []). A shell's
+    `>>` makes the file before it writes: wait for the words, not for the file."""
+    return _whole_lines(path).split()
 
 
 def numbers_in(path: Path) -> list[int]:
-    """The whitespace-separated integers a flow appended to `path` (none yet: [])."""
-    return [int(x) for x in path.read_text().split()] if path.exists() else []
+    """The whitespace-separated integers of the whole lines a flow appended to `path`
+    (none yet: [])."""
+    return [int(x) for x in _whole_lines(path).split()]
 
 
 @contextlib.contextmanager

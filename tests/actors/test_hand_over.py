@@ -47,8 +47,9 @@ if __name__ == "__flow__":
     print(spawns())
     print(calls())
     # Virtual time: this fires once nothing else can run, g(7) ended. (A run's end
-    # cancels what it left running.)
-    sleep(5)
+    # cancels what it left running.) An hour: in real time it never comes due first,
+    # however long a loaded machine keeps g(7) from running.
+    sleep(3600)
     print("module sees", LOG)
 '''
 

@@ -67,22 +67,23 @@ def _env(home: Path) -> dict:
     return env
 
 
-def _run_argv(out: Path, n: int, hold: Path | None = None) -> list[str]:
+def _run_argv(out: Path, n: int, gate: Path | None = None) -> list[str]:
     return FLOWMETAL + ["run", str(SLOW), "--flow", "steps", "--arg", f"n={n}",
-                        "--arg", f"path={out}", "--arg", f"hold={hold or ''}"]
+                        "--arg", f"path={out}", "--arg", f"gate={gate or ''}"]
 
 
 def test_resume_refuses_a_run_another_process_is_running_then_takes_it_over(
         tmp_path: Path) -> None:
-    home, out, hold = tmp_path / "home", tmp_path / "out.txt", tmp_path / "hold"
-    with foreground_run(_run_argv(out, 20, hold), _env(home)) as (p, rid):
+    # Its second step waits for `gate`, made only after the refusal: however slow the
+    # machine, the run is still running (and owned) when the resume is refused.
+    home, out, gate = tmp_path / "home", tmp_path / "out.txt", tmp_path / "gate"
+    with foreground_run(_run_argv(out, 20, gate), _env(home)) as (p, rid):
         wait_for(lambda: len(numbers_in(out)) >= 2)
-        hold.touch()   # the run cannot end before the refusal (a slow machine)
         r = subprocess.run(FLOWMETAL + ["resume", rid], env=_env(home), capture_output=True,
                            text=True, timeout=60)
         assert r.returncode == 1, r.stderr
         assert f"run {rid} is being run by process {p.pid}" in r.stderr
-    hold.unlink()
+    gate.touch()
     r = subprocess.run(FLOWMETAL + ["resume", rid], env=_env(home), capture_output=True,
                        text=True, timeout=120)
     assert r.returncode == 0, r.stderr

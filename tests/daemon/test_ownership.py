@@ -12,9 +12,9 @@ from .conftest import CLI, ROOT, env_for, fm
 SLOW = ROOT / "tests" / "actors" / "slow_steps.flow"
 
 
-def _run_argv(home: Path, out: Path, n: int, hold: Path | None = None) -> list[str]:
+def _run_argv(home: Path, out: Path, n: int, gate: Path | None = None) -> list[str]:
     return CLI + ["run", str(SLOW), "--flow", "steps", "--arg", f"n={n}",
-                  "--arg", f"path={out}", "--arg", f"hold={hold or ''}", "--home", str(home)]
+                  "--arg", f"path={out}", "--arg", f"gate={gate or ''}", "--home", str(home)]
 
 
 def test_a_daemon_leaves_a_foreground_run_alone_and_cancel_through_it_ends_the_run(
@@ -37,14 +37,15 @@ def test_a_daemon_leaves_a_foreground_run_alone_and_cancel_through_it_ends_the_r
 
 def test_resume_through_a_daemon_takes_over_a_run_whose_process_died(
         home: Path, daemons, tmp_path: Path) -> None:
-    out, hold = tmp_path / "out.txt", tmp_path / "hold"
-    with foreground_run(_run_argv(home, out, 20, hold), env_for(home), ROOT) as (p, rid):
+    # Its second step waits for `gate`, made only after the refusal: however slow the
+    # machine, the run is still running (and owned) when the resume is refused.
+    out, gate = tmp_path / "out.txt", tmp_path / "gate"
+    with foreground_run(_run_argv(home, out, 20, gate), env_for(home), ROOT) as (p, rid):
         wait_for(lambda: len(numbers_in(out)) >= 2)
-        hold.touch()   # the run cannot end before the refusal (a slow machine)
         daemons()
         r = fm(home, "resume", rid)
         assert r.returncode == 1 and f"being run by process {p.pid}" in r.stderr, r.stderr
-    hold.unlink()
+    gate.touch()
     r = fm(home, "resume", rid, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().endswith("Ok(20)"), r.stdout

@@ -57,15 +57,22 @@ def test_open_reopen_close(tmp_path):
     m.close_all("r1.2")   # idempotent
 
 
-def test_open_failure_names_resource_and_closes_others(tmp_path):
+def test_open_failure_names_resource_and_closes_others(tmp_path, monkeypatch):
+    # The directories made are recorded, not looked for in /tmp: there another test
+    # run (or anything else) may make or remove "flowmetal-work-*" meanwhile.
+    made, real_mkdtemp = [], tempfile.mkdtemp
+
+    def mkdtemp(*args, **kw):
+        made.append(real_mkdtemp(*args, **kw))
+        return made[-1]
+    monkeypatch.setattr(tempfile, "mkdtemp", mkdtemp)
     m = ResourceManager(tmp_path)
-    before = set(Path(tempfile.gettempdir()).glob("flowmetal-work-*"))
     handles, err = m.open_all("r2", {"work": tempdir().to_json(),
                                      "bad": process(["/nonexistent/server"]).to_json()})
     assert handles is None
     assert err == "resource bad: cannot open process: command not found: /nonexistent/server"
     # The directory opened before the failure was removed again.
-    assert set(Path(tempfile.gettempdir()).glob("flowmetal-work-*")) <= before
+    assert len(made) == 1 and not Path(made[0]).exists(), made
     assert m.read_manifest("r2") is None
 
 
