@@ -418,7 +418,9 @@ class Runtime:
                                runner.name, fresh=not runner.replaying,
                                creation=runner.creation)
             else:
-                self.pool.host(flow_id, first)
+                # No image for a main block that has not started: the worker builds
+                # it from the stored source, so its first message must be a load.
+                self.pool.host(flow_id, first if runner is None else ("load",))
             return
         ref = FlowActor.start(self, flow_id, runner, first)
         self.actors[flow_id] = ref

@@ -93,6 +93,18 @@ def test_worker_killed_mid_run_its_flows_finish_on_a_new_worker(store: Store) ->
     assert repr(result_of(w)) == "Ok(28)"
 
 
+def test_a_main_block_root_starts_on_a_worker_without_a_crash(store: Store) -> None:
+    # Review: a worker was handed the unstarted main block's first message with no
+    # flow to run it; it crashed once and only the supervisor's restart ran it.
+    path = FLOWS / "workers.flow"
+    src = path.read_text() + '\nif __name__ == "__flow__":\n    print(unwrap(main(3)))\n'
+    with Runtime(store, workers=1, backoff=0.01) as rt:
+        rid = rt.create_run(str(path), src)
+        w = rt.wait_run(rid, 60)
+        assert rt.supervisor.ask(("restarts",)) == {}
+    assert w.state == "ok"
+
+
 CHILDREN_THEN_HAND_OVER = """
 def _leaf(fctx):
     fctx.actions.exec(["true"])
