@@ -29,7 +29,12 @@ from .common import (EXIT_ERR, EXIT_OK, EXIT_USAGE, check_id,  # noqa: F401
 
 
 class SendError(Exception):
-    """The message could not be delivered (one line; exit status 1)."""
+    """The message could not be delivered: one line, and the exit status (1, or 2
+    when the target names no run or flow — as every command taking an id does)."""
+
+    def __init__(self, message: str, status: int = EXIT_ERR):
+        super().__init__(message)
+        self.status = status
 
 
 def _home(home: str | None) -> Path:
@@ -67,7 +72,7 @@ def resolve_target(store: Any, target: str) -> str:
     run = store.get_run(target)
     if run is not None and run.root_flow:
         return run.root_flow
-    raise SendError(f"no run or flow {target!r} in {store.home}")
+    raise SendError(f"no run or flow {target!r} in {store.home}", EXIT_USAGE)
 
 
 def deliver_to_store(home: Path, target: str, body: Any, msg_id: str | None) -> dict:
@@ -109,7 +114,7 @@ def deliver(home: Path, target: str, body: Any, msg_id: str | None) -> dict:
             if e.kind == "protocol" and "unknown op" in str(e):
                 # An older daemon without the op: the store path is equally durable.
                 return deliver_to_store(home, target, body, msg_id)
-            raise SendError(str(e)) from None
+            raise SendError(str(e), EXIT_USAGE if e.kind == "usage" else EXIT_ERR) from None
     return {"flow": r.get("flow"), "seq": r.get("seq"), "duplicate": bool(r.get("duplicate"))}
 
 
@@ -124,8 +129,9 @@ def send_command(target: str, message: str, msg_id: str | None, home: str | None
                  as_json: bool) -> None:
     """Deliver the JSON MESSAGE into the inbox of a flow (a run id means its root flow).
 
-    Exits 0 once the message is stored durably, 1 if it cannot be delivered (no
-    such flow, its inbox is closed), 2 for usage errors such as invalid JSON.
+    Exits 0 once the message is stored durably, 1 if it cannot be delivered (the
+    flow has ended, its inbox is closed), 2 for usage errors such as invalid JSON or
+    an id that names no run or flow.
     """
     body = parse_message(message)
     if msg_id is not None and not msg_id.strip():
@@ -136,7 +142,7 @@ def send_command(target: str, message: str, msg_id: str | None, home: str | None
         r = deliver(_home(home), target, body, msg_id)
     except SendError as e:
         click.echo(f"flowmetal send: {e}", err=True)
-        sys.exit(EXIT_ERR)
+        sys.exit(e.status)
     except (click.ClickException, SystemExit):
         raise
     except KeyboardInterrupt:

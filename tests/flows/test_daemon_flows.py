@@ -70,6 +70,9 @@ def test_unanswered_receive_waits_durably_and_cancel_ends_it(home: Path,
     assert _wait_state(home, rid, {"cancelled"}) == "cancelled"
     # A message to a cancelled flow is refused, not lost silently.
     assert fm(home, "send", rid, "1").returncode == 1
+    # An id that names nothing is a usage error, as without a daemon.
+    r = fm(home, "send", "r-no-such-run", "1")
+    assert r.returncode == 2 and "no run or flow" in r.stderr, r
 
 
 def test_cancel_closes_resources(home: Path, daemon: DaemonProc) -> None:

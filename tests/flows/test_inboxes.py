@@ -76,7 +76,7 @@ def test_event_flow_driven_by_flowmetal_send(home: Path) -> None:
     r = fm(home, "send", rid, "{nope")
     assert r.returncode == 2 and "not valid JSON" in r.stderr
     r = fm(home, "send", "r-no-such-run", "1")
-    assert r.returncode == 1 and "no run or flow" in r.stderr
+    assert r.returncode == 2 and "no run or flow" in r.stderr
 
 
 @pytest.mark.parametrize("flow, code, expect", [
