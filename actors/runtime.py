@@ -93,6 +93,16 @@ def _refused_arg(name: str, text: str, kind: str, why: ValueError,
     return f"{how}{name}={shown}: not a valid {kind}" + (f" ({reason})" if reason else "")
 
 
+def convert_arg(name: str, text: str, param: Any, how: str = "--arg ") -> Any:
+    """Argument `name` given as `text` (`--arg`, or a batch item's field: `how`),
+    converted by its declared parameter's type; RunError in one line if it is not
+    a valid one."""
+    try:
+        return param.from_text(text)
+    except ValueError as e:
+        raise RunError(_refused_arg(name, text, param.kind, e, how)) from None
+
+
 def _discard(text: str) -> None:
     pass
 
@@ -259,10 +269,7 @@ class Runtime:
                 if how == "" and not (isinstance(x, str) and decl[k].kind not in _TEXT_KINDS):
                     kwargs[k] = x    # typed already: the flow's own check (bind) judges it
                     continue
-                try:
-                    kwargs[k] = decl[k].from_text(x)
-                except ValueError as e:
-                    raise RunError(_refused_arg(k, x, decl[k].kind, e, how)) from None
+                kwargs[k] = convert_arg(k, x, decl[k], how)
             try:
                 fdef.bind((), kwargs)
             except FlowFailed as e:

@@ -670,7 +670,7 @@ class Daemon:
         return None
 
     def op_batch_create(self, conn: socket.socket, req: dict) -> dict:
-        from actors.runtime import check_arg_names
+        from actors.runtime import check_arg_names, convert_arg
         from store import Batch, code_hash
         file, source, flow, args = self._program(req, "batch")
         items = req.get("items")
@@ -681,11 +681,13 @@ class Daemon:
             raise _Refused("batch: 'concurrency' must be a positive integer", "protocol")
         if flow is None:
             raise _Refused("batch needs --flow (items are a flow's arguments)")
-        # Check the file, the flow and the default arguments' names once, up front,
-        # rather than per item (with the words `create_run` refuses a submission with).
+        # Check the file, the flow and the default arguments once, up front, rather
+        # than per item (with the words `create_run` refuses a submission with).
         with _refusing_bad_programs():
             decl = dict(self.rt._flow_def(file, source, flow).params)
             check_arg_names(flow, decl, args)
+            for k, text in args.items():
+                convert_arg(k, text, decl[k])
         from actors import new_run_id
         bid = "b" + new_run_id()[1:]
         code = code_hash(source.encode("utf-8"))

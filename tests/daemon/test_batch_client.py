@@ -152,3 +152,12 @@ def test_batch_refuses_an_undeclared_default_arg(home: Path, daemon) -> None:
                    concurrency=1)
     assert e.value.kind == "usage" and "no argument 'nope'" in str(e.value)
     assert json.loads(fm(home, "batch", "list", "--json").stdout) == []
+
+
+def test_batch_refuses_a_default_arg_of_the_wrong_type_up_front(home: Path, daemon) -> None:
+    # Review: it was found only when each item ran, failing every one of them.
+    inputs = _items(home, [1, 2])
+    p = fm(home, "batch", MIXED, "--inputs", inputs, "--flow", "main", "--arg", "t=soon")
+    assert p.returncode == 2, p.stderr
+    assert p.stderr == "flowmetal batch: --arg t=soon: not a valid float\n"
+    assert json.loads(fm(home, "batch", "list", "--json").stdout) == []
