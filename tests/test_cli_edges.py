@@ -642,6 +642,22 @@ def test_a_home_that_cannot_be_made_is_one_line(tmp_path: Path, cmd: list, where
                              + ("it is not a directory" if where == "file" else "Not a directory"))
 
 
+@pytest.mark.parametrize("cmd", [["list"], ["status", "r1"], ["batch", "list"], ["run", "F"]])
+def test_a_home_under_a_file_is_named_not_an_os_error(tmp_path: Path, cmd: list) -> None:
+    # Review: the commands that only read printed the raw OSError ('[Errno 20] ...'),
+    # and a newline in the path broke the one line in two.
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    flow = tmp_path / "f.flow"
+    flow.write_text("print(1)\n")
+    for home in (afile / "sub", afile / "a\nb"):
+        p = fm(home, *[str(flow) if c == "F" else c for c in cmd])
+        no_traceback(p)
+        assert p.returncode == 1, p.stderr
+        shown = str(home) if "\n" not in str(home) else repr(str(home))
+        assert p.stderr == f"Error: cannot use the home directory {shown}: Not a directory\n"
+
+
 @pytest.mark.parametrize("cmd", [["list"], ["run", "F"]])
 def test_a_home_under_an_unknown_user_is_one_line(tmp_path: Path, cmd: list) -> None:
     # Review: '~nosuchuser/x' raised RuntimeError from expanduser, a traceback.

@@ -163,6 +163,13 @@ def out(text: str) -> None:
     sys.stdout.flush()
 
 
+def shown_path(path: Any) -> str:
+    """A path for a one-line message: quoted when it holds a newline or another
+    unprintable character (it would break the line or hide its own mistake)."""
+    text = os.fsdecode(path) if isinstance(path, (bytes, os.PathLike)) else str(path)
+    return text if text.isprintable() else repr(text)
+
+
 def home_path(home: str | None, *, create: bool = True) -> Any:
     """The home directory (`actors.home.home_dir`); one that cannot be made (a file
     in its place, a parent that does not exist or is not ours) is one line, exit 1."""
@@ -172,11 +179,12 @@ def home_path(home: str | None, *, create: bool = True) -> Any:
     except OSError as e:
         where = e.filename if e.filename else home
         why = "it is not a directory" if isinstance(e, FileExistsError) else (e.strerror or e)
-        raise click.ClickException(f"cannot use the home directory {where}: {why}") from None
+        raise click.ClickException(f"cannot use the home directory {shown_path(where)}: "
+                                   f"{why}") from None
     except (RuntimeError, ValueError) as e:
         # expanduser of '~nosuchuser/…' (RuntimeError), a NUL in the path (ValueError)
         where = home if home is not None else os.environ.get("FLOWMETAL_HOME", "")
-        raise click.ClickException(f"cannot use the home directory {where}: {e}"
+        raise click.ClickException(f"cannot use the home directory {shown_path(where)}: {e}"
                                    if where.strip() else str(e)) from None
 
 
@@ -193,7 +201,10 @@ def open_store(home: str | None, *, create: bool = True) -> Any:
         return Store.open(path, sync=sync, create=create)
     except StoreNotFoundError:
         return None
-    except (StoreError, OSError) as e:
+    except OSError as e:   # (a file where the home or the store should be)
+        raise click.ClickException(f"cannot use the home directory {shown_path(path)}: "
+                                   f"{e.strerror or e}") from None
+    except StoreError as e:
         raise click.ClickException(f"cannot open the store: {e}") from None
 
 

@@ -25,7 +25,8 @@ import click
 
 from ..jsondepth import MAX_JSON_DEPTH, loads_strict, nesting_exceeds
 from .common import (EXIT_ERR, EXIT_OK, EXIT_USAGE, check_id,  # noqa: F401
-                     home_option, home_path, id_argument, is_utf8)
+                     home_option, home_path, id_argument, is_utf8,
+                     shown_path)
 
 
 class SendError(Exception):
@@ -88,7 +89,8 @@ def deliver_to_store(home: Path, target: str, body: Any, msg_id: str | None) -> 
     except StoreError as e:
         raise SendError(f"cannot open the store: {e}") from None
     except OSError as e:   # (under a file, say)
-        raise SendError(f"cannot open the store in {home}: {e.strerror or e}") from None
+        raise SendError(f"cannot open the store in {shown_path(home)}: "
+                        f"{e.strerror or e}") from None
     try:
         flow_id = resolve_target(store, target)
         try:
