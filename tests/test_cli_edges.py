@@ -686,3 +686,20 @@ def test_status_shows_when_a_receive_times_out(home: Path) -> None:
     assert "receive" in line and "(times out in 29" in line, line
     v = json.loads(fm(home, "status", "r1", "--json").stdout)
     assert v["pending"][0]["due"] == pytest.approx(due)
+
+
+@pytest.mark.parametrize("cmd", [["run", "F"], ["resume", "r1"], ["daemon"]])
+def test_workers_are_bounded(tmp_path: Path, cmd: list) -> None:
+    # Review: --workers took any number, and the pool starts all of them with the
+    # first flow: a typo of 2000 forked 2000 interpreters.
+    from flowmetal.cli.common import MAX_WORKERS
+    flow = tmp_path / "f.flow"
+    flow.write_text("print(1)\n")
+    home = tmp_path / "home"
+    p = fm(home, *[str(flow) if c == "F" else c for c in cmd],
+           "--workers", str(MAX_WORKERS + 1), timeout=60)
+    no_traceback(p)
+    assert p.returncode == 2, p.stderr
+    assert error_line(p) == (f"Error: Invalid value for '--workers': {MAX_WORKERS + 1} "
+                             f"is not in the range 0<=x<={MAX_WORKERS}.")
+    assert not home.exists()

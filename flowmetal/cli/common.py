@@ -94,6 +94,19 @@ def run_id_argument(fn):
 
 
 
+# More worker processes than this only thrash (flows share the store's one writer),
+# and a typo such as --workers 2000 would start every one of them at the first flow.
+MAX_WORKERS = max(8, 4 * (os.cpu_count() or 1))
+
+
+def workers_option(default: int, where: str):
+    """`--workers N`: worker processes hosting the flows (0: in `where`), at most
+    `MAX_WORKERS`."""
+    return click.option("--workers", type=click.IntRange(0, MAX_WORKERS), default=default,
+                        show_default=True,
+                        help=f"Worker processes hosting the flows (0: in {where}).")
+
+
 def root_flow_options(fn):
     """`--flow NAME` and `--arg NAME=VALUE`: the root of a run (`run`, `submit`)."""
     fn = click.option("--arg", "arg_pairs", multiple=True, metavar="NAME=VALUE",

@@ -30,7 +30,7 @@ from ..jsondepth import MAX_JSON_DEPTH, loads_strict, nesting_exceeds
 from .common import (EXIT_ERR, EXIT_OK, EXIT_USAGE, existing_store, home_option, home_path,
                      id_argument, open_store,
                      parse_arg_pairs, read_source, root_flow_options, run_id_argument,
-                     warn_quota_file)
+                     warn_quota_file, workers_option)
 from .common import shown as _shown
 
 
@@ -199,8 +199,7 @@ class _ToDaemonLog(logging.Handler):
 
 @click.command("daemon")
 @home_option
-@click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True,
-              help="Worker processes hosting the flows (0: in the daemon's process).")
+@workers_option(2, "the daemon's process")
 @click.option("--verbose", "-v", is_flag=True, help="Log every submission.")
 def daemon_command(home: str | None, workers: int, verbose: bool) -> None:
     """Run the Flowmetal daemon in the foreground (one per home directory).

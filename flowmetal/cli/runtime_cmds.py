@@ -20,7 +20,7 @@ import click
 from .common import (EXIT_ERR, EXIT_OK, EXIT_USAGE, existing_store, home_option,
                      open_store, parse_arg_pairs,
                      read_source, report_error, root_flow_options, run_id_argument,
-                     warn_quota_file)
+                     warn_quota_file, workers_option)
 
 # What a broken quotas file means for a run hosted by this process.
 _NO_LIMITS = "no quotas are enforced for this run"
@@ -104,8 +104,7 @@ def _finish_run(rt: Any, store: Any, run_id: str) -> int:
 @home_option
 @click.option("--virtual-time", is_flag=True, help="Fire timers as soon as nothing "
               "else can run, advancing a virtual clock (long sleeps cost nothing).")
-@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Worker processes hosting the flows (0: in this process).")
+@workers_option(0, "this process")
 @click.option("--max-steps", type=click.IntRange(min=1), default=None,
               help="Step budget of each flow (loop iterations).")
 def run_command(file: str, flow_name: str | None, arg_pairs: tuple[str, ...],
@@ -144,8 +143,7 @@ def run_command(file: str, flow_name: str | None, arg_pairs: tuple[str, ...],
 @run_id_argument
 @home_option
 @click.option("--virtual-time", is_flag=True, help="As for `run`.")
-@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Worker processes hosting the flows (0: in this process).")
+@workers_option(0, "this process")
 def resume_command(run_id: str, home: str | None, virtual_time: bool, workers: int) -> None:
     """Continue an interrupted (or crashed) run from its checkpoints, in the foreground.
 
