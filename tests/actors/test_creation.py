@@ -208,7 +208,7 @@ def test_closing_the_runtime_stores_runs_whose_root_has_not_committed(
 def test_a_worker_killed_before_the_roots_first_commit(store: Store, tmp_path: Path) -> None:
     path = tmp_path / "t.flow"
     path.write_text(TRIVIAL)
-    n = 2_000_000
+    n = 4_000_000
     with Runtime(store, workers=1, backoff=0.01) as rt:
         rt.creations.grace = 60.0   # only the crash can store the run
         c = _create(rt, store, path, "spin", n=n)
@@ -220,7 +220,8 @@ def test_a_worker_killed_before_the_roots_first_commit(store: Store, tmp_path: P
                 break
             time.sleep(0.01)
         assert busy
-        time.sleep(0.2)
+        # At once: the step takes a few hundred ms (it once slept 0.2 s here, which a
+        # quick machine outran).
         assert store.get_run(c.rid) is None, "the first step ended too soon for this test"
         os.kill(busy[0].proc.pid, signal.SIGKILL)
         assert c.event.wait(30) and c.error is None
