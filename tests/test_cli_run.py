@@ -168,3 +168,33 @@ def test_resume_of_a_finished_run_repeats_its_output(home: Path) -> None:
     assert r.returncode == 0
     assert r.stdout == p.stdout
     assert fm(home, "resume", "r-no-such-run").returncode == 2
+
+
+DEEP = """
+def f(fctx, n):
+    if n == 0:
+        fctx.actions.exec(["sh", "-c", "echo ran >> " + fctx.args.log])
+        return 0
+    return 1 + f(fctx, n - 1)
+
+main = flow(implementation = lambda fctx: f(fctx, fctx.args.n),
+            args = {"n": args.int(), "log": args.string()})
+"""
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_an_action_too_deep_to_resume_is_refused_before_it_runs(home: Path, tmp_path: Path,
+                                                                 workers: str) -> None:
+    # Review: the command ran, then the flow failed when re-entering its stack.
+    src = tmp_path / "deep.flow"
+    src.write_text(DEEP)
+    log = tmp_path / "ran.log"
+    p = fm(home, "run", str(src), "--flow", "main", "--arg", "n=3000", "--arg", f"log={log}",
+           "--workers", workers)
+    assert p.returncode == 1, p.stderr
+    assert "cannot suspend 3003 Starlark frames deep (at most 2400)" in p.stdout
+    assert not log.exists()
+    p = fm(home, "run", str(src), "--flow", "main", "--arg", "n=2000", "--arg", f"log={log}",
+           "--workers", workers)
+    assert p.returncode == 0 and p.stdout.splitlines()[-1] == "Ok(2000)", p.stderr
+    assert log.read_text() == "ran\n"

@@ -44,6 +44,12 @@ CHECKPOINT_FORMAT = 1
 if sys.getrecursionlimit() < 8000:
     sys.setrecursionlimit(8000)
 
+# A resumed stack is re-entered through three Python frames per Starlark frame (the
+# resume function, `_resume`, `_Chain.enter`): a suspension deeper than this could
+# be checkpointed but never resumed, so it is refused before its action happens.
+# (8000 / 3, less room for the host's own frames: runtime, actors, greenlets.)
+MAX_SUSPENDED_DEPTH = 2400
+
 # ---------------------------------------------------------------- compile cache
 
 _CACHE: dict[str, Compiled] = {}
@@ -633,6 +639,9 @@ def _capture(tb) -> list[FrameRecord] | StarlarkError:
         tb = tb.tb_next
     if not frames:
         return EvalError("suspension outside any Starlark frame")
+    if len(frames) > MAX_SUSPENDED_DEPTH:
+        return EvalError(f"cannot suspend {len(frames)} Starlark frames deep (at most "
+                         f"{MAX_SUSPENDED_DEPTH}): its checkpoint could not be resumed")
     # The resumed frames start their count afresh: give back what they held, or a
     # flow that acts a million times would lose up to 255 steps of budget each time.
     context.refund_steps(unused)
@@ -649,11 +658,13 @@ def _may_park(frame) -> bool:
     """Would a suspension raised at `frame` be captured (not an error)? The same
     rules as `_capture`, read from the live stack, innermost first."""
     seen = host = False
+    depth = 0
     while frame is not None:
         code = frame.f_code
         compiled = _BY_CODENAME.get(code.co_filename)
         if compiled is not None:
-            if host:
+            depth += 1
+            if host or depth > MAX_SUSPENDED_DEPTH:
                 return False
             key = (code, frame.f_lasti)
             ok = _PARKABLE_AT.get(key)

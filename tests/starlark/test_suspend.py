@@ -575,3 +575,33 @@ def test_suspending_in_a_loop_costs_no_budget_beyond_its_iterations():
         suspend_host.MODE["suspend"] = False
     assert isinstance(r, Done), r
     assert n == 2000
+
+
+@pytest.mark.parametrize("mode", ["suspend", "park"])
+def test_a_suspension_too_deep_to_resume_is_refused_and_one_at_the_bound_resumes(mode):
+    # Review: 3,000 frames deep a suspension was checkpointed (and its action done),
+    # but the re-entry of its stack needs ~3 Python frames per Starlark frame and
+    # failed with "maximum call depth exceeded" at every resume.
+    from flowmetal.starlark.thread import MAX_SUSPENDED_DEPTH
+    src = "def f(n):\n    if n == 0:\n        return act(1)\n    return 1 + f(n - 1)\n\n" \
+          "x = f(N)\n"
+    for depth, ok in [(MAX_SUSPENDED_DEPTH - 2, True), (MAX_SUSPENDED_DEPTH + 50, False)]:
+        suspend_host.MODE[mode] = True
+        try:
+            t = sl.start(src.replace("N", str(depth)), "p.star", predeclared={"act": act})
+            t.parkable = mode == "park"
+            r = t.run()
+            if not ok:
+                assert isinstance(r, Failed), r
+                assert r.error.msg == (f"cannot suspend {depth + 2} Starlark frames deep (at "
+                                       f"most {MAX_SUSPENDED_DEPTH}): its checkpoint could not "
+                                       f"be resumed")
+                continue
+            assert isinstance(r, Suspended)
+            if t.status == "parked":
+                t.capture()
+            r = pickle.loads(pickle.dumps(t)).resume(7)
+        finally:
+            suspend_host.MODE[mode] = False
+        assert isinstance(r, Done), r
+        assert r.value["x"] == depth + 7
