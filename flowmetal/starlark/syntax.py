@@ -15,6 +15,7 @@ import io
 import tokenize
 import unicodedata
 import warnings
+from typing import Callable
 
 from .errors import StarlarkSyntaxError
 
@@ -270,6 +271,9 @@ def _check_indentation(source: str, lines: list[str], filename: str) -> None:
         return  # ast.parse reports it with a better message
 
 
+MAX_NESTED_FUNCTIONS = 64   # defs and lambdas, one inside another
+
+
 class _Checker:
     """Walks a Python ast and rejects what the Starlark dialect does not have."""
 
@@ -350,14 +354,23 @@ class _Checker:
             self.arguments(s.args, s)
             if s.returns is not None:
                 self.annotation(s.returns)
-            saved = self.loop_depth
-            self.loop_depth = 0
-            self.func_depth += 1
-            self.block(s.body)
-            self.func_depth -= 1
-            self.loop_depth = saved
+            self.function(s, lambda: self.block(s.body))
         else:
             self.fail(s, f"unsupported statement ({t.__name__})")
+
+    def function(self, node: ast.AST, check_body: Callable[[], None]) -> None:
+        """Check a function's body (a def's block, a lambda's expression), one
+        function deeper and outside any loop."""
+        if self.func_depth >= MAX_NESTED_FUNCTIONS:
+            # Each level is a level of indentation in the compiled Python (CPython
+            # stops at 100), and its cost grows steeply: refuse early and cheaply.
+            self.fail(node, f"functions nested too deeply (at most {MAX_NESTED_FUNCTIONS})")
+        saved = self.loop_depth
+        self.loop_depth = 0
+        self.func_depth += 1
+        check_body()
+        self.func_depth -= 1
+        self.loop_depth = saved
 
     def load(self, call: ast.Call):
         if not call.args or not _is_str(call.args[0]):
@@ -507,12 +520,7 @@ class _Checker:
             self.expr(e.orelse)
         elif t is ast.Lambda:
             self.arguments(e.args, e)
-            saved = self.loop_depth
-            self.loop_depth = 0
-            self.func_depth += 1
-            self.expr(e.body)
-            self.func_depth -= 1
-            self.loop_depth = saved
+            self.function(e, lambda: self.expr(e.body))
         elif t is ast.Call:
             if _is_load(e):
                 self.fail(e, "load() is a statement and may appear only at top level")

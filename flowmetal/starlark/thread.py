@@ -91,7 +91,13 @@ def get_compiled(source: str, filename: str, predeclared_names, eval_mode: bool 
         info = compiled.lines[e.lineno - 1] if e.lineno and e.lineno <= len(compiled.lines) else None
         line = info.line if info else 1
         text = source.splitlines()[line - 1] if 0 < line <= len(source.splitlines()) else ""
-        raise StarlarkSyntaxError(f"program too complex: {e.msg}", filename, line, 1, text) from None
+        msg = e.msg
+        if "parenthes" in msg:
+            # The generated code nests a call per operator: the user wrote no brackets.
+            msg = "an expression nests about 200 operations or more in one another; split it up"
+        elif "indentation" in msg:
+            msg = "blocks nested too deeply"
+        raise StarlarkSyntaxError(f"program too complex: {msg}", filename, line, 1, text) from None
     compiled.key = key
     compiled.canonical = {}
     compiled.resume_codes = {}
@@ -294,6 +300,8 @@ def convert_message(e: BaseException) -> str:
                           ("int", "float", "list", "dict", "tuple", "bool", "bytes", "range") else m.group(0), msg)
         return msg.replace(P + "d", "").replace(P, "")
     if t in (ValueError, OverflowError, ArithmeticError):
+        if "too large to convert to C" in msg:   # a length or index past the host's
+            return "int too large for a length or an index (at most 2^63 - 1)"
         return msg
     return msg or t.__name__
 

@@ -260,3 +260,35 @@ def test_arity_errors_count_what_the_user_wrote(sl, src, msg):
     with pytest.raises(sl.StarlarkError) as info:
         sl.exec_file(f"x = {src}\n", "arity.star")
     assert msg in str(info.value)
+
+
+# ---------------------------------------------------------------- limits of the compiled code
+
+def test_functions_nested_too_deeply_are_a_quick_syntax_error(sl, fails):
+    # Review: 1,000 nested lambdas (a 12 KB file) took 33 s and 12 GB before Python's
+    # own indentation limit refused the compiled code; 1,500 were killed for memory.
+    import resource
+    from flowmetal.starlark.syntax import MAX_NESTED_FUNCTIONS
+    ok = "x = " + "lambda: " * MAX_NESTED_FUNCTIONS + "1\n"
+    sl.exec_file(ok, "ok.star")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_utime
+    err = fails("x = " + "lambda: " * 1500 + "1\n", sl.StarlarkSyntaxError)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_utime - before < 5
+    assert err.msg == f"functions nested too deeply (at most {MAX_NESTED_FUNCTIONS})"
+    assert (err.line, err.col) == (1, 5 + 8 * MAX_NESTED_FUNCTIONS)
+    nested_defs = "".join("    " * i + f"def f{i}():\n" for i in range(MAX_NESTED_FUNCTIONS + 1))
+    err = fails(nested_defs + "    " * (MAX_NESTED_FUNCTIONS + 1) + "return 1\n",
+                sl.StarlarkSyntaxError)
+    assert err.line == MAX_NESTED_FUNCTIONS + 1 and "nested too deeply" in err.msg
+
+
+def test_a_long_chain_of_operators_names_what_is_too_complex(fails):
+    # Review: it said "too many nested parentheses" of a line that has none.
+    err = fails("x = " + " + ".join(["1"] * 400) + "\n")
+    assert err.msg == ("program too complex: an expression nests about 200 operations or "
+                       "more in one another; split it up")
+
+
+def test_an_int_too_large_for_a_length_says_so(fails):
+    err = fails("x = [i for i in range(100000000000000000000000000000000000)]\n")
+    assert err.msg == "int too large for a length or an index (at most 2^63 - 1)"
