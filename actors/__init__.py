@@ -7,7 +7,7 @@ the store lives), `result_of()` (the root Result of a finished run).
 
 from .home import home_dir
 
-__all__ = ["Runtime", "RunWatch", "RunError", "RunClaimed", "home_dir", "new_run_id", "result_of"]
+__all__ = ["Runtime", "RunWatch", "RunError", "RunClaimed", "HomeUnusable", "home_dir", "new_run_id", "result_of"]
 
 
 def __getattr__(name: str):

@@ -33,6 +33,11 @@ class RunBusy(Exception):
         super().__init__(f"run {run_id} is being run by {who}")
 
 
+class ClaimFailed(Exception):
+    """The claim file could not be made or written (the owners directory is a file,
+    the disk is full, ...): one line saying which file and why."""
+
+
 class RunOwnership:
     """The claims of one runtime on the runs of one home (thread-safe)."""
 
@@ -48,26 +53,42 @@ class RunOwnership:
         with self._lock:
             if run_id in self._held:
                 return False
-            self.dir.mkdir(mode=0o700, exist_ok=True)
             path = self.dir / run_id
-            while True:
-                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    pid = _read_pid(fd)
-                    os.close(fd)
-                    raise RunBusy(run_id, pid) from None
-                except BaseException:
-                    os.close(fd)
-                    raise
-                if _same_file(fd, path):
-                    break
-                os.close(fd)   # released and unlinked meanwhile: claim the new file
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            try:
+                self.dir.mkdir(mode=0o700, exist_ok=True)
+                fd = self._lock_file(run_id, path)
+            except FileExistsError:
+                raise ClaimFailed(f"cannot claim run {run_id}: {self.dir} is not a "
+                                  f"directory") from None
+            except OSError as e:
+                raise ClaimFailed(f"cannot claim run {run_id}: "
+                                  f"{e.filename or path}: {e.strerror or e}") from None
             self._held[run_id] = fd
             return True
+
+    @staticmethod
+    def _lock_file(run_id: str, path: Path) -> int:
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pid = _read_pid(fd)
+                os.close(fd)
+                raise RunBusy(run_id, pid) from None
+            except BaseException:
+                os.close(fd)
+                raise
+            if _same_file(fd, path):
+                break
+            os.close(fd)   # released and unlinked meanwhile: claim the new file
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except BaseException:
+            os.close(fd)   # (a full disk): the lock goes with it
+            raise
+        return fd
 
     def holds(self, run_id: str) -> bool:
         """Whether this runtime has claimed `run_id`."""

@@ -32,7 +32,7 @@ from .memory import release_free_memory
 from .pool import stop_soon
 from .codec import FlowImage, dumps_image, result_from_record
 from .creation import OnCreated, PendingCreations
-from .ownership import RunBusy, RunOwnership
+from .ownership import ClaimFailed, RunBusy, RunOwnership
 from .flow import CommitGate, FlowActor, FlowRunner, new_flow_thread, run_of
 from .resources import STOP_GRACE, ExecActor, TimerActor
 from .services import SERVICE_KINDS, Services
@@ -62,6 +62,11 @@ def check_arg_names(flow: str, declared: dict, names: Any) -> None:
         if k not in declared:
             raise RunError(f"flow {flow} has no argument {k!r} (declared: "
                            f"{', '.join(declared) or 'none'})")
+
+
+class HomeUnusable(RunError):
+    """The home cannot serve the run (its owners directory is a file, the disk is
+    full): not a usage error; one line."""
 
 
 class RunClaimed(RunError):
@@ -210,11 +215,8 @@ class Runtime:
         `batch`: the id of the batch the run is an item of (in its meta; `prune`
         leaves such a run alone until its batch has ended)."""
         run_id = run_id or new_run_id()
-        try:
-            if not self.owners.claim(run_id):
-                raise RunError(f"run {run_id} exists already (this runtime runs it)")
-        except RunBusy as e:
-            raise RunClaimed(str(e)) from None
+        if not self._claim(run_id):
+            raise RunError(f"run {run_id} exists already (this runtime runs it)")
         if on_created is not None:
             on_created = self._forget_if_refused(run_id, on_created)
         try:
@@ -223,6 +225,15 @@ class Runtime:
         except BaseException:
             self.owners.release(run_id)
             raise
+
+    def _claim(self, run_id: str) -> bool:
+        """`RunOwnership.claim`, its refusals as RunErrors."""
+        try:
+            return self.owners.claim(run_id)
+        except RunBusy as e:
+            raise RunClaimed(str(e)) from None
+        except ClaimFailed as e:
+            raise HomeUnusable(str(e)) from None
 
     def _forget_if_refused(self, run_id: str, on_created: OnCreated) -> OnCreated:
         # A deferred creation that never reached the store: nothing of the run exists,
@@ -349,10 +360,7 @@ class Runtime:
             self.watch(run_id)
             self._run_done(run_id, run.state, self._root_result(run_id))
             return
-        try:
-            claimed = self.owners.claim(run_id)
-        except RunBusy as e:
-            raise RunClaimed(str(e)) from None
+        claimed = self._claim(run_id)
         try:
             self._resume_claimed(run_id, run)
         except BaseException:

@@ -114,7 +114,7 @@ def run_command(file: str, flow_name: str | None, arg_pairs: tuple[str, ...],
 
     Exits 0 for Ok, 1 for Err, 2 for usage or syntax errors.
     """
-    from actors import RunError, Runtime, new_run_id
+    from actors import HomeUnusable, RunError, Runtime, new_run_id
     from ..starlark import StarlarkError, StarlarkSyntaxError
     source = read_source(file)
     args = parse_arg_pairs(arg_pairs)
@@ -132,6 +132,9 @@ def run_command(file: str, flow_name: str | None, arg_pairs: tuple[str, ...],
     except StarlarkError as e:
         rt.close()
         sys.exit(report_error(e))
+    except HomeUnusable as e:
+        rt.close()
+        raise click.ClickException(str(e)) from None
     except RunError as e:
         rt.close()
         raise click.UsageError(str(e)) from None

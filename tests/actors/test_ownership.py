@@ -110,3 +110,43 @@ def test_a_run_id_this_runtime_runs_cannot_be_created_again(tmp_path: Path) -> N
         assert out.read_text().split() == ["0", "1", "2"]
     finally:
         st.close()
+
+
+def test_a_claim_that_cannot_be_written_is_one_line_and_holds_no_lock(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Review: a full disk (or a file named `owners`) reached the user as a traceback,
+    # and the claim file stayed locked by the failed claimer.
+    import errno
+    from actors import ownership
+    from actors.ownership import ClaimFailed
+    mine = RunOwnership(tmp_path)
+
+    def full(fd, data, offset):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(ownership.os, "pwrite", full)
+    with pytest.raises(ClaimFailed) as e:
+        mine.claim("r1")
+    assert str(e.value) == f"cannot claim run r1: {tmp_path / 'owners' / 'r1'}: " \
+                           f"No space left on device"
+    monkeypatch.undo()
+    assert RunOwnership(tmp_path).claim("r1")   # nothing holds it
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "owners").write_text("")
+    with pytest.raises(ClaimFailed) as e:
+        RunOwnership(other).claim("r2")
+    assert str(e.value) == f"cannot claim run r2: {other / 'owners'} is not a directory"
+
+
+def test_run_in_a_home_whose_owners_is_a_file_is_one_line(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "owners").write_text("")
+    flow = tmp_path / "f.flow"
+    flow.write_text("print(1)\n")
+    p = subprocess.run(FLOWMETAL + ["run", str(flow), "--home", str(home)],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1, p.stderr
+    import re
+    assert re.fullmatch(rf"Error: cannot claim run r[0-9a-f]+: {re.escape(str(home))}/owners "
+                        rf"is not a directory\n", p.stderr), p.stderr
