@@ -323,13 +323,21 @@ def test_quota_book_logs_a_broken_file(tmp_path: Path, caplog) -> None:
 # ---------------------------------------------------------------- 8: prune durations
 
 def test_prune_with_an_enormous_duration(home: Path) -> None:
-    for text in ("99999999999999999999d", "9" * 400):
+    for text in ("99999999999999999999d", "9" * 400 + "s"):
         p = fm(home, "prune", "--older-than", text)
         assert p.returncode == 2, p.stderr
         assert "too long a duration" in error_line(p)
         no_traceback(p)
     p = fm(home, "prune", "--older-than", "999999999d")
     assert p.returncode == 0 and "removed 0" in p.stdout
+
+
+def test_prune_refuses_a_duration_without_a_unit(home: Path) -> None:
+    # Review: '7' was 7 seconds; meant as days, it deleted nearly every ended run.
+    p = fm(home, "prune", "--older-than", "7")
+    assert p.returncode == 2, p.stderr
+    assert error_line(p) == ("Error: Invalid value for '--older-than': '7' has no unit: say "
+                             "7s, 7m, 7h, 7d or 7w")
 
 
 # ---------------------------------------------------------------- with a daemon: 3, 6, 7, 8

@@ -482,16 +482,17 @@ _MAX_DURATION = 999_999_999 * 86400.0
 
 
 def parse_duration(text: str) -> float:
-    """'90s', '15m', '12h', '7d', '2w', '1d12h' or plain seconds -> seconds."""
+    """'90s', '15m', '12h', '7d', '2w', '1d12h' -> seconds. A bare number is refused:
+    `prune --older-than 7` meant as days would delete nearly every ended run."""
     t = text.strip().lower()
     if re.fullmatch(r"\d+(\.\d+)?", t):
-        seconds = float(t)
-    else:
-        parts = re.findall(r"(\d+(?:\.\d+)?)([smhdw])", t)
-        if not parts or "".join(a + b for a, b in parts) != t:
-            raise click.BadParameter(f"{text!r} is not a duration (e.g. 90s, 15m, 12h, 7d)",
-                                     param_hint="'--older-than'")
-        seconds = sum(float(n) * _UNITS[u] for n, u in parts)
+        raise click.BadParameter(f"{_shown(text)} has no unit: say {t}s, {t}m, {t}h, {t}d "
+                                 f"or {t}w", param_hint="'--older-than'")
+    parts = re.findall(r"(\d+(?:\.\d+)?)([smhdw])", t)
+    if not parts or "".join(a + b for a, b in parts) != t:
+        raise click.BadParameter(f"{text!r} is not a duration (e.g. 90s, 15m, 12h, 7d)",
+                                 param_hint="'--older-than'")
+    seconds = sum(float(n) * _UNITS[u] for n, u in parts)
     if not seconds <= _MAX_DURATION:   # also catches inf (a float of 400 digits)
         raise click.BadParameter(f"{_shown(text)} is too long a duration (at most "
                                  f"{_MAX_DURATION / 86400:.0f} days)",
