@@ -711,3 +711,22 @@ def test_workers_are_bounded(tmp_path: Path, cmd: list) -> None:
     assert error_line(p) == (f"Error: Invalid value for '--workers': {MAX_WORKERS + 1} "
                              f"is not in the range 0<=x<={MAX_WORKERS}.")
     assert not home.exists()
+
+
+def test_a_flow_file_is_read_up_to_a_bound(home: Path, tmp_path: Path) -> None:
+    # Review: `run /dev/zero` read on until memory ran out; `submit` of a file over
+    # 16 MB failed with the protocol's frame error, though `run` took it.
+    from flowmetal.cli.common import MAX_SOURCE_BYTES
+    big = tmp_path / "big.flow"
+    big.write_text("x = 1\n" * (MAX_SOURCE_BYTES // 6 + 1))
+    for cmd in (["run", "/dev/zero"], ["run", str(big)], ["submit", str(big)],
+                ["eval", str(big)]):
+        p = fm(home, *cmd, timeout=60)
+        no_traceback(p)
+        assert p.returncode == 2, p.stderr
+        assert error_line(p) == (f"Error: {cmd[1]}: larger than 2 MiB, the most a flow file "
+                                 f"may be")
+    crlf = tmp_path / "crlf.star"
+    crlf.write_bytes(b"x = 1\r\nif x:\r    print(x + 1)\r\n")
+    p = fm(home, "eval", str(crlf))
+    assert p.returncode == 0 and p.stdout == "2\n", p.stderr

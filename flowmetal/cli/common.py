@@ -136,15 +136,28 @@ def warn_quota_file(command: str, home: Any, consequence: str) -> None:
         click.echo(f"flowmetal {command}: warning: {problem}; {consequence}", err=True)
 
 
+# A program is sent to the daemon in one frame (16 MiB, where JSON may escape a
+# byte into six) and stored with every run: 2 MiB is far more than any flow needs,
+# and `run /dev/zero` stops there rather than filling memory.
+MAX_SOURCE_BYTES = 2 * 1024 * 1024
+
+
 def read_source(path: str) -> str:
     """The text of a .flow/.star file, or a one-line usage error (exit 2)."""
     try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
-    except UnicodeDecodeError:
-        raise click.UsageError(f"{path}: not UTF-8 text") from None
+        with open(path, "rb") as f:
+            data = f.read(MAX_SOURCE_BYTES + 1)
     except OSError as e:
-        raise click.UsageError(f"{path}: {e.strerror}") from None
+        raise click.UsageError(f"{shown_path(path)}: {e.strerror}") from None
+    if len(data) > MAX_SOURCE_BYTES:
+        raise click.UsageError(f"{shown_path(path)}: larger than "
+                               f"{MAX_SOURCE_BYTES // (1024 * 1024)} MiB, the most a flow "
+                               f"file may be")
+    try:
+        # Newlines as a file opened in text mode reads them (\r\n and \r are \n).
+        return data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
+    except UnicodeDecodeError:
+        raise click.UsageError(f"{shown_path(path)}: not UTF-8 text") from None
 
 
 def parse_arg_pairs(pairs: tuple[str, ...]) -> dict[str, str]:
