@@ -730,3 +730,16 @@ def test_a_flow_file_is_read_up_to_a_bound(home: Path, tmp_path: Path) -> None:
     crlf.write_bytes(b"x = 1\r\nif x:\r    print(x + 1)\r\n")
     p = fm(home, "eval", str(crlf))
     assert p.returncode == 0 and p.stdout == "2\n", p.stderr
+
+
+def test_json_output_is_standard_json_even_with_nan() -> None:
+    # Review: `history --json` wrote bare NaN / Infinity (a flow sent nan), which
+    # strict JSON parsers refuse.
+    from flowmetal.cli.common import json_text
+
+    def strict(text: str):
+        return json.loads(text, parse_constant=lambda c: pytest.fail(f"bare {c}"))
+    v = {"a": [1.5, float("nan"), (float("inf"), {"b": float("-inf")})], "c": "x"}
+    assert strict(json_text(v)) == {"a": [1.5, "NaN", ["Infinity", {"b": "-Infinity"}]],
+                                    "c": "x"}
+    assert json_text({"t": 1.0, "p": Path("/x")}) == '{"t": 1.0, "p": "/x"}'

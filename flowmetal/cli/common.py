@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import sys
 
@@ -182,6 +184,27 @@ def report_error(err: StarlarkError) -> int:
     from ..starlark import StarlarkSyntaxError
     click.echo(str(err), err=True)
     return EXIT_USAGE if isinstance(err, StarlarkSyntaxError) else EXIT_ERR
+
+
+def _finite(obj: Any) -> Any:
+    """`obj` with non-finite floats as the strings "NaN", "Infinity", "-Infinity"
+    (JSON has no such numbers; Python's json writes them bare, which parsers refuse)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return "NaN" if math.isnan(obj) else ("Infinity" if obj > 0 else "-Infinity")
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def json_text(obj: Any) -> str:
+    """Standard JSON for a command's --json output (non-finite floats as strings;
+    anything else not JSON as its str)."""
+    try:
+        return json.dumps(obj, default=str, allow_nan=False)
+    except ValueError:   # a NaN or infinity somewhere: rare, so walked only then
+        return json.dumps(_finite(obj), default=str, allow_nan=False)
 
 
 def out(text: str) -> None:

@@ -30,7 +30,7 @@ from ..jsondepth import MAX_JSON_DEPTH, loads_strict, nesting_exceeds
 from .common import (EXIT_ERR, EXIT_OK, EXIT_USAGE, existing_store, home_option, home_path,
                      id_argument, open_store,
                      parse_arg_pairs, read_source, root_flow_options, run_id_argument,
-                     warn_quota_file, workers_option)
+                     json_text, warn_quota_file, workers_option)
 from .common import shown as _shown
 
 
@@ -107,7 +107,7 @@ def _oneline(text: Any, width: int = 60) -> str:
 
 
 def _emit_json(obj: Any) -> None:
-    click.echo(json.dumps(obj, default=str))
+    click.echo(json_text(obj))
 
 
 def _write_out(frame: dict) -> None:

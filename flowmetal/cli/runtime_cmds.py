@@ -10,7 +10,6 @@ so a resumed run shows exactly what was acknowledged, never a line twice.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import sys
 import threading
 from typing import Any
@@ -20,7 +19,7 @@ import click
 from .common import (EXIT_ERR, EXIT_OK, EXIT_USAGE, existing_store, home_option,
                      open_store, parse_arg_pairs,
                      read_source, report_error, root_flow_options, run_id_argument,
-                     warn_quota_file, workers_option)
+                     json_text, warn_quota_file, workers_option)
 
 # What a broken quotas file means for a run hosted by this process.
 _NO_LIMITS = "no quotas are enforced for this run"
@@ -246,7 +245,7 @@ def list_command(home: str | None, as_json: bool, limit: int, states: tuple[str,
                      "root_flow": run.meta.get("flow") or (root.name if root else None),
                      "started": run.created, "ended": run.finished, "result": result})
     if as_json:
-        click.echo(json.dumps(rows, indent=None))
+        click.echo(json_text(rows))
         return
     if not rows:
         click.echo("no runs")
