@@ -235,7 +235,15 @@ def _arg_ctor(kind: str) -> Callable[..., ArgSpec]:
     def ctor(*, default: Any = _missing) -> ArgSpec:
         if default is _missing:
             return ArgSpec(kind, None, False)
-        return ArgSpec(kind, freeze(default), True)
+        spec = ArgSpec(kind, freeze(default), True)
+        if default is not None:   # (None: "optional", whatever the type)
+            try:
+                spec.default = spec.check("", "default", spec.default)
+            except FlowFailed:
+                # Else the flow would get the wrong type exactly when it is not given.
+                raise ValueError(f"args.{kind}: default must be {kind}, got "
+                                 f"{type_name(default)}") from None
+        return spec
     ctor.__name__ = ctor.__qualname__ = f"args_{kind}"
     return ctor
 

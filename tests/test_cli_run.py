@@ -198,3 +198,23 @@ def test_an_action_too_deep_to_resume_is_refused_before_it_runs(home: Path, tmp_
            "--workers", workers)
     assert p.returncode == 0 and p.stdout.splitlines()[-1] == "Ok(2000)", p.stderr
     assert log.read_text() == "ran\n"
+
+
+def test_a_default_of_the_wrong_type_is_refused_where_it_is_declared(home: Path,
+                                                                      tmp_path: Path) -> None:
+    # Review: args.int(default = "x") was accepted, and the flow got a string exactly
+    # when the argument was not given. None stays "optional"; an int default of a
+    # float argument is a float, as a passed int is.
+    bad = tmp_path / "bad.flow"
+    bad.write_text('def _m(fctx):\n    return fctx.args.n\n'
+                   'main = flow(implementation = _m, args = {"n": args.int(default = "x")})\n')
+    p = fm(home, "run", str(bad), "--flow", "main")
+    assert p.returncode == 1, p.stderr
+    assert "bad.flow:3:47 in <toplevel>" in p.stderr
+    assert p.stderr.splitlines()[-1] == "Error: args.int: default must be int, got string"
+    good = tmp_path / "good.flow"
+    good.write_text('def _m(fctx):\n    return [fctx.args.f, fctx.args.o]\n'
+                    'main = flow(implementation = _m, args = {"f": args.float(default = 2), '
+                    '"o": args.list(default = None)})\n')
+    p = fm(home, "run", str(good), "--flow", "main")
+    assert p.returncode == 0 and p.stdout.splitlines()[-1] == "Ok([2.0, None])", p.stderr
