@@ -7,6 +7,7 @@ One `Env` per store path per process: LMDB must not be opened twice by one proce
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import threading
@@ -342,6 +343,8 @@ def _open(home: Path, *, sync: bool, create: bool, map_size: int, max_map_size: 
         if problems:
             more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
             raise CorruptStoreError(f"store {home} is damaged: {problems[0]}{more}")
+    if create:
+        _reserve_lock_file(path / "lock.mdb", home)
     old_umask = os.umask(0o077)
     try:
         env = _open_env(path, map_size=map_size, sync=sync, create=create)
@@ -374,6 +377,38 @@ def _open(home: Path, *, sync: bool, create: bool, map_size: int, max_map_size: 
         env.close()
         raise
     return Env(home, path, env, dbs, sync, max_map_size)
+
+
+# LMDB sizes its lock file (the reader table) to about 64 bytes per reader plus a
+# header, sparsely, and writes it through a memory map: on a full tmpfs the first
+# write is a SIGBUS that kills the process without a word. Reserved first, the
+# space is there, or the disk is full is said in one line. (A larger file only
+# gives LMDB more reader slots.)
+LOCK_FILE_BYTES = (MAX_READERS + 1) * 64 + 4096
+
+
+def _reserve_lock_file(lock: Path, home: Path) -> None:
+    try:
+        if lock.exists():
+            return   # made (and its pages written) by an earlier open
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as e:
+        raise StoreError(f"cannot make {lock}: {e.strerror or e}") from None
+    try:
+        os.posix_fallocate(fd, 0, LOCK_FILE_BYTES)
+    except OSError as e:
+        if e.errno in (errno.EOPNOTSUPP, errno.EINVAL):
+            return   # a file system that cannot reserve: LMDB's own way, as before
+        try:
+            os.unlink(lock)   # else the next open would take it as reserved
+        except OSError:
+            pass
+        if e.errno == errno.ENOSPC:
+            raise StoreFullError(f"store {home}: the disk is full (cannot make "
+                                 f"{lock.name})") from None
+        raise StoreError(f"cannot make {lock}: {e.strerror or e}") from None
+    finally:
+        os.close(fd)
 
 
 def _open_env(path: Path, *, map_size: int, sync: bool, create: bool) -> lmdb.Environment:

@@ -298,3 +298,52 @@ def test_open_retries_when_another_process_grows_the_map_meanwhile(home, monkeyp
     with Store.open(home, sync=False) as st:
         st.list_runs()
     assert len(calls) == 2
+
+
+def test_a_new_store_on_a_full_disk_is_refused_not_killed_by_sigbus(tmp_path, monkeypatch):
+    # Review: on a full tmpfs LMDB's first write to its (sparse, memory-mapped) lock
+    # file killed the process with SIGBUS and no message. The lock file is reserved
+    # first; a refusal leaves no half-made file that a later open would trust.
+    import errno
+    from store import env as env_module
+    from store import StoreFullError
+
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(env_module.os, "posix_fallocate", full)
+    with pytest.raises(StoreFullError) as e:
+        Store.open(tmp_path / "h", sync=False)
+    assert str(e.value) == f"store {tmp_path / 'h'}: the disk is full (cannot make lock.mdb)"
+    assert not (tmp_path / "h" / "store" / "lock.mdb").exists()
+    monkeypatch.undo()
+    st = Store.open(tmp_path / "h", sync=False)
+    st.close()
+    assert (tmp_path / "h" / "store" / "lock.mdb").stat().st_size >= env_module.LOCK_FILE_BYTES
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("mount"), reason="needs to mount a tmpfs")
+def test_a_new_store_on_a_full_tmpfs_is_one_line(tmp_path):
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("mounting a tmpfs is not permitted here")
+    try:
+        fd = os.open(mnt / "fill", os.O_WRONLY | os.O_CREAT)
+        try:
+            while True:
+                os.write(fd, b"\0" * 4096)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+        flow = tmp_path / "f.flow"
+        flow.write_text("print(1)\n")
+        p = subprocess.run([sys.executable, "-c", "from flowmetal.cli import main; main()",
+                            "run", str(flow), "--home", str(mnt / "h")],
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode == 1, (p.returncode, p.stderr)
+        assert p.stderr.splitlines()[-1].startswith(f"Error: cannot open the store: store "
+                                                    f"{mnt / 'h'}: the disk is full"), p.stderr
+    finally:
+        subprocess.run(["umount", str(mnt)])
