@@ -104,6 +104,7 @@ def test_fanout_in_worker_processes(home: Path) -> None:
     (["--flow", "main", "--arg", "n"], "expected name=value"),
     (["--flow", "nope"], "no flow named 'nope'"),
     (["--arg", "n=3"], "--arg needs --flow"),
+    (["--flow", "main", "--arg", "n=3", "--arg", "n=4"], "--arg 'n' given twice"),
 ])
 def test_bad_arguments_are_usage_errors(home: Path, args: list, message: str) -> None:
     p = fm(home, "run", str(EXAMPLES / "fanout.flow"), *args)

@@ -173,9 +173,11 @@ def parse_arg_pairs(pairs: tuple[str, ...]) -> dict[str, str]:
         if not is_utf8(p):
             # Bytes that are not UTF-8 (surrogates in argv) cannot be stored or printed.
             raise click.UsageError(f"--arg {shown(p)}: not valid UTF-8")
+        if name.strip() in out:
+            # Which one was meant? Taking the last silently ran with the other wrong.
+            raise click.UsageError(f"--arg {shown(name.strip())} given twice")
         out[name.strip()] = value
     return out
-
 
 
 
