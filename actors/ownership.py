@@ -15,6 +15,7 @@ and tries again, so two claimers never both succeed.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import threading
@@ -61,6 +62,8 @@ class RunOwnership:
                 raise ClaimFailed(f"cannot claim run {run_id}: {self.dir} is not a "
                                   f"directory") from None
             except OSError as e:
+                if e.errno in (errno.EMFILE, errno.ENFILE):
+                    raise   # this process's limit, not the home's: its caller explains
                 raise ClaimFailed(f"cannot claim run {run_id}: "
                                   f"{e.filename or path}: {e.strerror or e}") from None
             self._held[run_id] = fd
