@@ -51,14 +51,25 @@ class _BatchState:
         self.args: dict[int, Any] = {}
         self.attempt: dict[int, int] = {}
         self.ok = 0
-        self.failed = 0
+        self.failed = 0      # items that ended other than ok (cancelled ones too)
+        self.cancelled_items = 0   # of those, the cancelled
         self.source: str | None = None
         # `batch cancel`: no item starts again; the batch ends `cancelled`.
         self.cancelled = bool(self.meta.get("cancel"))
 
+    def ended_not_ok(self, state: str, n: int = 1) -> None:
+        """Count `n` items ended in `state` (err, crashed or cancelled); negative `n`
+        takes them back (a retry)."""
+        self.failed += n
+        if state == "cancelled":
+            self.cancelled_items += n
+
     def counts(self) -> dict:
-        return {"ok": self.ok, "failed": self.failed, "running": len(self.running),
-                "pending": len(self.pending)}
+        c = {"ok": self.ok, "failed": self.failed - self.cancelled_items,
+             "running": len(self.running), "pending": len(self.pending)}
+        if self.cancelled_items:
+            c["cancelled"] = self.cancelled_items
+        return c
 
 
 class BatchSupervisor:
@@ -133,7 +144,7 @@ class BatchSupervisor:
             elif it.state == "ok":
                 b.ok += 1
             else:
-                b.failed += 1
+                b.ended_not_ok(it.state)
         self.batches[b.id] = b
         if b.cancelled:
             # Cancelled by a daemon that stopped before all its item runs had ended.
@@ -223,7 +234,7 @@ class BatchSupervisor:
         if state == "ok":
             b.ok += 1
         else:
-            b.failed += 1
+            b.ended_not_ok(state)
         meta = {"result": text}
         bt = Batch().set_batch_item(b.id, index, state=state, meta=meta)
         self._pump(b, bt)
@@ -258,7 +269,9 @@ class BatchSupervisor:
         for index, rid in starts:
             self._create(b, index, rid)
         if ended:
-            log.info("batch %s ended: %d ok, %d failed", b.id, b.ok, b.failed)
+            c = b.counts()
+            log.info("batch %s ended: %d ok, %d failed%s", b.id, c["ok"], c["failed"],
+                     f", {c['cancelled']} cancelled" if "cancelled" in c else "")
             self.batches.pop(b.id, None)
 
     def _create(self, b: _BatchState, index: int, rid: str) -> None:
@@ -282,7 +295,7 @@ class BatchSupervisor:
             # This item's arguments do not fit the flow: it fails, the batch goes on.
             b.running.pop(index, None)
             self.by_run.pop(rid, None)
-            b.failed += 1
+            b.ended_not_ok("err")
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
             self.q.put(("pump", b.id))
             self.store.commit(Batch().set_batch_item(b.id, index, state="err",
@@ -308,7 +321,7 @@ class BatchSupervisor:
         bt = Batch()
         for index in not_started:
             bt.set_batch_item(b.id, index, state="cancelled", meta={"result": "cancelled"})
-        b.failed += len(not_started)
+        b.ended_not_ok("cancelled", len(not_started))
         # Durable before any run is cancelled: a daemon stopped midway finishes it.
         bt.set_batch_state(b.id, "running", meta={"cancel": True})
         self._pump(b, bt)
@@ -332,7 +345,7 @@ class BatchSupervisor:
                 attempt = int(it.meta.get("attempt", 0)) + 1
                 bt.set_batch_item(batch_id, it.index, state="pending",
                                   meta={"attempt": attempt, "error": None, "result": None})
-                again.append((it.index, attempt))
+                again.append((it.index, attempt, it.state))
                 n += 1
         if not n:
             return 0
@@ -343,9 +356,9 @@ class BatchSupervisor:
         if live is None:
             self._load(self.store.get_batch(batch_id))
         else:
-            for index, attempt in again:
+            for index, attempt, state in again:
                 live.attempt[index] = attempt
                 live.pending.append(index)
-                live.failed -= 1
+                live.ended_not_ok(state, -1)
             self._pump(live)
         return n

@@ -170,6 +170,17 @@ def test_batch_cancel_stops_the_batch_and_retry_brings_it_back(home: Path, daemo
         assert time.monotonic() < deadline, v
         time.sleep(0.1)
     assert [i["state"] for i in v["items"]] == ["cancelled"] * 5
+    # The counts kept with the batch (what `batch list` shows) and the daemon's log
+    # call cancelled items cancelled, not failed.
+    from store import Store
+    with Store.open(home, sync=False) as st:
+        assert st.get_batch(bid).meta["counts"] == {"ok": 0, "failed": 0, "running": 0,
+                                                    "pending": 0, "cancelled": 5}
+    deadline = time.monotonic() + 10
+    while f"batch {bid} ended: 0 ok, 0 failed, 5 cancelled" not in \
+            (home / "daemon.log").read_text():
+        assert time.monotonic() < deadline, (home / "daemon.log").read_text()[-2000:]
+        time.sleep(0.05)
     runs = [i["run_id"] for i in v["items"] if i["run_id"]]
     assert len(runs) == 2     # the three items not started never got a run
     for rid in runs:
