@@ -158,7 +158,7 @@ class _Grab:
     def __init__(self) -> None:
         self.batch: Batch | None = None
 
-    def commit(self, batch: Batch) -> bool:
+    def commit(self, batch: Batch, quiet: bool = False) -> bool:
         if self.batch is not None:
             raise RuntimeError("a handed-over flow committed twice")
         self.batch = batch
@@ -173,7 +173,7 @@ class BlockingCommitter:
     def __init__(self, store: Any):
         self.store = store
 
-    def commit(self, batch: Batch) -> bool:
+    def commit(self, batch: Batch, quiet: bool = False) -> bool:
         self.store.commit(batch)
         return True
 
@@ -181,7 +181,7 @@ class BlockingCommitter:
 class FlowRunner:
     """One flow's live state and its protocol steps (not thread-safe: one actor owns it).
 
-    Every store write goes through ``self.committer.commit(batch)``: True means the
+    Every store write goes through ``self.committer.commit(batch, quiet)``: True means the
     batch is durable now; False means it was queued and the owner will call
     `durable` when it is, and until then the runner is parked (``self.cont`` holds
     what to do next; nothing of the flow is visible to the world before that)."""
@@ -313,15 +313,24 @@ class FlowRunner:
             return self._suspend(req)
         return self._finish(r)
 
-    def _commit(self, b: Batch, then: Any) -> Any:
-        """Make `b` durable, then `then()` (returns its result, or None if parked)."""
+    def _commit(self, b: Batch, then: Any, quiet: bool = False) -> Any:
+        """Make `b` durable, then `then()` (returns its result, or None if parked).
+
+        `quiet`: `then` tells nothing to anyone outside the store — it only runs the
+        flow on, and whatever the flow does next to the world goes through a later,
+        durable commit, which makes this one durable too. So the batch may commit
+        quietly (`store.Store.commit_group`): without waiting for the sync of LMDB's
+        meta page, about a third of a lone commit's time. A power loss may then take
+        back this commit along with the flow's progress since, which no one has seen
+        (output is synced by whoever reads it to show it)."""
         if self.creation is not None:
             # The run's creation goes in with this first commit; once that is durable,
             # the hub hears that the run is stored before anything else of it. (A new
             # batch: the fallback may commit the creation's own, which must stay as is.)
             b, self.creation = Batch().extend(self.creation).extend(b), None
             then = self._announced(then)
-        if self.committer.commit(b):
+            quiet = False
+        if self.committer.commit(b, quiet):
             return then()
         self.cont = then
         return None
@@ -428,7 +437,8 @@ class FlowRunner:
                      request={"kind": "call", "children": [cid]})
         for text in child.out:
             b.append_output(self.run_id, text, flow_id=cid)
-        return self._commit(b, lambda: self._called(result))
+        # Quiet: the caller only goes on, and the child did nothing to the world.
+        return self._commit(b, lambda: self._called(result), quiet=True)
 
     def _hand_over(self, k: int, cid: str, child: "FlowRunner", r: Any) -> Any:
         """The child run inline acted on the world (or started flows of its own): it
@@ -653,27 +663,32 @@ class CommitGate:
         self.store = store
         self.overlap = overlap
 
-    def commit(self, batch: Batch, actor: Any) -> bool:
-        """True: `batch` is durable now. False: the actor is parked until it is."""
+    def commit(self, batch: Batch, actor: Any, quiet: bool = False) -> bool:
+        """True: `batch` is durable now. False: the actor is parked until it is (or,
+        `quiet`, until it is committed quietly: see `FlowRunner._commit`)."""
         turn = current_turn()
         if turn is None:
             self.store.commit(batch)
             return True
-        turn.park(actor, self, (batch, actor), self._flush)
+        turn.park(actor, self, (batch, actor, quiet), self._flush)
         return False
 
     def _flush(self, items: list) -> list:
-        # The end of a pool thread's turn: every parked actor's batch in one commit.
-        batches = [b for b, _ in items]
+        # The end of a pool thread's turn: every parked actor's batch in one commit,
+        # quiet only if every one of them may be.
+        batches = [b for b, _, _ in items]
+        durable = not all(q for _, _, q in items)
         if not self.overlap:
-            pendings = self.store.commit_group(batches)
+            pendings = self.store.commit_group(batches, durable=durable)
         else:
             loan = RunnerLoan()
             try:
-                pendings = self.store.commit_group(batches, before_commit=loan.lend)
+                pendings = self.store.commit_group(batches, before_commit=loan.lend,
+                                                   durable=durable)
             finally:
                 loan.take_back()   # after the store's write lock is released
-        return [_durable_then(actor, p.exception()) for (_, actor), p in zip(items, pendings)]
+        return [_durable_then(actor, p.exception())
+                for (_, actor, _), p in zip(items, pendings)]
 
 
 def _durable_then(actor: Any, error: BaseException | None) -> Any:
@@ -687,8 +702,8 @@ class _ActorCommitter:
         self.gate = gate
         self.actor = actor
 
-    def commit(self, batch: Batch) -> bool:
-        return self.gate.commit(batch, self.actor)
+    def commit(self, batch: Batch, quiet: bool = False) -> bool:
+        return self.gate.commit(batch, self.actor, quiet)
 
 
 class FlowActor(PooledActor):

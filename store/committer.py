@@ -102,10 +102,11 @@ class Pending:
 
 
 def apply_group(env, group: list[Pending],
-                before_commit: Callable[[], None] | None = None) -> None:
+                before_commit: Callable[[], None] | None = None, *,
+                durable: bool = True) -> None:
     """Apply the group's batches in one write transaction; the caller holds
     ``env.write_lock``. Sets each Pending's result or error (not `_finish`).
-    ``before_commit``: as for `Env.write`."""
+    ``before_commit`` and ``durable``: as for `Env.write`."""
     app_version = env.app_version
 
     # First all batches flat in one txn (cheapest); if one fails, the txn is rolled back
@@ -148,7 +149,7 @@ def apply_group(env, group: list[Pending],
 
     while True:
         try:
-            env.write(run, before_commit)
+            env.write(run, before_commit, durable=durable)
             return
         except _Retry:
             if len(group) == 1:
@@ -159,7 +160,7 @@ def apply_group(env, group: list[Pending],
                 # Full, perhaps because of one big batch: give each batch its own chance.
                 for p in group:
                     if p._error is None:
-                        apply_group(env, [p], before_commit)
+                        apply_group(env, [p], before_commit, durable=durable)
                 return
             err: BaseException = e
         except BaseException as e:  # noqa: BLE001 - the whole transaction failed

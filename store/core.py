@@ -152,7 +152,8 @@ class Store:
         return c.submit(batch).result(timeout)
 
     def commit_group(self, batches: list[Batch], *,
-                     before_commit: Callable[[], None] | None = None) -> list[Pending]:
+                     before_commit: Callable[[], None] | None = None,
+                     durable: bool = True) -> list[Pending]:
         """Apply several callers' batches in one write transaction on this thread (one
         fsync for all) and return once they are durable, with one done `Pending` per
         batch: a batch that fails is rolled back alone (its Pending holds the error),
@@ -162,17 +163,29 @@ class Store:
         It is called once per attempt (again if the map had to grow, and per batch if
         the group did not fit), so it must be idempotent, and the commit may still fail
         after it. The store's write lock is held from before that call until just
-        before `commit_group` returns."""
+        before `commit_group` returns.
+
+        ``durable=False`` makes the commit *quiet* (see `Env.write`): visible at once and
+        safe from any crash of a process, but a power loss may take it back until the
+        next commit or `make_durable`. Only for batches whose effects nobody outside the
+        store has seen, and whose writers tell nobody of them before a durable commit."""
         env = self._env
         env.check()
         group = [Pending(b) for b in batches]
         with env.write_lock:
-            apply_group(env, [p for p in group if p.batch.ops], before_commit)
+            apply_group(env, [p for p in group if p.batch.ops], before_commit,
+                        durable=durable)
         for p in group:
             if not p.batch.ops:
                 p._result = []
             p._finish()
         return group
+
+    def make_durable(self) -> None:
+        """Put everything committed so far, by any process, on disk (one fsync): for a
+        reader about to show what it read, which a quiet commit (`commit_group`) may
+        have written. (`read_output` does it itself.)"""
+        self._env.sync_file()
 
     def submit(self, batch: Batch) -> Pending:
         """Queue ``batch`` for group commit and return at once; the `Pending` tells when
@@ -520,7 +533,9 @@ class Store:
     def read_output(self, run_id: str, offset: int = 0, *, limit: int = 1000
                     ) -> list[OutputChunk]:
         """Output chunks of the run from byte ``offset`` on (a chunk that starts before
-        it and reaches past it is included whole). Follow with the last chunk's ``end``."""
+        it and reaches past it is included whole). Follow with the last chunk's ``end``.
+        What it returns is on disk: a quiet commit (see `commit_group`) may have written
+        it, and it is about to be shown."""
         env = self._env
         pre = K.prefix(run_id)
 
@@ -547,7 +562,10 @@ class Store:
                         out.append(c)
                     ok = cur.next()
             return out
-        return env.read(fn)
+        chunks = env.read(fn)
+        if chunks:
+            env.sync_file()
+        return chunks
 
     def output_size(self, run_id: str) -> int:
         """Bytes of output the run has produced (the offset of the next chunk)."""

@@ -144,10 +144,24 @@ class Env:
         self.pid = os.getpid()
         self.app_version = "unknown"
         self.committer = None  # set by acquire_env
+        # Commits of this process, numbered, and the last one known to be on disk. The
+        # environment is opened with MDB_NOMETASYNC: a commit fsyncs its data pages and
+        # then writes its meta page (the one that makes it current) without a sync. A
+        # durable commit syncs that page too (`make_durable`); a quiet one leaves it to
+        # the next commit, whose data sync takes it along (see `write`).
+        self._commits = 0
+        self._synced = 0
+        self._sync_lock = threading.Lock()
+        # Set once an fsync failed: what was committed since the last good one may or
+        # may not be on disk (Linux marks the pages clean anyway), so nothing more may
+        # be written or read as if it were, as LMDB does after a fatal error.
+        self.broken: str | None = None
 
     def check(self) -> None:
         if self.closed:
             raise StoreClosedError(f"store {self.home} is closed")
+        if self.broken is not None:
+            raise StoreError(self.broken)
         if self.forked:
             raise StoreClosedError(f"store {self.home} was opened before fork(); "
                                    "open it again in this process")
@@ -169,15 +183,23 @@ class Env:
                 self.gate.leave()
             self.adopt_map_size()
 
-    def write(self, fn, before_commit: Callable[[], None] | None = None):
+    def write(self, fn, before_commit: Callable[[], None] | None = None, *,
+              durable: bool = True):
         """Run ``fn(txn)`` in a write transaction and commit; grow the map and retry if
         it is full. The caller holds ``write_lock``. ``before_commit()``, if given, is
-        called right before each attempt's commit: the page writes and the fsync, during
-        which this thread needs no GIL (others may run meanwhile)."""
+        called right before each attempt's commit: the page writes and the fsyncs, during
+        which this thread needs no GIL (others may run meanwhile).
+
+        With ``durable`` (the default) the commit is on disk when this returns. Without,
+        it is *quiet*: committed and visible, its data pages on disk, but a power loss
+        (not a crash of any process) may still take it back until the next commit of
+        any process or `make_durable` — for a commit whose effects nobody outside the
+        store has seen yet. Either way every earlier commit of this process is durable
+        once it returns."""
         self.check()
         while True:
             self.gate.enter()
-            grow = adopt = False
+            grow = adopt = done = False
             try:
                 txn = self.env.begin(write=True)
                 try:
@@ -185,7 +207,7 @@ class Env:
                     if before_commit is not None:
                         before_commit()
                     txn.commit()
-                    return out
+                    done = True
                 except BaseException:
                     txn.abort()
                     raise
@@ -197,10 +219,56 @@ class Env:
                 raise translate(e, self.home) from None
             finally:
                 self.gate.leave()
+            if done:
+                # Outside the gate: `make_durable` takes it again, and a map growth
+                # waiting for the gate would block that second entry.
+                self._committed(durable)
+                return out
             if grow:
                 self.grow_map()
             elif adopt:
                 self.adopt_map_size()
+
+    def _committed(self, durable: bool) -> None:
+        if not self.sync:
+            return
+        with self._sync_lock:
+            self._commits += 1
+            n = self._commits
+            # This commit's data sync wrote every earlier commit's meta page too.
+            self._synced = max(self._synced, n - 1)
+        if durable:
+            self.make_durable(n)
+
+    def make_durable(self, upto: int | None = None) -> None:
+        """Put every commit of this process (up to number ``upto``) on disk: one fsync,
+        or none if they are there already."""
+        if not self.sync:
+            return
+        with self._sync_lock:
+            target = self._commits if upto is None else upto
+            if self._synced >= target:
+                return
+        self.sync_file()
+        with self._sync_lock:
+            self._synced = max(self._synced, target)
+
+    def sync_file(self) -> None:
+        """fsync the data file: every commit of any process is on disk afterwards.
+        A failure breaks the environment (see `broken`) and raises a StoreError, never
+        a StoreFullError: the commit before it stands, and must not be retried."""
+        if not self.sync:
+            return
+        self.gate.enter()
+        try:
+            self.env.sync(True)
+        except lmdb.Error as e:
+            self.broken = (f"store {self.home}: committed data could not be synced to disk "
+                           f"({e}); close and reopen the store (what was acknowledged "
+                           "before is safe)")
+            raise StoreError(self.broken) from None
+        finally:
+            self.gate.leave()
 
     def grow_map(self) -> None:
         """Double the map (no transaction of this process is open meanwhile)."""
@@ -419,7 +487,7 @@ def _open_env(path: Path, *, map_size: int, sync: bool, create: bool) -> lmdb.En
         try:
             return lmdb.open(str(path), map_size=max(map_size, 1 << 20),
                              max_dbs=len(DB_NAMES) + 8, max_readers=MAX_READERS,
-                             sync=sync, metasync=sync, mode=0o600, create=create,
+                             sync=sync, metasync=False, mode=0o600, create=create,
                              readahead=False, lock=True, subdir=True)
         except lmdb.MapResizedError:
             if attempt == 9:

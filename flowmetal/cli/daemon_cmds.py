@@ -575,16 +575,18 @@ class _Progress:
 
     def show(self, counts: dict, final: bool = False) -> None:
         ok, failed = counts.get("ok", 0), counts.get("failed", 0)
+        cancelled = counts.get("cancelled", 0)
         running = counts.get("running", 0)
-        done = ok + failed
+        done = ok + failed + cancelled
         if self.base is None:
             self.base = done
         el = max(1e-6, time.monotonic() - self.t0)
         rate = max(0, done - self.base) / el
         eta = (self.total - done) / rate if rate > 0 else None
         eta_s = "-" if eta is None else (f"{eta:.0f}s" if eta < 3600 else f"{eta / 3600:.1f}h")
-        stats = (f"{done}/{self.total} done, {failed} failed, {running} running, "
-                 f"{rate:.1f}/s, ETA {eta_s}")
+        stats = (f"{done}/{self.total} done, {failed} failed, "
+                 + (f"{cancelled} cancelled, " if cancelled else "")
+                 + f"{running} running, {rate:.1f}/s, ETA {eta_s}")
         if self.tty:
             width = 30
             fill = int(width * done / self.total) if self.total else width

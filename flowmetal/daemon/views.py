@@ -97,6 +97,7 @@ def status_view(store: Any, run_id: str) -> dict | None:
     meta = {k: v for k, v in run.meta.items() if isinstance(v, (str, int, float, bool))}
     state = run_state(store, run)
     from actors.ownership import run_owner
+    store.make_durable()   # what it shows may come from quiet commits
     return {"id": run.id, "state": state, "file": run.file,
             # The pid of the process running it; None for a live run nothing runs
             # (its process was killed: `flowmetal resume` carries it on).
@@ -164,6 +165,7 @@ def history_view(store: Any, run_id: str) -> list[dict] | None:
                 if it.seq not in done:
                     out.append(_action_entry(f, it.seq, it.request, it.created, None,
                                              result=None, pending=True))
+    store.make_durable()   # what it shows may come from quiet commits
     return out
 
 
@@ -231,6 +233,7 @@ def inspect_view(store: Any, run_id: str) -> list[dict] | None:
         except Exception as e:  # noqa: BLE001 - one unreadable flow must not hide others
             entry["error"] = f"{type(e).__name__}: {e}"
         out.append(entry)
+    store.make_durable()   # what it shows may come from quiet commits
     return out
 
 

@@ -485,7 +485,7 @@ def test_request_is_sent_only_once_its_commit_is_durable(store: Store, flows: Pa
     queued = []
 
     class Parking:
-        def commit(self, batch):
+        def commit(self, batch, quiet=False):
             queued.append(batch)
             return False
     runner.committer = Parking()

@@ -518,6 +518,56 @@ def test_inline_calls_park_their_caller_instead_of_capturing_it(
     assert len(captures) < 10, len(captures)
 
 
+def test_inline_calls_commit_quietly_and_the_world_hears_only_of_durable_commits(
+        tmp_path: Path, callers: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An inline call that did nothing to the world commits without its meta page's
+    sync (a quiet commit); whatever the runtime tells anyone — a run exists, a request
+    to perform, a flow's end — follows a durable commit, which takes every quiet one
+    before it along."""
+    from store.env import Env
+    syncs = []
+    real_sync = Env.sync_file
+
+    def counting(self):
+        syncs.append(1)
+        real_sync(self)
+    monkeypatch.setattr(Env, "sync_file", counting)
+    flags = []
+    real_group = Store.commit_group
+
+    def recording(self, batches, **kw):
+        flags.append(kw.get("durable", True))
+        return real_group(self, batches, **kw)
+    monkeypatch.setattr(Store, "commit_group", recording)
+    heard = []
+    for name in ("created", "suspended", "finished"):
+        real = getattr(Runtime, name)
+
+        def told(self, *a, _real=real, _name=name, **kw):
+            env = self.store._env
+            heard.append((_name, env._synced == env._commits))
+            return _real(self, *a, **kw)
+        monkeypatch.setattr(Runtime, name, told)
+    with Store.open(tmp_path / "durable", sync=True) as store:
+        with Runtime(store, virtual_time=True) as rt:
+            # As the daemon's submit: the run's creation rides on the root's first
+            # commit, an inline call's, which must then not be quiet.
+            def on_created(err, store=store):
+                env = store._env
+                heard.append(("on_created", err is None and env._synced == env._commits))
+            rid = rt.create_run(str(callers), callers.read_text(), flow="caller",
+                                on_created=on_created)
+            w = rt.wait_run(rid, 60)
+        assert repr(result_of(w)) == "Ok(33)"
+        env = store._env
+        assert env._synced == env._commits   # the run's end made all of it durable
+    assert flags.count(False) >= 30, flags   # the calls of `one`
+    assert len(syncs) < len(flags) - 25
+    names = [n for n, _ in heard]
+    assert {"on_created", "created", "suspended", "finished"} <= set(names), names
+    assert all(ok for _, ok in heard), heard
+
+
 def test_a_flow_crashing_while_parked_leaves_no_stack_behind_and_runtimes_are_freed(
         store: Store, callers: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Found in review: a flow actor that crashed with its caller parked (a failed

@@ -226,3 +226,11 @@ def test_a_cancel_cut_short_by_kill9_is_finished_by_the_next_daemon(home: Path,
         assert [st.get_run(it.run_id).state for it in items if it.run_id] == ["cancelled"] * 2
     finally:
         st.close()
+
+
+def test_batch_progress_counts_cancelled_items_as_done(capsys) -> None:
+    from flowmetal.cli.daemon_cmds import _Progress
+    p = _Progress(5, tty=False)
+    p.show({"ok": 1, "failed": 1, "cancelled": 3, "running": 0, "pending": 0}, final=True)
+    line = capsys.readouterr().err
+    assert line.startswith("progress: 5/5 done, 1 failed, 3 cancelled, 0 running"), line
