@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import threading
 import traceback
 from typing import Any, Protocol
 
@@ -56,11 +57,11 @@ from flowmetal.prelude import (CallRequest, Err, ExecRequest, FlowContext, FlowD
                                push_host)
 from flowmetal.actor_prelude import ReceiveRequest
 from flowmetal.starlark import Done, Suspended, Thread, start_call
-from store import NOTSET, Batch
+from store import NOTSET, Batch, Pending
 
 from .codec import (UNAVAILABLE, FlowImage, dumps_image, dumps_value, loads_image, outcome_record,
                     put_sources, result_from_record, result_record)
-from .pool import PooledActor, RunnerLoan, current_turn
+from .pool import PooledActor, RunnerLoan, current_turn, others_ready
 
 MAX_ID = 150
 
@@ -285,8 +286,9 @@ class FlowRunner:
         self._drive(self._run(outcome))
 
     def durable(self, error: BaseException | None = None) -> None:
-        """The batch the runner is parked on is durable (or failed: then raise, so
-        that the actor crashes and the flow restarts from its last checkpoint)."""
+        """The batch the runner is parked on is durable — a quiet one: on its way, see
+        `CommitGate._flush_quiet` — or failed: then raise, so that the actor crashes
+        and the flow restarts from its last checkpoint."""
         then, self.cont = self.cont, None
         if then is None:
             raise RuntimeError(f"flow {self.flow_id}: no commit was in flight")
@@ -657,7 +659,12 @@ class CommitGate:
     thread while its pages are written and fsync'd (`actors.pool.RunnerLoan`): two
     threads then take turns, one running its flows while the other's commit syncs.
     Worth it in a process that has the store to itself; worker processes already
-    overlap one another's fsyncs (and there, lending only halves each commit)."""
+    overlap one another's fsyncs (and there, lending only halves each commit).
+
+    A group of quiet batches only (inline calls': see `FlowRunner._commit`) commits
+    without the meta page's sync. With `overlap` and no other actor ready to run
+    (a lone flow calling flows: lending would find nothing to run), its own actors
+    go on while it syncs: see `_flush_quiet`."""
 
     def __init__(self, store: Any, *, overlap: bool = True):
         self.store = store
@@ -665,30 +672,69 @@ class CommitGate:
 
     def commit(self, batch: Batch, actor: Any, quiet: bool = False) -> bool:
         """True: `batch` is durable now. False: the actor is parked until it is (or,
-        `quiet`, until it is committed quietly: see `FlowRunner._commit`)."""
+        `quiet`, until it is on its way: see `_flush_quiet`)."""
         turn = current_turn()
         if turn is None:
-            self.store.commit(batch)
+            p, = self.store.commit_group([Pending(batch, after=_take_after(actor))])
+            p.result()   # its error, if it failed
             return True
         turn.park(actor, self, (batch, actor, quiet), self._flush)
         return False
 
     def _flush(self, items: list) -> list:
-        # The end of a pool thread's turn: every parked actor's batch in one commit,
-        # quiet only if every one of them may be.
-        batches = [b for b, _, _ in items]
-        durable = not all(q for _, _, q in items)
-        if not self.overlap:
-            pendings = self.store.commit_group(batches, durable=durable)
-        else:
-            loan = RunnerLoan()
-            try:
-                pendings = self.store.commit_group(batches, before_commit=loan.lend,
-                                                   durable=durable)
-            finally:
-                loan.take_back()   # after the store's write lock is released
-        return [_durable_then(actor, p.exception())
-                for (_, actor, _), p in zip(items, pendings)]
+        # The end of a pool thread's turn: every parked actor's batch in one commit.
+        # Each comes after the actor's previous batch, which may still be committing.
+        group = [Pending(b, after=_take_after(actor)) for b, actor, _ in items]
+        quiet = all(q for _, _, q in items)
+        try:
+            if quiet and self.overlap and not others_ready():
+                return self._flush_quiet(items, group)
+            if not self.overlap:
+                self.store.commit_group(group, durable=not quiet)
+            else:
+                loan = RunnerLoan()
+                try:
+                    self.store.commit_group(group, before_commit=loan.lend,
+                                            durable=not quiet)
+                finally:
+                    loan.take_back()   # after the store's write lock is released
+        except BaseException:
+            # Not even tried (a closed store): each actor still follows its last batch,
+            # which its crash must wait for (see `FlowActor.on_failure`).
+            for (_, actor, _), p in zip(items, group):
+                if p.after is not None:
+                    actor.after = p.after
+            raise
+        return [_durable_then(actor, p.exception()) for (_, actor, _), p in zip(items, group)]
+
+    def _flush_quiet(self, items: list, group: list) -> list:
+        # Every batch is quiet: what follows each one tells no one anything, so its
+        # actor need not wait for the commit, only come after it in the store. The
+        # store's committer thread commits the group; once it has applied it (has
+        # the write lock, and each batch's own failure is known), the actors go on
+        # here — a parked Thread resumes only on its own OS thread — while that
+        # thread writes and syncs the pages (no GIL needed). An actor's next batch
+        # names this one as `after` and so is applied only if this one committed;
+        # if it did not, that batch fails with its error and the actor restarts
+        # from its last checkpoint, before which nothing it ran meanwhile was seen.
+        applied = threading.Event()
+        self.store.start_group(group, before_commit=applied.set, durable=False)
+        group[0].add_done_callback(lambda _: applied.set())   # failed before it
+        applied.wait()
+        out = []
+        for (_, actor, _), p in zip(items, group):
+            err = p.known_error()
+            if err is None:
+                actor.after = p
+            out.append(_durable_then(actor, err))
+        return out
+
+
+def _take_after(actor: Any) -> Pending | None:
+    after = getattr(actor, "after", None)
+    if after is not None:
+        actor.after = None
+    return after
 
 
 def _durable_then(actor: Any, error: BaseException | None) -> Any:
@@ -718,6 +764,9 @@ class FlowActor(PooledActor):
         self.hub = hub
         self.flow_id = flow_id
         self.runner = None
+        # Its last batch, if the actor went on while it was committed (see
+        # `CommitGate._flush_quiet`): its next one follows from it.
+        self.after: Pending | None = None
         self._committer = _ActorCommitter(hub.commits, self)
         if runner is not None:
             self._adopt(runner)
@@ -766,6 +815,11 @@ class FlowActor(PooledActor):
         return None
 
     def on_failure(self, exc_type: Any, exc_value: Any, tb: Any) -> None:
+        after = _take_after(self)
+        if after is not None:
+            # Its last batch may still be committing: the restart reads the store,
+            # which must have settled by then.
+            after.exception()
         r = self.runner
         if r is not None and r.thread is not None and r.thread.status == "parked":
             # Crashed with its caller parked (a failed inline-call commit): unwind that

@@ -115,6 +115,13 @@ def current_turn() -> Turn | None:
     return getattr(_local, "turn", None)
 
 
+def others_ready() -> bool:
+    """Whether actors wait to run on the calling pool thread's dispatcher (False off
+    the pool)."""
+    d = getattr(_local, "dispatcher", None)
+    return bool(d is not None and d._ready)
+
+
 class Dispatcher:
     """A fixed pool of daemon threads running scheduled actors, FIFO.
 

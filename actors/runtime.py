@@ -849,6 +849,10 @@ class Runtime:
                 a.stop(block=True, timeout=2)
             except Exception:  # noqa: BLE001
                 pass
+        try:
+            self.store.settle()   # a quiet commit its flows went on from (see CommitGate)
+        except Exception:  # noqa: BLE001 - a closed or broken store has nothing in flight
+            pass
         # Last: its runs are anyone's to resume once nothing here acts for them.
         self.owners.release_all()
 

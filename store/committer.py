@@ -28,12 +28,17 @@ _cb_lock = threading.Lock()
 
 
 class Pending:
-    """A submitted batch: wait with `result()`, or be called back when it is durable."""
+    """A submitted batch: wait with `result()`, or be called back when it is durable.
 
-    __slots__ = ("batch", "_waiter", "_result", "_error", "_done", "_callbacks")
+    ``after``: an earlier batch this one follows from, committed before it (the same
+    writer's previous batch, whose commit it did not wait for): if that one failed,
+    this one fails with its error, and nothing of it is written."""
 
-    def __init__(self, batch: Batch) -> None:
+    __slots__ = ("batch", "after", "_waiter", "_result", "_error", "_done", "_callbacks")
+
+    def __init__(self, batch: Batch, after: "Pending | None" = None) -> None:
         self.batch = batch
+        self.after = after
         self._waiter: threading.Lock | None = None  # made by the first result() that waits
         self._result: list | None = None
         self._error: BaseException | None = None
@@ -43,6 +48,11 @@ class Pending:
     def done(self) -> bool:
         """True once the batch is durable or has failed."""
         return self._done
+
+    def known_error(self) -> BaseException | None:
+        """The batch's error if it is known to have failed. Before it is done, None
+        means only "not yet": its group's commit may still fail."""
+        return self._error
 
     def result(self, timeout: float | None = None) -> list:
         """Wait until the batch is durable and return its operation results, or raise
@@ -101,6 +111,20 @@ class Pending:
                     traceback.print_exc()
 
 
+def commit_now(env, group: list[Pending],
+               before_commit: Callable[[], None] | None = None, *,
+               durable: bool = True) -> None:
+    """Commit the group in one write transaction on this thread, then finish each
+    Pending (see `store.Store.commit_group`)."""
+    with env.write_lock:
+        for p in group:
+            if not p.batch.ops and not _failed_before(p):
+                p._result = []
+        apply_group(env, [p for p in group if p.batch.ops], before_commit, durable=durable)
+    for p in group:
+        p._finish()
+
+
 def apply_group(env, group: list[Pending],
                 before_commit: Callable[[], None] | None = None, *,
                 durable: bool = True) -> None:
@@ -119,7 +143,7 @@ def apply_group(env, group: list[Pending],
         if not nested:
             w = Writer(txn, env.db, now, app_version)
             for p in group:
-                if p._error is not None:
+                if p._error is not None or _failed_before(p):
                     continue
                 try:
                     p._result = w.apply(p.batch)
@@ -132,7 +156,7 @@ def apply_group(env, group: list[Pending],
                     raise _Retry() from None
             return
         for p in group:
-            if p._error is not None:
+            if p._error is not None or _failed_before(p):
                 continue
             sub = env.env.begin(write=True, parent=txn)
             try:
@@ -172,8 +196,34 @@ def apply_group(env, group: list[Pending],
         return
 
 
+def _failed_before(p: Pending) -> bool:
+    # `p.after` was applied (or failed) under the write lock that the caller holds
+    # now: its error, if any, is set. Dropped once seen, so that chains of batches
+    # do not keep each other alive.
+    after = p.after
+    if after is None:
+        return False
+    p.after = None
+    if after._error is None:
+        return False
+    p._error = after._error
+    p._result = None
+    return True
+
+
 class _Retry(Exception):
     pass
+
+
+class _Group:
+    """A whole group handed to the committer thread (`Committer.submit_group`)."""
+
+    __slots__ = ("group", "before_commit", "durable")
+
+    def __init__(self, group: list[Pending], before_commit: Any, durable: bool) -> None:
+        self.group = group
+        self.before_commit = before_commit
+        self.durable = durable
 
 
 class Committer:
@@ -181,7 +231,7 @@ class Committer:
 
     def __init__(self, env) -> None:
         self.env = env
-        self._q: list[Pending] = []
+        self._q: list[Pending | _Group] = []
         self._cond = threading.Condition(threading.Lock())
         self._waiting = False
         self._stopping = False
@@ -194,17 +244,26 @@ class Committer:
 
     def submit(self, batch: Batch) -> Pending:
         p = Pending(batch)
+        self._put(p)
+        return p
+
+    def submit_group(self, group: list[Pending], before_commit: Any = None,
+                     durable: bool = True) -> None:
+        """Commit these Pendings in one transaction of their own, in turn with what
+        was submitted before, as `commit_now` would."""
+        self._put(_Group(group, before_commit, durable))
+
+    def _put(self, entry: "Pending | _Group") -> None:
         with self._cond:
             if self._stopping:
                 raise StoreClosedError(f"store {self.env.home} is closed")
-            self._q.append(p)
+            self._q.append(entry)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, daemon=True,
                                                 name="flowmetal-store-committer")
                 self._thread.start()
             elif self._waiting:
                 self._cond.notify()
-        return p
 
     def _run(self) -> None:
         cond = self._cond
@@ -216,14 +275,23 @@ class Committer:
                     self._waiting = True
                     cond.wait()
                     self._waiting = False
-                group = self._q[:MAX_GROUP]
-                del self._q[:MAX_GROUP]
-            with self.env.write_lock:
-                apply_group(self.env, group)
+                q = self._q
+                if isinstance(q[0], _Group):
+                    job = q.pop(0)
+                else:
+                    job = None
+                    n = 1
+                    while n < len(q) and n < MAX_GROUP and not isinstance(q[n], _Group):
+                        n += 1
+                    group = q[:n]
+                    del q[:n]
+            if job is not None:
+                group = job.group
+                commit_now(self.env, group, job.before_commit, durable=job.durable)
+            else:
+                commit_now(self.env, group)
             self.groups += 1
             self.batches += len(group)
-            for p in group:
-                p._finish()
 
     def stop(self) -> None:
         """Commit what is queued, then end the thread."""

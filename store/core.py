@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 from . import keys as K
 from .batch import _INBOX_META, Batch, Writer
-from .committer import Pending, apply_group
+from .committer import Pending, commit_now
 from .env import (DEFAULT_MAP_SIZE, DEFAULT_MAX_MAP_SIZE, SCHEMA_VERSION, Env, acquire_env,
                   release_env, verify_files)
 from .errors import CheckpointError
@@ -151,18 +151,22 @@ class Store:
                 env.write_lock.release()
         return c.submit(batch).result(timeout)
 
-    def commit_group(self, batches: list[Batch], *,
+    def commit_group(self, batches: list[Batch | Pending], *,
                      before_commit: Callable[[], None] | None = None,
                      durable: bool = True) -> list[Pending]:
         """Apply several callers' batches in one write transaction on this thread (one
         fsync for all) and return once they are durable, with one done `Pending` per
         batch: a batch that fails is rolled back alone (its Pending holds the error),
-        as in group commit. For a thread that gathers its callers' batches itself.
+        as in group commit. For a thread that gathers its callers' batches itself. A
+        batch may come as a `Pending` the caller made (to give it an ``after``, or to
+        look at it in ``before_commit``); that one is returned.
         ``before_commit()``, if given, is called right before the transaction's commit
         (its page writes and fsync, which need no GIL): to let other work run meanwhile.
-        It is called once per attempt (again if the map had to grow, and per batch if
-        the group did not fit), so it must be idempotent, and the commit may still fail
-        after it. The store's write lock is held from before that call until just
+        By then each batch that failed on its own says so (`Pending.known_error`) —
+        unless the group did not fit in the map: then it is committed batch by batch,
+        and ``before_commit`` is called before the later ones are tried. It is called
+        once per attempt (again if the map had to grow, and per batch if the group did
+        not fit), so it must be idempotent, and the commit may still fail after it. The store's write lock is held from before that call until just
         before `commit_group` returns.
 
         ``durable=False`` makes the commit *quiet* (see `Env.write`): visible at once and
@@ -171,15 +175,30 @@ class Store:
         store has seen, and whose writers tell nobody of them before a durable commit."""
         env = self._env
         env.check()
-        group = [Pending(b) for b in batches]
-        with env.write_lock:
-            apply_group(env, [p for p in group if p.batch.ops], before_commit,
-                        durable=durable)
-        for p in group:
-            if not p.batch.ops:
-                p._result = []
-            p._finish()
+        group = [b if isinstance(b, Pending) else Pending(b) for b in batches]
+        commit_now(env, group, before_commit, durable=durable)
         return group
+
+    def start_group(self, batches: list[Batch | Pending], *,
+                    before_commit: Callable[[], None] | None = None,
+                    durable: bool = True) -> list[Pending]:
+        """`commit_group` on the store's committer thread: returns at once with the
+        Pendings. The group commits in turn with the batches submitted before it, in a
+        transaction of its own; ``before_commit`` is then called on that thread."""
+        env = self._env
+        env.check()
+        group = [b if isinstance(b, Pending) else Pending(b) for b in batches]
+        env.committer.submit_group(group, before_commit, durable)
+        return group
+
+    def settle(self) -> None:
+        """Wait until every batch handed to the committer thread so far (`submit`,
+        `start_group`) has been committed or has failed."""
+        env = self._env
+        env.check()
+        last = Pending(Batch())
+        env.committer.submit_group([last])
+        last.exception()
 
     def make_durable(self) -> None:
         """Put everything committed so far, by any process, on disk (one fsync): for a

@@ -533,12 +533,13 @@ def test_inline_calls_commit_quietly_and_the_world_hears_only_of_durable_commits
         real_sync(self)
     monkeypatch.setattr(Env, "sync_file", counting)
     flags = []
-    real_group = Store.commit_group
+    for name in ("commit_group", "start_group"):   # on this thread, on the committer's
+        real_group = getattr(Store, name)
 
-    def recording(self, batches, **kw):
-        flags.append(kw.get("durable", True))
-        return real_group(self, batches, **kw)
-    monkeypatch.setattr(Store, "commit_group", recording)
+        def recording(self, batches, _real=real_group, **kw):
+            flags.append(kw.get("durable", True))
+            return _real(self, batches, **kw)
+        monkeypatch.setattr(Store, name, recording)
     heard = []
     for name in ("created", "suspended", "finished"):
         real = getattr(Runtime, name)
@@ -579,6 +580,7 @@ def test_a_flow_crashing_while_parked_leaves_no_stack_behind_and_runtimes_are_fr
 
     from flowmetal.starlark import Thread, values
     real = Store.commit_group
+    real_start = Store.start_group
     calls = []
 
     def failing(self, batches, **kw):
@@ -586,7 +588,20 @@ def test_a_flow_crashing_while_parked_leaves_no_stack_behind_and_runtimes_are_fr
         if len(calls) in (2, 4, 6):   # inline calls' commits (after the root's first)
             raise OSError("disk hiccup")
         return real(self, batches, **kw)
+
+    def failing_later(self, batches, *, before_commit=None, **kw):
+        # A lone flow's inline calls commit on the store's committer thread, and the
+        # flow goes on once its batch is applied: this commit fails after that.
+        calls.append(len(batches))
+        if len(calls) in (2, 4, 6):
+            def hiccup():
+                before_commit()
+                time.sleep(0.05)   # the flow is on its next call by now
+                raise OSError("disk hiccup")
+            return real_start(self, batches, before_commit=hiccup, **kw)
+        return real_start(self, batches, before_commit=before_commit, **kw)
     monkeypatch.setattr(Store, "commit_group", failing)
+    monkeypatch.setattr(Store, "start_group", failing_later)
     with Runtime(store, virtual_time=True, max_restarts=10, backoff=0.01) as rt:
         rid, w = _run(rt, callers, flow="looping")
     assert repr(result_of(w)) == "Ok(3)"
@@ -597,12 +612,49 @@ def test_a_flow_crashing_while_parked_leaves_no_stack_behind_and_runtimes_are_fr
     # A closed runtime is not kept alive by the greenlets its flows ran in. (Not the
     # one above: the crashes' logged tracebacks hold on to it.)
     monkeypatch.setattr(Store, "commit_group", real)
+    monkeypatch.setattr(Store, "start_group", real_start)
     with Runtime(store, virtual_time=True) as rt:
         _run(rt, callers, flow="looping")
         ref = weakref.ref(rt)
     del rt
     gc.collect()
     assert ref() is None
+
+
+@pytest.mark.parametrize("when", ["later", "at once"])
+def test_a_quiet_commit_that_fails_after_its_flow_went_on_restarts_the_flow(
+        store: Store, callers: Path, monkeypatch: pytest.MonkeyPatch, when: str) -> None:
+    """A lone flow's inline call commits on the store's committer thread, and the flow
+    goes on once its batch is applied, before the commit ends. If that commit then
+    fails, the flow's next batch must fail with it (it follows from the lost one),
+    and the flow restart from its checkpoint: every call ends up in the store once.
+    (Or the commit cannot even be handed over: the flow restarts at once.)"""
+    real_start = Store.start_group
+    calls = []
+    went_on = []
+
+    def failing_later(self, batches, *, before_commit=None, **kw):
+        calls.append(len(batches))
+        if len(calls) == 2 and when == "at once":
+            went_on.append(True)
+            raise OSError("disk hiccup")
+        if len(calls) == 2:
+            def hiccup():
+                before_commit()
+                deadline = time.monotonic() + 5
+                while len(calls) < 3 and time.monotonic() < deadline:
+                    time.sleep(0.001)   # until the flow has its next call's batch ready
+                went_on.append(len(calls) >= 3)
+                raise OSError("disk hiccup")
+            return real_start(self, batches, before_commit=hiccup, **kw)
+        return real_start(self, batches, before_commit=before_commit, **kw)
+    monkeypatch.setattr(Store, "start_group", failing_later)
+    with Runtime(store, virtual_time=True, max_restarts=10, backoff=0.01) as rt:
+        rid, w = _run(rt, callers, flow="looping")
+    assert repr(result_of(w)) == "Ok(3)"
+    assert went_on == [True]
+    assert sorted(c.id for c in store.children(rid)) == [f"{rid}.{k}" for k in (1, 2, 3)]
+    assert [e.seq for e in store.journal(rid)] == [1, 2, 3]
 
 
 def test_cancel_stops_a_flow_that_keeps_calling_inline(store: Store, callers: Path) -> None:

@@ -190,3 +190,46 @@ def test_commit_group_calls_before_commit_between_its_writes_and_its_commit(st, 
     assert [p.result() for p in ps] == [[0], [1]]
     assert order == ["apply", "apply", ("before_commit", [])]
     assert [m.body for m in st.inbox_messages("f1")] == ["a", "b"]
+
+
+def test_a_batch_that_follows_a_failed_one_fails_with_it(st):
+    make_flow(st)
+    lost = Pending(Batch().inbox_append("nope", 1))       # no such flow
+    st.commit_group([lost])
+    assert isinstance(lost.exception(), NotFoundError)
+    nxt = Pending(Batch().inbox_append("f1", 1), after=lost)
+    fine = Pending(Batch().inbox_append("f1", 2))
+    st.commit_group([nxt, fine])
+    assert nxt.exception() is lost.exception()
+    assert fine.exception() is None
+    empty = Pending(Batch(), after=lost)    # nothing to write, and yet it follows
+    st.commit_group([empty])
+    assert empty.exception() is lost.exception()
+    assert [m.body for m in st.inbox_messages("f1")] == [2]   # nothing of `nxt`
+    ok = st.commit_group([Batch().inbox_append("f1", 3)])[0]
+    after_ok = Pending(Batch().inbox_append("f1", 4), after=ok)
+    st.commit_group([after_ok])
+    assert after_ok.exception() is None and after_ok.after is None   # no chains kept
+    assert st.inbox_count("f1") == 3
+
+
+def test_start_group_commits_on_the_committer_thread_in_turn(st):
+    make_flow(st)
+    threads = []
+    first = st.submit(Batch().inbox_append("f1", 1))
+    group = st.start_group([Batch().inbox_append("f1", 2), Batch().inbox_append("f1", 3)],
+                           before_commit=lambda: threads.append(threading.current_thread().name),
+                           durable=False)
+    last = st.submit(Batch().inbox_append("f1", 4))
+    for p in [first, *group, last]:
+        p.result(10)
+    assert threads and set(threads) == {"flowmetal-store-committer"}
+    assert [m.body for m in st.inbox_messages("f1")] == [1, 2, 3, 4]
+
+
+def test_settle_waits_for_what_the_committer_thread_has(st):
+    make_flow(st)
+    group = st.start_group([Batch().inbox_append("f1", 1)],
+                           before_commit=lambda: time.sleep(0.2))
+    st.settle()
+    assert group[0].done() and st.inbox_count("f1") == 1
