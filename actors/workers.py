@@ -25,6 +25,7 @@ from typing import Any
 
 from store import NOTSET
 
+from .memory import freeze_startup_objects
 from .pool import default_dispatcher, stop_soon
 from .resources import STOP_GRACE
 
@@ -398,6 +399,7 @@ def worker_main(home: str, sync: bool, conn: Any, parent_pid: int, options: dict
     store = Store.open(home, sync=sync)
     hub = WorkerHub(store, conn, options)
     on_orphaned.append(lambda: _stop_commands(hub))
+    freeze_startup_objects()
     try:
         while True:
             try:

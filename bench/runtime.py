@@ -29,6 +29,7 @@ from pathlib import Path
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent.resolve()]
 
 from actors import Runtime, result_of  # noqa: E402
+from actors.memory import freeze_startup_objects  # noqa: E402
 from store import Store  # noqa: E402
 
 FLOWS = '''
@@ -86,6 +87,7 @@ def _run(rt: Runtime, file: Path, flow: str, args: dict, timeout: float = 600):
 def bench_sequential(home: Path, file: Path, n: int) -> float:
     st = Store.open(home, sync=True)
     with Runtime(st) as rt:
+        freeze_startup_objects()   # as `flowmetal run` and the daemon do at start
         t0 = time.perf_counter()
         _, w = _run(rt, file, "seq", {"n": n})
         dt = time.perf_counter() - t0
@@ -101,6 +103,7 @@ def bench_concurrent(home: Path, file: Path, flows: int, steps: int, workers: in
         # Warm up first, as a daemon is: worker processes started (they spawn on first
         # use, importing everything) and the flow file compiled.
         _run(rt, file, "fan", {"flows": max(workers, 1) * 4, "steps": 1})
+        freeze_startup_objects()   # as the daemon does at start (and its workers do)
         t0 = time.perf_counter()
         _, w = _run(rt, file, "fan", {"flows": flows, "steps": steps})
         dt = time.perf_counter() - t0

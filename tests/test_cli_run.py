@@ -219,3 +219,20 @@ def test_a_default_of_the_wrong_type_is_refused_where_it_is_declared(home: Path,
                     '"o": args.list(default = None)})\n')
     p = fm(home, "run", str(good), "--flow", "main")
     assert p.returncode == 0 and p.stdout.splitlines()[-1] == "Ok([2.0, None])", p.stderr
+
+
+def test_run_and_resume_freeze_their_start_up_objects(home: Path) -> None:
+    # What the process loaded at start-up leaves the garbage collector's walk
+    # (actors.memory.freeze_startup_objects): seen here through gc.freeze itself.
+    hook = ("import gc, sys; real = gc.freeze; "
+            "gc.freeze = lambda: (sys.stderr.write('FROZEN\\n'), real())[1]; "
+            "from flowmetal.cli import main; main()")
+    env = dict(os.environ, FLOWMETAL_HOME=str(home), FLOWMETAL_SYNC="0")
+    p = subprocess.run([sys.executable, "-c", hook, "run", str(EXAMPLES / "fanout.flow")],
+                       env=env, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert p.returncode == 0, p.stderr
+    assert p.stderr.count("FROZEN") == 1, p.stderr
+    rid = run_id_of(p)
+    p = subprocess.run([sys.executable, "-c", hook, "resume", rid], env=env,
+                       capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert p.returncode == 0 and p.stderr.count("FROZEN") == 1, p.stderr

@@ -114,6 +114,7 @@ def run_command(file: str, flow_name: str | None, arg_pairs: tuple[str, ...],
     Exits 0 for Ok, 1 for Err, 2 for usage or syntax errors.
     """
     from actors import HomeUnusable, RunError, Runtime, new_run_id
+    from actors.memory import freeze_startup_objects
     from ..starlark import StarlarkError, StarlarkSyntaxError
     source = read_source(file)
     args = parse_arg_pairs(arg_pairs)
@@ -122,6 +123,7 @@ def run_command(file: str, flow_name: str | None, arg_pairs: tuple[str, ...],
     store = open_store(home)
     warn_quota_file("run", store.home, _NO_LIMITS)
     rt = Runtime(store, workers=workers, virtual_time=virtual_time, max_steps=max_steps)
+    freeze_startup_objects()
     run_id = new_run_id()
     try:
         rt.create_run(file, source, flow=flow_name, args=args, run_id=run_id)
@@ -152,6 +154,7 @@ def resume_command(run_id: str, home: str | None, virtual_time: bool, workers: i
     Prints the run's whole output and its root Result; exit codes as for `run`.
     """
     from actors import RunError, Runtime
+    from actors.memory import freeze_startup_objects
     from store import StoreError
     from ..starlark import StarlarkError
     # A daemon serving this home owns its runs: it resumes them, this only watches.
@@ -166,6 +169,7 @@ def resume_command(run_id: str, home: str | None, virtual_time: bool, workers: i
         sys.exit(EXIT_USAGE)
     warn_quota_file("resume", store.home, _NO_LIMITS)
     rt = Runtime(store, workers=workers, virtual_time=virtual_time)
+    freeze_startup_objects()
     try:
         rt.resume_run(run_id)
     except (RunError, StoreError) as e:

@@ -214,6 +214,7 @@ class Daemon:
         _setup_logging(self.home, self.verbose)
         _raise_fd_limit()
         from actors import Runtime
+        from actors.memory import freeze_startup_objects
         from store import Store, StoreError
         try:
             self.store = Store.open(self.home, sync=self.sync)
@@ -221,6 +222,7 @@ class Daemon:
             raise DaemonError(f"cannot open the store: {e}") from None
         t0 = time.monotonic()
         self.rt = Runtime(self.store, workers=self.workers)
+        freeze_startup_objects()
         self.batches = BatchSupervisor(self.store, self.rt)
         self.rt.add_run_listener(self._run_ended)
         nb = self.batches.load()

@@ -28,3 +28,16 @@ def test_release_returns_freed_heap_to_the_os():
     memory.release_free_memory(force=True)
     assert rss_kb() < grown - 100_000  # well over 100 MB of the ~200 MB went back
     del pin
+
+
+def test_freeze_startup_objects_takes_what_is_held_out_of_collection() -> None:
+    import gc
+
+    from actors.memory import freeze_startup_objects
+    held = [object() for _ in range(10)] + [[] for _ in range(10)]
+    try:
+        n = freeze_startup_objects()
+        assert n == gc.get_freeze_count() and n >= len(held)
+        assert all(not any(o is x for x in gc.get_objects()) for o in held[10:])
+    finally:
+        gc.unfreeze()   # the rest of the test session collects as usual
