@@ -15,6 +15,9 @@ if TYPE_CHECKING:  # the language loads lazily: read-only commands start faster
     from ..starlark import StarlarkError
 
 EXIT_OK, EXIT_ERR, EXIT_USAGE = 0, 1, 2
+# The daemon went away in the middle of a request (or is stopping): what was asked may
+# or may not have been done, and a run it was running goes on at its next start.
+EXIT_UNAVAILABLE = 3
 
 HOME_HELP = "State directory (default: $FLOWMETAL_HOME, $XDG_STATE_HOME/flowmetal, " \
             "~/.local/state/flowmetal)."

@@ -27,7 +27,7 @@ from typing import Any, Callable
 import click
 
 from ..jsondepth import MAX_JSON_DEPTH, loads_strict, nesting_exceeds
-from .common import (EXIT_ERR, EXIT_OK, EXIT_USAGE, existing_store, home_option, home_path,
+from .common import (EXIT_ERR, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, existing_store, home_option, home_path,
                      id_argument, open_store,
                      parse_arg_pairs, read_source, root_flow_options, run_id_argument,
                      json_text, warn_quota_file, workers_option)
@@ -64,7 +64,8 @@ def _guard(name: str) -> Callable:
                 _fail(f"flowmetal {name}: {e}")
             except DaemonError as e:
                 _fail(f"flowmetal {name}: {e}",
-                      EXIT_USAGE if e.kind in ("usage", "syntax") else EXIT_ERR)
+                      EXIT_USAGE if e.kind in ("usage", "syntax") else
+                      EXIT_UNAVAILABLE if e.kind == "unavailable" else EXIT_ERR)
             except KeyboardInterrupt:
                 _fail(f"flowmetal {name}: interrupted", 130)
             except BrokenPipeError:
