@@ -382,8 +382,9 @@ class Batch:
         return self
 
     def set_batch_item(self, batch_id: str, index: int, *, state: str | None = None,
-                       run_id: str | None = None, meta: dict | None = None) -> "Batch":
-        """Update one item: its state, the run it became, merged ``meta``."""
+                       run_id: Any = NOTSET, meta: dict | None = None) -> "Batch":
+        """Update one item: its state, the run it became (None: none after all — it
+        ended before its run was created), merged ``meta``."""
         K.enc_id(batch_id, "batch id")
         if state is not None:
             _check_state(state)
@@ -913,7 +914,7 @@ def _set_batch_item(w: Writer, batch_id, index, state, run_id, meta):
     d = decode(raw)
     if state is not None:
         d["s"] = state
-    if run_id is not None:
+    if run_id is not NOTSET:
         d["r"] = run_id
     if meta:
         d["m"].update(meta)

@@ -298,7 +298,7 @@ class BatchSupervisor:
             b.ended_not_ok("err")
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
             self.q.put(("pump", b.id))
-            self.store.commit(Batch().set_batch_item(b.id, index, state="err",
+            self.store.commit(Batch().set_batch_item(b.id, index, state="err", run_id=None,
                                                      meta={"error": msg, "result": msg}))
 
     def _cancel(self, batch_id: str) -> int:
@@ -320,7 +320,9 @@ class BatchSupervisor:
                 runs.append(rid)
         bt = Batch()
         for index in not_started:
-            bt.set_batch_item(b.id, index, state="cancelled", meta={"result": "cancelled"})
+            # (Its run id, if it had one, names no run: it was never created.)
+            bt.set_batch_item(b.id, index, state="cancelled", run_id=None,
+                              meta={"result": "cancelled"})
         b.ended_not_ok("cancelled", len(not_started))
         # Durable before any run is cancelled: a daemon stopped midway finishes it.
         bt.set_batch_state(b.id, "running", meta={"cancel": True})

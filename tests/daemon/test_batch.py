@@ -211,11 +211,19 @@ def test_a_cancel_cut_short_by_kill9_is_finished_by_the_next_daemon(home: Path,
     st = Store.open(home, sync=False)
     try:
         deadline = time.monotonic() + 60
-        while st.get_batch(bid).meta.get("counts", {}).get("running", 0) < 2:
+        # Two items running, their runs created (an item is marked running with its
+        # run id just before its run is created).
+        while len([it for it in st.batch_items(bid)
+                   if it.run_id and st.get_run(it.run_id) is not None]) < 2:
             assert time.monotonic() < deadline
             time.sleep(0.05)
         d.kill9()
-        st.commit(Batch().set_batch_state(bid, "running", meta={"cancel": True}))
+        # As if the daemon had been killed between marking a third item running and
+        # creating its run: that run never exists.
+        from flowmetal.daemon.batches import item_run_id
+        st.commit(Batch().set_batch_item(bid, 2, state="running",
+                                         run_id=item_run_id(bid, 2, 0))
+                  .set_batch_state(bid, "running", meta={"cancel": True}))
         daemons()
         deadline = time.monotonic() + 60
         while st.get_batch(bid).state != "cancelled":
@@ -224,6 +232,7 @@ def test_a_cancel_cut_short_by_kill9_is_finished_by_the_next_daemon(home: Path,
         items = st.batch_items(bid)
         assert [it.state for it in items] == ["cancelled"] * 4
         assert [st.get_run(it.run_id).state for it in items if it.run_id] == ["cancelled"] * 2
+        assert items[2].run_id is None   # it names no run
     finally:
         st.close()
 

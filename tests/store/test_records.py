@@ -333,6 +333,10 @@ def test_batches_of_runs(st):
     assert [x.id for x in st.list_batches()] == ["b1"]
     with pytest.raises(NotFoundError):
         st.commit(Batch().set_batch_item("b1", 5, state="ok"))
+    st.commit(Batch().set_batch_item("b1", 1, state="ok"))          # the run stays
+    assert st.batch_items("b1")[1].run_id == "r1"
+    st.commit(Batch().set_batch_item("b1", 1, state="cancelled", run_id=None))
+    assert st.batch_items("b1")[1].run_id is None                    # it named no run
 
 
 def test_failed_batch_writes_nothing(st):
