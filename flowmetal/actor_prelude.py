@@ -877,9 +877,23 @@ def bind_context(f: Any, host_fctx: Any, args: tuple, kwargs: dict) -> Any:
         ext["quota"] = quota
     if depth:
         ext["depth"] = depth
-    frozen = freeze(bound)
-    fargs = make_flow_args(f.params, frozen) if has_state(f.params) else make_args(frozen)
+    if not f.params:
+        fargs = _no_args()   # most called flows: nothing to bind, freeze or build
+    else:
+        frozen = freeze(bound)
+        fargs = make_flow_args(f.params, frozen) if has_state(f.params) else make_args(frozen)
     return FlowContext(host_fctx.flow_id, f.name, fargs, ext or None)
+
+
+_NO_ARGS: Any = None
+
+
+def _no_args() -> Any:
+    # One immutable `fctx.args` for every flow that declares no arguments.
+    global _NO_ARGS
+    if _NO_ARGS is None:
+        _NO_ARGS = make_args({})
+    return _NO_ARGS
 
 
 # ---------------------------------------------------------------- joining the prelude

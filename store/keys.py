@@ -15,12 +15,16 @@ SEP = b"\x00"
 MAX_ID_BYTES = 200  # LMDB keys are at most 511 bytes; composite keys hold two ids
 
 _U64 = struct.Struct(">Q")
-_ID_OK: set[str] = set()  # ids seen valid, to skip re-validation on the hot path
+# Ids seen valid, with their bytes: a step encodes the same few ids several times.
+# Emptied when full, so that it holds the ids in use now, not the first ones seen.
+_ENCODED: dict[str, bytes] = {}
+_ENCODED_MAX = 100_000
 
 
 def enc_id(value: str, what: str = "id") -> bytes:
-    if value in _ID_OK:
-        return value.encode("utf-8")
+    b = _ENCODED.get(value) if type(value) is str else None
+    if b is not None:
+        return b
     if not isinstance(value, str) or not value:
         raise StoreError(f"{what} must be a non-empty string, not {value!r}")
     b = value.encode("utf-8")
@@ -28,8 +32,9 @@ def enc_id(value: str, what: str = "id") -> bytes:
         raise StoreError(f"{what} must not contain NUL: {value!r}")
     if len(b) > MAX_ID_BYTES:
         raise StoreError(f"{what} is longer than {MAX_ID_BYTES} bytes: {value[:40]!r}...")
-    if len(_ID_OK) < 100_000:
-        _ID_OK.add(value)
+    if len(_ENCODED) >= _ENCODED_MAX:
+        _ENCODED.clear()
+    _ENCODED[value] = b
     return b
 
 
