@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+import time
 from typing import Any, Iterable, Sequence
 
 from . import keys as K
@@ -61,6 +62,7 @@ DB_NAMES = (
 )
 
 _INBOX_META = struct.Struct(">QQB")
+_CLOSED_INBOX = _INBOX_META.pack(0, 0, 1)   # an ended flow's, which never had a message
 
 
 def _check_state(state: str) -> str:
@@ -168,8 +170,15 @@ class Batch:
         K.enc_id(run_id, "run id")
         if state not in TERMINAL_STATES:
             raise StoreError(f"call_ended needs a terminal state, not {state!r}")
-        self.ops.append((_call_ended, parent, K.id_seq(parent, seq), flow_id, run_id, name,
-                         state, result, error, value, request))
+        # Encoded here, on the caller's time, not while the batch holds the store's
+        # one writer (a worker process's commit waits for the others'): its times
+        # are the call's, a few ms before its commit.
+        now = time.time()
+        rec = encode(_flow_record(now, flow_id, run_id, name, parent, None, state, None, {},
+                                  result, error, ran=True))
+        entry = encode({"q": request, "r": value, "s": now, "f": now})
+        self.ops.append((_call_ended, parent, K.id_seq(parent, seq), flow_id, run_id, state,
+                         rec, entry))
         return self
 
     def set_flow_state(self, flow_id: str, state: str, *, result: Value = NOTSET,
@@ -594,15 +603,24 @@ def _create_flow(w: Writer, flow_id, run_id, name, parent, args, state, created,
     return True
 
 
+def _flow_record(now, flow_id, run_id, name, parent, args, state, created, meta,
+                 result=None, error=None, ran: bool = False) -> dict:
+    return {"id": flow_id, "run": run_id, "parent": parent, "name": name, "args": args,
+            "state": state, "created": now if created is None else created, "updated": now,
+            "started": now if state == "running" or ran else None,
+            "finished": now if state in TERMINAL_STATES else None,
+            "result": result, "error": error, "meta": meta}
+
+
 def _put_new_flow(w: Writer, fk, flow_id, run_id, name, parent, args, state, created, meta,
                   result=None, error=None, ran: bool = False) -> None:
-    now = w.now
-    rec = {"id": flow_id, "run": run_id, "parent": parent, "name": name, "args": args,
-           "state": state, "created": now if created is None else created, "updated": now,
-           "started": now if state == "running" or ran else None,
-           "finished": now if state in TERMINAL_STATES else None,
-           "result": result, "error": error, "meta": meta}
-    w.put("flows", fk, encode(rec))
+    rec = _flow_record(w.now, flow_id, run_id, name, parent, args, state, created, meta,
+                       result, error, ran)
+    _put_flow_record(w, fk, flow_id, run_id, parent, state, encode(rec))
+
+
+def _put_flow_record(w: Writer, fk, flow_id, run_id, parent, state, raw: bytes) -> None:
+    w.put("flows", fk, raw)
     w.put("run_flows", K.pair(run_id, flow_id), b"")
     if parent is not None:
         w.put("flow_children", K.pair(parent, flow_id), b"")
@@ -610,8 +628,7 @@ def _put_new_flow(w: Writer, fk, flow_id, run_id, name, parent, args, state, cre
         w.put("flows_live", fk, K.enc_id(run_id))
 
 
-def _call_ended(w: Writer, parent, pkey, flow_id, run_id, name, state, result, error,
-                value, request):
+def _call_ended(w: Writer, parent, pkey, flow_id, run_id, state, rec, entry):
     fk = K.enc_id(flow_id)
     if w.get("flows", fk) is not None:
         raise ConflictError(f"flow {flow_id!r} exists already")
@@ -623,11 +640,10 @@ def _call_ended(w: Writer, parent, pkey, flow_id, run_id, name, state, result, e
         if w.get("flows", pk) is None:
             raise NotFoundError(f"no flow {parent!r}")
         raise ConflictError(f"flow {parent!r} has ended (cancelled?): it cannot call {flow_id!r}")
-    _put_new_flow(w, fk, flow_id, run_id, name, parent, None, state, None, {},
-                  result=result, error=error, ran=True)
-    w.put("inbox_meta", fk, _INBOX_META.pack(0, 0, 1))   # ended: its inbox is closed
+    _put_flow_record(w, fk, flow_id, run_id, parent, state, rec)
+    w.put("inbox_meta", fk, _CLOSED_INBOX)   # ended: its inbox is closed
     if w.get("journal", pkey) is None:
-        w.put("journal", pkey, encode({"q": request, "r": value, "s": w.now, "f": w.now}))
+        w.put("journal", pkey, entry)
     return True
 
 
