@@ -53,7 +53,7 @@ from typing import Any, Protocol
 
 from flowmetal.prelude import (CallRequest, Err, ExecRequest, FlowContext, FlowDef,
                                FlowFailed, Handle, Ok, Result, SleepRequest, StartRequest,
-                               WaitRequest, as_result, flow_main, make_args, pop_host,
+                               WaitRequest, as_result, flow_main, NO_ARGS, pop_host,
                                push_host)
 from flowmetal.actor_prelude import ReceiveRequest
 from flowmetal.starlark import Done, Suspended, Thread, start_call
@@ -66,7 +66,6 @@ from .pool import PooledActor, RunnerLoan, current_turn, others_ready
 MAX_ID = 150
 
 
-_NO_ARGS = make_args({})
 
 # The end of every flow a run still has running when its root flow ends.
 ORPHAN_REASON = "cancelled: its run's root flow ended without waiting for it"
@@ -205,7 +204,7 @@ class FlowRunner:
             self.thread = start_call(flow_main(), fdef, tuple(args), dict(kwargs),
                                      max_steps=hub.max_steps)
         # (Until its arguments are bound: no arguments. One shared, immutable struct.)
-        self.fctx = image.fctx or FlowContext(flow_id, name, _NO_ARGS)
+        self.fctx = image.fctx or FlowContext(flow_id, name, NO_ARGS)
         self.seq = image.seq
         self.last_result = image.last_result
         self.is_module = image.is_module

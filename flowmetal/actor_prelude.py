@@ -18,7 +18,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from .prelude import ArgSpec, Err, FlowContext, FlowFailed, Handle, current_host, make_args
+from .prelude import (NO_ARGS, ArgSpec, Err, FlowContext, FlowFailed, Handle, current_host,
+                      make_args)
 from .secrets import Secret, SecretError, process_source, secrets_struct, to_plain
 from .starlark import EvalError, Struct, Suspend, freeze, is_function, struct
 from .starlark.values import FrozenDict, FrozenList, Set, to_repr, type_name
@@ -878,22 +879,12 @@ def bind_context(f: Any, host_fctx: Any, args: tuple, kwargs: dict) -> Any:
     if depth:
         ext["depth"] = depth
     if not f.params:
-        fargs = _no_args()   # most called flows: nothing to bind, freeze or build
+        fargs = NO_ARGS   # most called flows: nothing to bind, freeze or build
     else:
         frozen = freeze(bound)
         fargs = make_flow_args(f.params, frozen) if has_state(f.params) else make_args(frozen)
     return FlowContext(host_fctx.flow_id, f.name, fargs, ext or None)
 
-
-_NO_ARGS: Any = None
-
-
-def _no_args() -> Any:
-    # One immutable `fctx.args` for every flow that declares no arguments.
-    global _NO_ARGS
-    if _NO_ARGS is None:
-        _NO_ARGS = make_args({})
-    return _NO_ARGS
 
 
 # ---------------------------------------------------------------- joining the prelude

@@ -503,6 +503,11 @@ def make_args(bound: dict) -> Struct:
     return struct(**fields)
 
 
+# `fctx.args` of every flow that declares no arguments (and of one not bound yet): a
+# struct is immutable, so one serves them all.
+NO_ARGS = make_args({})
+
+
 # ---------------------------------------------------------------- requests (Suspend payloads)
 
 class StartRequest:

@@ -36,6 +36,11 @@ def _journal_entry(flow_id: str, seq: int, raw: bytes) -> JournalEntry:
     return JournalEntry(flow_id, seq, d["q"], d["r"], d["s"], d["f"])
 
 
+def _pendings(batches: list) -> list[Pending]:
+    # Batches as Pendings; one a caller made itself is kept.
+    return [b if isinstance(b, Pending) else Pending(b) for b in batches]
+
+
 class Store:
     """A Flowmetal store in a home directory (LMDB files in ``HOME/store/``).
 
@@ -166,8 +171,9 @@ class Store:
         unless the group did not fit in the map: then it is committed batch by batch,
         and ``before_commit`` is called before the later ones are tried. It is called
         once per attempt (again if the map had to grow, and per batch if the group did
-        not fit), so it must be idempotent, and the commit may still fail after it. The store's write lock is held from before that call until just
-        before `commit_group` returns.
+        not fit), so it must be idempotent, and the commit may still fail after it. The
+        store's write lock is held from before that call until just before
+        `commit_group` returns.
 
         ``durable=False`` makes the commit *quiet* (see `Env.write`): visible at once and
         safe from any crash of a process, but a power loss may take it back until the
@@ -175,7 +181,7 @@ class Store:
         store has seen, and whose writers tell nobody of them before a durable commit."""
         env = self._env
         env.check()
-        group = [b if isinstance(b, Pending) else Pending(b) for b in batches]
+        group = _pendings(batches)
         commit_now(env, group, before_commit, durable=durable)
         return group
 
@@ -187,7 +193,7 @@ class Store:
         transaction of its own; ``before_commit`` is then called on that thread."""
         env = self._env
         env.check()
-        group = [b if isinstance(b, Pending) else Pending(b) for b in batches]
+        group = _pendings(batches)
         env.committer.submit_group(group, before_commit, durable)
         return group
 

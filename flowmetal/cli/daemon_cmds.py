@@ -27,8 +27,8 @@ from typing import Any, Callable
 import click
 
 from ..jsondepth import MAX_JSON_DEPTH, loads_strict, nesting_exceeds
-from .common import (EXIT_ERR, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, existing_store, home_option, home_path,
-                     id_argument, open_store,
+from .common import (EXIT_ERR, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, existing_store,
+                     home_option, home_path, id_argument, open_store,
                      parse_arg_pairs, read_source, root_flow_options, run_id_argument,
                      json_text, warn_quota_file, workers_option)
 from .common import shown as _shown

@@ -18,6 +18,7 @@ from actors.flow import FlowRunner
 from store import Store
 
 from ..procs import alive
+from ..spies import count_syncs
 
 ROOT = Path(__file__).resolve().parents[2]
 FLOWS = Path(__file__).parent / "flows"
@@ -524,14 +525,7 @@ def test_inline_calls_commit_quietly_and_the_world_hears_only_of_durable_commits
     sync (a quiet commit); whatever the runtime tells anyone — a run exists, a request
     to perform, a flow's end — follows a durable commit, which takes every quiet one
     before it along."""
-    from store.env import Env
-    syncs = []
-    real_sync = Env.sync_file
-
-    def counting(self):
-        syncs.append(1)
-        real_sync(self)
-    monkeypatch.setattr(Env, "sync_file", counting)
+    syncs = count_syncs(monkeypatch)
     flags = []
     for name in ("commit_group", "start_group"):   # on this thread, on the committer's
         real_group = getattr(Store, name)

@@ -4,21 +4,15 @@ commit, by `make_durable`, or by a reader of the output before it shows it."""
 import pytest
 
 from store import Batch, Store
-from store.env import Env
 
+from ..spies import count_syncs
 from .conftest import make_flow
 
 
 @pytest.fixture
 def synced(home, monkeypatch):
     """A durable store whose fsyncs of the data file (`Env.sync_file`) are counted."""
-    calls = []
-    real = Env.sync_file
-
-    def counting(self):
-        calls.append(1)
-        real(self)
-    monkeypatch.setattr(Env, "sync_file", counting)
+    calls = count_syncs(monkeypatch)
     s = Store.open(home, sync=True)
     yield s, calls
     s.close()
