@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import keys as K
-from .batch import _INBOX_META, Batch, Writer
+from .batch import Batch, Writer, called_children, flow_record, inbox_meta, iter_prefix
 from .committer import Pending, commit_now
 from .env import (DEFAULT_MAP_SIZE, DEFAULT_MAX_MAP_SIZE, SCHEMA_VERSION, Env, acquire_env,
                   release_env, verify_files)
@@ -34,6 +34,12 @@ def _app_version() -> str:
 def _journal_entry(flow_id: str, seq: int, raw: bytes) -> JournalEntry:
     d = decode(raw)
     return JournalEntry(flow_id, seq, d["q"], d["r"], d["s"], d["f"])
+
+
+def _in_id_order(recs: list[dict]) -> list[Flow]:
+    # The order of the indexes' keys, which flows kept in journals join.
+    recs.sort(key=lambda r: r["id"].encode("utf-8"))
+    return [Flow.from_dict(r) for r in recs]
 
 
 def _pendings(batches: list) -> list[Pending]:
@@ -124,11 +130,12 @@ class Store:
         env.check()
 
         def fn(txn):
-            return {n: txn.stat(h)["entries"] for n, h in env.db.items()}
-        entries = env.read(fn)
+            return ({n: txn.stat(h)["entries"] for n, h in env.db.items()},
+                    int(txn.get(b"schema", db=env.db["meta"])))
+        entries, schema = env.read(fn)
         info = env.env.info()
         psize = env.env.stat()["psize"]
-        return {"home": str(env.home), "schema": SCHEMA_VERSION, "sync": env.sync,
+        return {"home": str(env.home), "schema": schema, "sync": env.sync,
                 "map_size": info["map_size"], "used_bytes": (info["last_pgno"] + 1) * psize,
                 "readers": info["num_readers"], "entries": entries,
                 "last_txn": info["last_txnid"],
@@ -330,37 +337,43 @@ class Store:
     def get_flow(self, flow_id: str) -> Flow | None:
         """The flow, or None."""
         env = self._env
-        raw = env.read(lambda txn: txn.get(K.enc_id(flow_id), db=env.db["flows"]))
-        return None if raw is None else Flow.from_dict(decode(raw))
+        rec = env.read(lambda txn: flow_record(txn, env.db, flow_id))
+        return None if rec is None else Flow.from_dict(rec)
 
-    def _flows_by_index(self, db: str, pre: bytes) -> list[Flow]:
-        env = self._env
-
-        def fn(txn):
-            out = []
-            flows = env.db["flows"]
-            with txn.cursor(db=env.db[db]) as cur:
-                if cur.set_range(pre):
-                    for k in cur.iternext(values=False):
-                        if k[:len(pre)] != pre:
-                            break
-                        raw = txn.get(k[len(pre):], db=flows)
-                        if raw is not None:
-                            out.append(Flow.from_dict(decode(raw)))
-            return out
-        return env.read(fn)
+    def _indexed(self, txn, db: str, pre: bytes, called: bool = False) -> list[dict]:
+        """The records of the flows an index lists under ``pre``; with ``called``, each
+        one's called flows too (kept in its journal, not in the index: see
+        `batch.called_record`)."""
+        dbs = self._env.db
+        recs = []
+        with txn.cursor(db=dbs[db]) as cur:
+            if cur.set_range(pre):
+                for k in cur.iternext(values=False):
+                    if k[:len(pre)] != pre:
+                        break
+                    fk = k[len(pre):]
+                    raw = txn.get(fk, db=dbs["flows"])
+                    if raw is not None:
+                        recs.append(decode(raw))
+                    if called:
+                        recs += called_children(txn, dbs, fk)
+        return recs
 
     def children(self, flow_id: str) -> list[Flow]:
-        """The flows started by ``flow_id``."""
-        return self._flows_by_index("flow_children", K.prefix(flow_id))
+        """The flows started by ``flow_id``, in the order of their ids."""
+        fk = K.enc_id(flow_id)
+        return self._env.read(lambda txn: _in_id_order(
+            self._indexed(txn, "flow_children", fk + K.SEP)
+            + called_children(txn, self._env.db, fk)))
 
     def run_flows(self, run_id: str) -> list[Flow]:
-        """Every flow of the run."""
-        return self._flows_by_index("run_flows", K.prefix(run_id))
+        """Every flow of the run, in the order of their ids."""
+        return self._env.read(lambda txn: _in_id_order(
+            self._indexed(txn, "run_flows", K.prefix(run_id), called=True)))
 
     def live_flows(self) -> list[Flow]:
         """Every flow not in a terminal state — what recovery restarts."""
-        return self._flows_by_index("flows_live", b"")
+        return self._env.read(lambda txn: _in_id_order(self._indexed(txn, "flows_live", b"")))
 
     def recover(self) -> list[Recovery]:
         """Everything recovery needs, read in one consistent snapshot: for every live
@@ -387,17 +400,12 @@ class Store:
                             err = e
                     pending = []
                     pre = fk + K.SEP
-                    with txn.cursor(db=db["intents"]) as ic:
-                        if ic.set_range(pre):
-                            for k, v in ic:
-                                if k[:len(pre)] != pre:
-                                    break
-                                seq = K.read_u64(k, len(pre))
-                                d = decode(v)
-                                j = txn.get(k, db=db["journal"])
-                                pending.append((Intent(flow.id, seq, d["q"], d["t"]),
-                                                None if j is None
-                                                else _journal_entry(flow.id, seq, j)))
+                    for k, v in iter_prefix(txn, db["intents"], pre):
+                        seq = K.read_u64(k, len(pre))
+                        d = decode(v)
+                        j = txn.get(k, db=db["journal"])
+                        pending.append((Intent(flow.id, seq, d["q"], d["t"]),
+                                        None if j is None else _journal_entry(flow.id, seq, j)))
                     out.append(Recovery(flow, ck, err, pending))
             return out
         return env.read(fn)
@@ -519,8 +527,7 @@ class Store:
 
     # ================================================================ inboxes
     def _inbox_meta(self, txn, flow_id: str) -> tuple[int, int, int]:
-        raw = txn.get(K.enc_id(flow_id), db=self._env.db["inbox_meta"])
-        return _INBOX_META.unpack(raw) if raw is not None else (0, 0, 0)
+        return inbox_meta(txn, self._env.db, flow_id)
 
     def inbox_messages(self, flow_id: str, *, limit: int = 1000) -> list[Message]:
         """Queued messages of the flow, front first."""

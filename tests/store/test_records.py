@@ -353,7 +353,7 @@ def test_raw_put_delete_and_stats(st):
     with pytest.raises(StoreError):
         Batch().put("nosuchdb", b"k", b"v")
     s = st.stats()
-    assert s["schema"] == 1 and s["entries"]["meta"] == 2 and s["map_size"] > 0
+    assert s["schema"] == 2 and s["entries"]["meta"] == 2 and s["map_size"] > 0
 
 
 def test_crashed_flow_keeps_its_state_and_can_be_revived(st):
@@ -428,6 +428,64 @@ def test_call_ended_writes_an_ended_child_and_the_callers_journal(st):
         st.commit(Batch().call_ended("r1", 4, "r1.4", run_id="r1", name="noop", state="ok",
                                      result=res, error=None, value=1, request=None))
     assert st.get_flow("r1.4") is None
+
+
+def test_a_called_flow_is_kept_in_its_callers_journal_entry(st):
+    """A child named CALLER.SEQ that ended within the call writes only the journal
+    entry, and every reader finds it there as it would find a flow of its own."""
+    make_flow(st, "r1")
+    st.commit(Batch().create_flow("r1.2", run_id="r1", name="kid", parent="r1",
+                                  state="running"))
+    before = st.stats()["entries"]
+    res = {"ok": True, "repr": "Ok(1)"}
+    call = dict(run_id="r1", name="noop", state="ok", result=res, error=None, value=1,
+                request={"kind": "call"})
+    st.commit(Batch().call_ended("r1", 1, "r1.1", **call)
+              .call_ended("r1", 10, "r1.10", **call)
+              .call_ended("r1.2", 1, "r1.2.1", **call))
+    grown = {db: n - before[db] for db, n in st.stats()["entries"].items() if n != before[db]}
+    assert grown == {"journal": 3}
+    assert st.get_flow("r1.10").parent == "r1" and st.get_flow("r1.2.1").parent == "r1.2"
+    # In the order of their ids, as the indexes list flows of their own.
+    assert [f.id for f in st.children("r1")] == ["r1.1", "r1.10", "r1.2"]
+    assert [f.id for f in st.run_flows("r1")] == ["r1", "r1.1", "r1.10", "r1.2", "r1.2.1"]
+    assert st.inbox_closed("r1.1") and not st.inbox_closed("r1.2")
+    assert st.get_journal("r1", 10).result == 1
+    assert st.get_flow("r1.3") is None and st.get_flow("r1.01") is None
+    # It has ended for good: nothing more is written of it, nor can it be called twice.
+    with pytest.raises(ConflictError, match="inbox is closed"):
+        st.commit(Batch().inbox_append("r1.1", "hi"))
+    for b in (Batch().set_flow_state("r1.1", "ok"), Batch().put_checkpoint("r1.1", b"c"),
+              Batch().add_timer("r1.1", 1, time.time()), Batch().add_intent("r1.1", 1, "x")):
+        with pytest.raises(ConflictError, match="has ended"):
+            st.commit(b)
+    with pytest.raises(ConflictError, match="exists already"):
+        st.commit(Batch().call_ended("r1", 11, "r1.1", **call))
+    with pytest.raises(ConflictError):   # a flow of its own of the same id
+        st.commit(Batch().create_flow("r1.1", run_id="r1", name="x", parent="r2"))
+    assert st.commit(Batch().create_flow("r1.1", run_id="r1", name="noop",
+                                         parent="r1")) == [False]
+    with pytest.raises(ConflictError, match="journaled action 5"):
+        st.commit(Batch().journal_result("r1", 5, "done").call_ended("r1", 5, "r1.5", **call))
+    assert st.get_flow("r1.5") is None
+    # They go with their run.
+    st.commit(Batch().flow_finished("r1.2", "ok").flow_finished("r1", "ok"))
+    assert st.commit(Batch().delete_run("r1")) == [True]
+    assert st.get_flow("r1.1") is None and st.get_flow("r1.2.1") is None
+    assert st.stats()["entries"]["journal"] == 0
+
+
+def test_a_schema_1_store_is_marked_2_when_opened(home):
+    import lmdb
+
+    from store import Store
+    Store.open(home, sync=False).close()
+    env = lmdb.open(str(home / "store"), max_dbs=64)
+    with env.begin(write=True) as txn:
+        txn.put(b"schema", b"1", db=env.open_db(b"meta", txn=txn))
+    env.close()
+    with Store.open(home, sync=False) as st:
+        assert st.stats()["schema"] == 2
 
 
 def test_unless_run_exists_writes_a_creation_once(st):
