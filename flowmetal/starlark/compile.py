@@ -112,6 +112,22 @@ class Scope:
         return self.ncallsites
 
 
+# Operators of a left-associated chain (`a + b + c + ...`) whose running value the
+# generated code keeps in one expression: it nests a call (or brackets) per operator,
+# and CPython refuses about 200 nested brackets. A longer chain goes through a
+# temporary every so many operators (`Compiler.lower_chain`).
+_CHAIN = 32
+
+
+def _chain_length(e) -> int:
+    """How many binary operators nest along the left of `e`."""
+    n = 0
+    while type(e) is ast.BinOp:
+        n += 1
+        e = e.left
+    return n
+
+
 _RANGE_ITEM = ast.Constant(0)  # marks "bound by a range() loop" in numeric inference
 
 
@@ -379,6 +395,8 @@ class _Compiler:
     def _needs(self, node) -> bool:
         if isinstance(node, ast.Lambda):
             return True
+        if type(node) is ast.BinOp and _chain_length(node) > _CHAIN:
+            return True   # see `lower_chain`
         if isinstance(node, ast.Call) and not self.is_safe_call(node):
             return True
         for child in ast.iter_child_nodes(node):
@@ -962,6 +980,8 @@ class _Compiler:
             self.lower_call(e, out, scope, tmp)
             return tmp
         if t is ast.BinOp:
+            if _chain_length(e) > _CHAIN:
+                return self.lower_chain(e, out, scope)
             left, right = self.lower_seq([e.left, e.right], out, scope)
             return self.binop_text(e, left, right, e.left, e.right)
         if t is ast.UnaryOp:
@@ -1019,6 +1039,26 @@ class _Compiler:
         if t in (ast.ListComp, ast.DictComp):
             return self.lower_comp(e, out, scope)
         raise self.p.error(e, f"unsupported expression ({t.__name__})")
+
+    def lower_chain(self, e: ast.BinOp, out, scope) -> str:
+        """A long left-associated chain of binary operators, operator by operator (not
+        recursively: a chain may be thousands long), its running value saved in a
+        temporary every `_CHAIN` operators and before an operand that needs
+        statements (which keeps evaluation order, as `lower_seq` does)."""
+        spine = []
+        while type(e) is ast.BinOp:
+            spine.append(e)
+            e = e.left
+        text = self.lower(e, out, scope)
+        for i, b in enumerate(reversed(spine)):
+            if (i % _CHAIN == _CHAIN - 1 or self.needs_stmt(b.right)) \
+                    and not isinstance(b.left, (ast.Constant, ast.Name)) \
+                    and not text.startswith(P + "t"):
+                tmp = scope.temp()
+                out.append(S(f"{tmp} = {text}", self.pos(b)))
+                text = tmp
+            text = self.binop_text(b, text, self.lower(b.right, out, scope), b.left, b.right)
+        return text
 
     def lower_seq(self, nodes, out, scope) -> list[str]:
         """Lower operands left to right; an operand followed by one that needs

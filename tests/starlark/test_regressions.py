@@ -282,11 +282,17 @@ def test_functions_nested_too_deeply_are_a_quick_syntax_error(sl, fails):
     assert err.line == MAX_NESTED_FUNCTIONS + 1 and "nested too deeply" in err.msg
 
 
-def test_a_long_chain_of_operators_names_what_is_too_complex(fails):
-    # Review: it said "too many nested parentheses" of a line that has none.
-    err = fails("x = " + " + ".join(["1"] * 400) + "\n")
-    assert err.msg == ("program too complex: an expression nests about 200 operations or "
-                       "more in one another; split it up")
+def test_a_long_chain_of_operators_runs(run):
+    # It was "program too complex" past ~200 operators: the generated code nested a
+    # call per operator (suspends in long chains: test_suspend.py).
+    g = run("x = " + " + ".join(["1"] * 5000) + "\ny = " + " * ".join(["2"] * 300) + "\n"
+            + "z = " + " - ".join(f"(n + {i})" for i in range(300)) + "\n", predeclared={"n": 1})
+    assert (g["x"], g["y"], g["z"]) == (5000, 2 ** 300, 1 - sum(1 + i for i in range(1, 300)))
+
+
+def test_brackets_nested_too_deeply_are_a_syntax_error_where_they_are(sl, fails):
+    err = fails("x = 1\ny = " + "(1 + " * 250 + "1" + ")" * 250 + "\n", sl.StarlarkSyntaxError)
+    assert err.msg == "too many nested parentheses" and err.line == 2
 
 
 def test_an_int_too_large_for_a_length_says_so(fails):

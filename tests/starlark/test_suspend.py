@@ -179,6 +179,22 @@ def _elif_chain(n: int) -> str:
 PROGRAMS["long_elif_chain"] = _elif_chain(150)
 
 
+def _operator_chains(n: int) -> str:
+    # Chains of n operators in one expression (the generated code nested one call per
+    # operator: "program too complex" past ~200), with suspends early, in the middle
+    # and last, in a function and at top level, mixed with operators of higher
+    # precedence and string concatenation.
+    terms = " + ".join(f"act({i})" if i in (0, n // 2, n - 1) else f"{i} * 2"
+                       for i in range(n))
+    words = " + ".join(f'"{i % 10}"' if i != n // 3 else "str(act(7))" for i in range(n))
+    return (f"def total():\n    return {terms}\n"
+            f"s = {words}\n"
+            f"print(total(), len(s), s[:12], {' - '.join(['1'] * n)})\n")
+
+
+PROGRAMS["long_operator_chains"] = _operator_chains(450)
+
+
 def _run(src, suspend, roundtrip=pickle):
     suspend_host.MODE["suspend"] = suspend
     lines = []
@@ -220,6 +236,12 @@ def test_expected_outputs():
     assert lines == ["[2, 2, 2]"]
     _, lines, _ = _run(PROGRAMS["long_elif_chain"], True)
     assert lines == ["[1, 12, 628, 1640, -9, 78]", "1401"]
+    n = 450
+    _, lines, steps = _run(PROGRAMS["long_operator_chains"], True)
+    total = sum(2 * i for i in range(n) if i not in (0, n // 2, n - 1)) + \
+        answer(0) + answer(n // 2) + answer(n - 1)
+    assert lines == [f"{total} {n - 1 + len(str(answer(7)))} 012345678901 {2 - n}"]
+    assert steps == 4
 
 
 def test_checkpoint_holds_no_code_objects():
