@@ -15,6 +15,7 @@ The high-level operations named after the durability protocol are `flow_suspende
 from __future__ import annotations
 
 import hashlib
+import re
 import struct
 import time
 from typing import Any, Iterable, Iterator, Sequence
@@ -387,6 +388,17 @@ class Batch:
         hash, when the caller has worked it out already (it is not checked)."""
         data = source.encode("utf-8") if isinstance(source, str) else bytes(source)
         self.ops.append((_put_code, known_hash or code_hash(data), data))
+        return self
+
+    def sweep_code(self) -> "Batch":
+        """Delete every stored source nothing in the store refers to any more. Result:
+        how many. Sources are kept by content hash, and a hash is referred to as such
+        (run and batch records name their file's; checkpoints, journaled results,
+        messages pickle each module they hold as its hash): every 64-hex-digit run of
+        every record that can hold one is a reference, which may keep a source too
+        many, never one too few. It reads all those records, under the store's one
+        writer (no run can take up a source meanwhile): maintenance, not a hot path."""
+        self.ops.append((_sweep_code,))
         return self
 
     # ------------------------------------------------------------ batches of runs
@@ -983,6 +995,24 @@ def _put_code(w: Writer, h, data):
     if w.get("code", k) is None:
         w.put("code", k, data)
     return h
+
+
+# Databases whose values may name a source by its hash (see `Batch.sweep_code`).
+_CODE_REFERRERS = ("runs", "batches", "batch_items", "checkpoints", "journal", "intents",
+                   "timers", "inbox")
+_CODE_HASH = re.compile(rb"[0-9a-f]{64}")
+
+
+def _sweep_code(w: Writer) -> int:
+    unused = {bytes(k) for k, _ in iter_prefix(w.txn, w.db["code"], b"")}
+    for db in _CODE_REFERRERS:
+        if not unused:
+            break
+        for _, v in iter_prefix(w.txn, w.db[db], b""):
+            unused.difference_update(_CODE_HASH.findall(v))
+    for k in unused:
+        w.delete("code", k)
+    return len(unused)
 
 
 # ---------------------------------------------------------------- batches

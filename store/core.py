@@ -229,12 +229,15 @@ class Store:
         """Store module source; returns its content hash (sha256 hex)."""
         return self.commit(Batch().put_code(source))[0]
 
-    def prune(self, older_than: float | _dt.timedelta, *, chunk: int = 100) -> int:
+    def prune(self, older_than: float | _dt.timedelta, *, chunk: int = 100,
+              sweep: bool = True) -> int:
         """Remove finished runs that ended before ``older_than`` (an epoch timestamp, or
         an age as a timedelta), with all their flows, checkpoints, journal, intents,
         timers, inboxes and output. Runs still live, or with any live flow, are kept,
         and so are the runs of a batch that has not ended (``meta["batch"]``): its
-        supervisor has yet to read their results. Returns how many runs were removed."""
+        supervisor has yet to read their results. Then (unless not ``sweep``) the
+        sources nothing refers to any more go too (`sweep_code`). Returns how many
+        runs were removed."""
         if isinstance(older_than, _dt.timedelta):
             cutoff = time.time() - older_than.total_seconds()
         else:
@@ -275,7 +278,14 @@ class Store:
             for rid in ids[i:i + chunk]:
                 b.delete_run(rid)
             removed += sum(1 for r in self.commit(b) if r)
+        if sweep:
+            self.sweep_code()
         return removed
+
+    def sweep_code(self) -> int:
+        """Delete the stored sources nothing refers to any more (`Batch.sweep_code`);
+        returns how many."""
+        return self.commit(Batch().sweep_code())[0]
 
     # ================================================================ runs
     def get_run(self, run_id: str) -> Run | None:

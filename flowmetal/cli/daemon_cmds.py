@@ -508,15 +508,17 @@ def parse_duration(text: str) -> float:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @_guard("prune")
 def prune_command(older_than: str, home: str | None, as_json: bool) -> None:
-    """Delete ended runs (their flows, journal, output) older than DURATION."""
+    """Delete ended runs (their flows, journal, output) older than DURATION, then the
+    flow sources no run refers to any more."""
     import datetime as dt
     seconds = parse_duration(older_than)
     st = open_store(home, create=False)
-    n = st.prune(dt.timedelta(seconds=seconds)) if st is not None else 0
+    n = st.prune(dt.timedelta(seconds=seconds), sweep=False) if st is not None else 0
+    sources = st.sweep_code() if st is not None else 0
     if as_json:
-        _emit_json({"removed": n})
+        _emit_json({"removed": n, "sources_removed": sources})
     else:
-        click.echo(f"removed {n} run(s)")
+        click.echo(f"removed {n} run(s)" + (f" and {sources} unused source(s)" if sources else ""))
 
 
 # ====================================================================== batch

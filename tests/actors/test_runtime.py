@@ -15,7 +15,7 @@ import pytest
 
 from actors import Runtime, result_of
 from actors.flow import FlowRunner
-from store import Store
+from store import Batch, Store
 
 from ..procs import alive
 from ..spies import count_syncs
@@ -442,6 +442,10 @@ def test_checkpoints_name_module_sources_kept_once_in_the_store(
         assert b"MARKER" not in payload and b"def _flow_main" not in payload, f.id
     for source in (SLEEPERS, lib, PRELUDE_SOURCE):
         assert store.get_code(code_hash(source.encode())) == source.encode()
+    # `prune` sweeps the sources nothing refers to: not these, which the sleeping
+    # flows' checkpoints name.
+    store.commit(Batch().put_code("x = 'unused'\n"))
+    assert store.sweep_code() == 1
     # A process that has compiled none of them loads them from the store.
     monkeypatch.setattr(starlark_thread, "_CACHE", {})
     monkeypatch.setattr(starlark_thread, "_BY_REF", {})

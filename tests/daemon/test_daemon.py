@@ -241,7 +241,7 @@ def test_prune(home: Path, daemon) -> None:
     assert p.returncode == 0 and "removed 0" in p.stdout
     time.sleep(1.1)
     p = fm(home, "prune", "--older-than", "1s", "--json")
-    assert json.loads(p.stdout) == {"removed": 1}
+    assert json.loads(p.stdout) == {"removed": 1, "sources_removed": 1}   # its file's
     p = fm(home, "prune", "--older-than", "soon")
     assert p.returncode == 2 and "Traceback" not in p.stderr
     p = fm(home, "status", rid)

@@ -92,3 +92,28 @@ def test_prune_keeps_the_runs_of_a_batch_until_the_batch_ends(st):
               .set_batch_state("b1", "ok"))
     assert st.prune(time.time() + 10) == 1
     assert st.get_run("b1-0") is None
+
+
+def test_prune_sweeps_the_sources_nothing_refers_to(st):
+    from store import code_hash
+    srcs = {n: f"x = {n!r}\n" for n in ("shared", "old", "loaded", "batch", "ghost")}
+    h = {n: code_hash(s.encode()) for n, s in srcs.items()}
+    b = Batch()
+    for s in srcs.values():
+        b.put_code(s)
+    st.commit(b)
+    for rid, code in (("r-old", "old"), ("r-a", "shared"), ("r-b", "shared")):
+        st.commit(Batch().create_run(rid, file="x.flow", root_flow=rid, meta={"code": h[code]})
+                  .create_flow(rid, run_id=rid, name="main", state="running"))
+    # A live flow's checkpoint pickles a loaded module as its hash; a batch names its file.
+    st.commit(Batch().put_checkpoint("r-b", b"\x80\x05" + h["loaded"].encode() + b"."))
+    st.commit(Batch().create_batch("b1", [{}], meta={"code": h["batch"]}))
+    for rid in ("r-old", "r-a"):
+        st.commit(Batch().flow_finished(rid, "ok", result=1))
+    assert st.prune(time.time() + 1) == 2
+    left = {n for n in srcs if st.get_code(h[n]) is not None}
+    assert left == {"shared", "loaded", "batch"}    # r-b still names "shared"
+    assert st.sweep_code() == 0
+    st.commit(Batch().flow_finished("r-b", "ok", result=1))   # its checkpoint goes
+    assert st.prune(time.time() + 1) == 1
+    assert {n for n in srcs if st.get_code(h[n]) is not None} == {"batch"}
