@@ -900,7 +900,8 @@ class Runtime:
         from .codec import result_record
         rec = result_record(Err(reason))
         for _ in range(10):
-            flows = {f.id: f for f in self.store.run_flows(run_id)}
+            # (A flow called within its caller's step has ended, and calls nothing.)
+            flows = {f.id: f for f in self.store.run_flows(run_id, called=False)}
             live = [f for f in flows.values() if f.state in LIVE_STATES]
             if not live:
                 return []

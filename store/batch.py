@@ -49,7 +49,7 @@ DB_NAMES = (
     "flow_children",    # parent NUL child -> ""
     "run_flows",        # run NUL flow -> ""
     "checkpoints",      # flow_id -> envelope
-    "journal",          # flow NUL seq -> {q, r, s, f[, c]}    (c: see `called_record`)
+    "journal",          # flow NUL seq -> {q, r, s, f} (or "C" {q, r, s, f, c}: `called_record`)
     "intents",          # flow NUL seq -> {q, t}
     "timers",           # due_ns flow NUL seq -> payload
     "timer_ids",        # flow NUL seq -> due_ns
@@ -181,10 +181,11 @@ class Batch:
         rec = _flow_record(now, flow_id, run_id, name, parent, None, state, None, {},
                            result, error, ran=True)
         pkey = K.id_seq(parent, seq)
-        if flow_id == f"{parent}.{seq}":
+        if flow_id == f"{parent}.{seq}" and state != "crashed":   # (crashed: revivable)
             # Named as `called_record` finds it: the record rides in the journal entry.
-            entry = encode({"q": request, "r": value, "s": now, "f": now, "c": rec})
-            self.ops.append((_call_ended_in_journal, parent, pkey, flow_id, entry))
+            entry = _CALLED_TAG + encode({"q": request, "r": value, "s": now, "f": now,
+                                          "c": rec})
+            self.ops.append((_call_ended_in_journal, parent, pkey, flow_id, run_id, entry))
         else:
             self.ops.append((_call_ended, parent, pkey, flow_id, run_id, state, encode(rec),
                              encode({"q": request, "r": value, "s": now, "f": now})))
@@ -611,9 +612,20 @@ def _delete_run(w: Writer, run_id, force):
 # fsyncs that many fewer pages. Such a flow is ended for good; the readers below
 # find it, and it goes with its caller's journal (a run's deletion).
 
+# Such a journal entry starts with this byte (an encoded record, a pickle, never
+# does): listing a flow's called flows decodes those entries only.
+_CALLED_TAG = b"C"
+
+
+def decode_journal(raw: bytes) -> dict:
+    """A journal entry: {q, r, s, f} and, for a call, "c"."""
+    return decode(raw[1:] if raw[:1] == _CALLED_TAG else raw)
+
+
 def _called_key(flow_id: str) -> bytes | None:
     caller, dot, seq = flow_id.rpartition(".")
-    if not caller or not seq.isascii() or not seq.isdigit() or str(int(seq)) != seq:
+    if not caller or not seq.isascii() or not seq.isdigit() or str(int(seq)) != seq \
+            or int(seq) >= 1 << 64:
         return None
     return K.id_seq(caller, int(seq))
 
@@ -622,10 +634,10 @@ def called_record(txn, db: dict, flow_id: str) -> dict | None:
     """The record of ``flow_id`` if it is a flow called within its caller's step."""
     key = _called_key(flow_id)
     raw = None if key is None else txn.get(key, db=db["journal"])
-    if raw is None:
+    if raw is None or raw[:1] != _CALLED_TAG:
         return None
-    rec = decode(raw).get("c")
-    return rec if rec is not None and rec["id"] == flow_id else None
+    rec = decode(raw[1:])["c"]
+    return rec if rec["id"] == flow_id else None
 
 
 def flow_record(txn, db: dict, flow_id: str) -> dict | None:
@@ -636,8 +648,8 @@ def flow_record(txn, db: dict, flow_id: str) -> dict | None:
 
 def called_children(txn, db: dict, fk: bytes) -> list[dict]:
     """The records of the flows called within the steps of flow ``fk`` (encoded id)."""
-    entries = (decode(v) for _, v in iter_prefix(txn, db["journal"], fk + K.SEP))
-    return [e["c"] for e in entries if e.get("c") is not None]
+    return [decode(v[1:])["c"] for _, v in iter_prefix(txn, db["journal"], fk + K.SEP)
+            if v[:1] == _CALLED_TAG]
 
 
 def inbox_meta(txn, db: dict, flow_id: str) -> tuple[int, int, int]:
@@ -675,7 +687,12 @@ def _create_flow(w: Writer, flow_id, run_id, name, parent, args, state, created,
         return False
     if w.get("runs", K.enc_id(run_id)) is None:
         raise NotFoundError(f"no run {run_id!r} for flow {flow_id!r}")
-    if parent is not None and flow_record(w.txn, w.db, parent) is None:
+    if parent is not None and w.get("flows", K.enc_id(parent)) is None:
+        if called_record(w.txn, w.db, parent) is not None:
+            # It ended within its caller's step, and is in no index its children's
+            # deletion would follow.
+            raise ConflictError(f"flow {parent!r} has ended (it ran within its caller's "
+                                f"step): it cannot start {flow_id!r}")
         raise NotFoundError(f"no parent flow {parent!r} for flow {flow_id!r}")
     _put_new_flow(w, fk, flow_id, run_id, name, parent, args, state, created, meta)
     return True
@@ -706,21 +723,25 @@ def _put_flow_record(w: Writer, fk, flow_id, run_id, parent, state, raw: bytes) 
         w.put("flows_live", fk, K.enc_id(run_id))
 
 
-def _check_call(w: Writer, parent, flow_id) -> None:
+def _check_call(w: Writer, parent, flow_id, run_id) -> None:
     if flow_record(w.txn, w.db, flow_id) is not None:
         raise ConflictError(f"flow {flow_id!r} exists already")
     # The parent is live (and so exists, and so does its run, which its record
     # names): a flow cancelled (or ended) meanwhile must not go on calling, and a
     # conflict here is what stops it.
     pk = K.enc_id(parent)
-    if w.get("flows_live", pk) is None:
+    live_in = w.get("flows_live", pk)
+    if live_in is None:
         if flow_record(w.txn, w.db, parent) is None:
             raise NotFoundError(f"no flow {parent!r}")
         raise ConflictError(f"flow {parent!r} has ended (cancelled?): it cannot call {flow_id!r}")
+    if live_in != K.enc_id(run_id):
+        raise ConflictError(f"flow {flow_id!r} would be in run {run_id!r}, its caller "
+                            f"{parent!r} in run {bytes(live_in).decode()!r}")
 
 
 def _call_ended(w: Writer, parent, pkey, flow_id, run_id, state, rec, entry):
-    _check_call(w, parent, flow_id)
+    _check_call(w, parent, flow_id, run_id)
     fk = K.enc_id(flow_id)
     _put_flow_record(w, fk, flow_id, run_id, parent, state, rec)
     w.put("inbox_meta", fk, _CLOSED_INBOX)   # ended: its inbox is closed
@@ -729,8 +750,8 @@ def _call_ended(w: Writer, parent, pkey, flow_id, run_id, state, rec, entry):
     return True
 
 
-def _call_ended_in_journal(w: Writer, parent, pkey, flow_id, entry):
-    _check_call(w, parent, flow_id)
+def _call_ended_in_journal(w: Writer, parent, pkey, flow_id, run_id, entry):
+    _check_call(w, parent, flow_id, run_id)
     if not w.txn.put(pkey, entry, db=w.db["journal"], overwrite=False):
         raise ConflictError(f"flow {parent!r} has journaled action {K.split_id_seq(pkey)[1]} "
                             f"already: it cannot call {flow_id!r} there")

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import keys as K
-from .batch import Batch, Writer, called_children, flow_record, inbox_meta, iter_prefix
+from .batch import (Batch, Writer, called_children, decode_journal, flow_record, inbox_meta,
+                    iter_prefix)
 from .committer import Pending, commit_now
 from .env import (DEFAULT_MAP_SIZE, DEFAULT_MAX_MAP_SIZE, SCHEMA_VERSION, Env, acquire_env,
                   release_env, verify_files)
@@ -32,7 +33,7 @@ def _app_version() -> str:
 
 
 def _journal_entry(flow_id: str, seq: int, raw: bytes) -> JournalEntry:
-    d = decode(raw)
+    d = decode_journal(raw)
     return JournalEntry(flow_id, seq, d["q"], d["r"], d["s"], d["f"])
 
 
@@ -376,10 +377,12 @@ class Store:
             self._indexed(txn, "flow_children", fk + K.SEP)
             + called_children(txn, self._env.db, fk)))
 
-    def run_flows(self, run_id: str) -> list[Flow]:
-        """Every flow of the run, in the order of their ids."""
+    def run_flows(self, run_id: str, *, called: bool = True) -> list[Flow]:
+        """Every flow of the run, in the order of their ids. Not ``called``: without
+        the flows called within their caller's step, which have ended (finding those
+        reads every journal entry of the run)."""
         return self._env.read(lambda txn: _in_id_order(
-            self._indexed(txn, "run_flows", K.prefix(run_id), called=True)))
+            self._indexed(txn, "run_flows", K.prefix(run_id), called=called)))
 
     def live_flows(self) -> list[Flow]:
         """Every flow not in a terminal state — what recovery restarts."""

@@ -183,15 +183,6 @@ def resume_command(run_id: str, home: str | None, virtual_time: bool, workers: i
     sys.exit(_finish_run(rt, store, run_id))
 
 
-def _run_state(store: Any, run: Any) -> str:
-    if run.state not in ("pending", "running", "waiting"):
-        return run.state
-    for f in store.run_flows(run.id):
-        if f.state in ("running", "pending"):
-            return "running"
-    return "waiting"
-
-
 def _ts(t: float | None) -> str:
     if t is None:
         return "-"
@@ -205,6 +196,7 @@ def _runs_in_states(store: Any, states: tuple[str, ...], limit: int) -> list:
     """Up to ``limit`` (run, shown state) pairs, newest first, in one of ``states``.
     Stored states are read from the store's state index; `running` and `waiting` are
     told apart by the run's flows, so they are read from the live states."""
+    from flowmetal.daemon.views import run_state as _run_state
     wanted = set(states)
     if "live" in wanted:
         wanted |= {"running", "waiting"}

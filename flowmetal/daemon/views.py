@@ -20,7 +20,7 @@ def run_state(store: Any, run: Any) -> str:
     flows runs, else `waiting` (all of them suspended on actions)."""
     if run.state not in LIVE:
         return run.state
-    for f in store.run_flows(run.id):
+    for f in store.run_flows(run.id, called=False):
         if f.state in ("running", "pending"):
             return "running"
     return "waiting"

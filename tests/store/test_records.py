@@ -449,6 +449,7 @@ def test_a_called_flow_is_kept_in_its_callers_journal_entry(st):
     # In the order of their ids, as the indexes list flows of their own.
     assert [f.id for f in st.children("r1")] == ["r1.1", "r1.10", "r1.2"]
     assert [f.id for f in st.run_flows("r1")] == ["r1", "r1.1", "r1.10", "r1.2", "r1.2.1"]
+    assert [f.id for f in st.run_flows("r1", called=False)] == ["r1", "r1.2"]
     assert st.inbox_closed("r1.1") and not st.inbox_closed("r1.2")
     assert st.get_journal("r1", 10).result == 1
     assert st.get_flow("r1.3") is None and st.get_flow("r1.01") is None
@@ -465,11 +466,25 @@ def test_a_called_flow_is_kept_in_its_callers_journal_entry(st):
         st.commit(Batch().create_flow("r1.1", run_id="r1", name="x", parent="r2"))
     assert st.commit(Batch().create_flow("r1.1", run_id="r1", name="noop",
                                          parent="r1")) == [False]
+    with pytest.raises(ConflictError, match="cannot start"):   # it calls nothing
+        st.commit(Batch().create_flow("r1.1.1", run_id="r1", name="x", parent="r1.1"))
+    with pytest.raises(ConflictError, match="its caller 'r1' in run 'r1'"):
+        st.commit(Batch().create_run("r9", file="x").call_ended("r1", 6, "r1.6",
+                                                                **{**call, "run_id": "r9"}))
+    # Ids that only look like a call's are flows like any other.
+    assert st.get_flow("r1." + "9" * 30) is None and not st.inbox_closed("r1." + "9" * 30)
+    with pytest.raises(NotFoundError):
+        st.commit(Batch().inbox_append("r1." + "9" * 30, "hi"))
+    # A crashed one keeps records of its own: it can be revived.
+    st.commit(Batch().call_ended("r1", 7, "r1.7", **{**call, "state": "crashed"}))
+    st.commit(Batch().set_flow_state("r1.7", "running"))
+    assert st.get_flow("r1.7").state == "running"
     with pytest.raises(ConflictError, match="journaled action 5"):
         st.commit(Batch().journal_result("r1", 5, "done").call_ended("r1", 5, "r1.5", **call))
     assert st.get_flow("r1.5") is None
     # They go with their run.
-    st.commit(Batch().flow_finished("r1.2", "ok").flow_finished("r1", "ok"))
+    st.commit(Batch().flow_finished("r1.2", "ok").flow_finished("r1.7", "ok")
+              .flow_finished("r1", "ok"))
     assert st.commit(Batch().delete_run("r1")) == [True]
     assert st.get_flow("r1.1") is None and st.get_flow("r1.2.1") is None
     assert st.stats()["entries"]["journal"] == 0
