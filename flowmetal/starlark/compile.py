@@ -93,6 +93,7 @@ class Scope:
     nums: set[str] = field(default_factory=set)          # locals that only ever hold int/float
     floats: set[str] = field(default_factory=set)        # ... of those, the ones always float
     range_locals: set[str] = field(default_factory=set)  # ... bound only by range() loops
+    num_exprs: dict[int, bool] = field(default_factory=dict)  # is_num of BinOps, given nums
     _ir: list | None = None                              # lowered body, once computed
     ncallsites: int = 0
     ntemps: int = 0
@@ -119,13 +120,10 @@ class Scope:
 _CHAIN = 32
 
 
-def _chain_length(e) -> int:
-    """How many binary operators nest along the left of `e`."""
-    n = 0
-    while type(e) is ast.BinOp:
-        n += 1
-        e = e.left
-    return n
+def _is_temp(text: str) -> bool:
+    """Is this generated text a temporary (`Scope.temp`), evaluated already? (Not just
+    any generated name: `_ϟtruediv(a, b)` is a call.)"""
+    return text.startswith(P + "t") and text[len(P) + 1:].isdigit()
 
 
 _RANGE_ITEM = ast.Constant(0)  # marks "bound by a range() loop" in numeric inference
@@ -343,6 +341,7 @@ class _Compiler:
         self.res: dict[int, tuple] = {}           # id(Name node) -> resolution
         self.func_scope: dict[int, Scope] = {}    # id(def/lambda node) -> Scope
         self.needs_cache: dict[int, bool] = {}
+        self.chain_lengths: dict[int, int] = {}
         self.method_names: set[str] = set()
         self.out: list[str] = []
         self.info: list[LineInfo] = []
@@ -395,7 +394,7 @@ class _Compiler:
     def _needs(self, node) -> bool:
         if isinstance(node, ast.Lambda):
             return True
-        if type(node) is ast.BinOp and _chain_length(node) > _CHAIN:
+        if type(node) is ast.BinOp and self.chain_length(node) > _CHAIN:
             return True   # see `lower_chain`
         if isinstance(node, ast.Call) and not self.is_safe_call(node):
             return True
@@ -403,6 +402,23 @@ class _Compiler:
             if self.needs_stmt(child):
                 return True
         return False
+
+    def chain_length(self, e) -> int:
+        """How many binary operators nest along the left of `e` (remembered: asked of
+        every operator of a chain)."""
+        spine = []
+        n = 0
+        while type(e) is ast.BinOp:
+            known = self.chain_lengths.get(id(e))
+            if known is not None:
+                n = known
+                break
+            spine.append(e)
+            e = e.left
+        for b in reversed(spine):
+            n += 1
+            self.chain_lengths[id(b)] = n
+        return n
 
     def error(self, node, msg):
         return self.p.error(node, msg, ResolveError)
@@ -783,8 +799,17 @@ class _Compiler:
                 return r[1] is not None and e.id in r[1].range_vars
             return bool(r) and r[0] == "local" and r[1] is scope and r[2] in nums
         if t is ast.BinOp:
-            return (isinstance(e.op, self._NUM_OPS) and self.is_num(e.left, nums, scope)
-                    and self.is_num(e.right, nums, scope))
+            if not isinstance(e.op, self._NUM_OPS):
+                return False
+            # Remembered once the scope's numbers are known: a chain of n operators
+            # asks about each of its n left parts (see `lower_chain`).
+            known = scope.num_exprs if nums is scope.nums else None
+            r = None if known is None else known.get(id(e))
+            if r is None:
+                r = self.is_num(e.left, nums, scope) and self.is_num(e.right, nums, scope)
+                if known is not None:
+                    known[id(e)] = r
+            return r
         if t is ast.UnaryOp:
             return isinstance(e.op, (ast.USub, ast.UAdd)) and self.is_num(e.operand, nums, scope)
         if t is ast.Call:
@@ -829,7 +854,7 @@ class _Compiler:
             for node, text in ((lnode, left), (rnode, right)):
                 if isinstance(node, ast.Constant) and type(node.value) is int:
                     continue
-                if node is not None and not self.is_pure(node) and not text.startswith(P + "t"):
+                if node is not None and not self.is_pure(node) and not _is_temp(text):
                     return generic
                 guards.append(f"{P}type({text}) is {P}int")
                 if op is ast.Mult:
@@ -980,7 +1005,7 @@ class _Compiler:
             self.lower_call(e, out, scope, tmp)
             return tmp
         if t is ast.BinOp:
-            if _chain_length(e) > _CHAIN:
+            if self.chain_length(e) > _CHAIN:
                 return self.lower_chain(e, out, scope)
             left, right = self.lower_seq([e.left, e.right], out, scope)
             return self.binop_text(e, left, right, e.left, e.right)
@@ -1053,7 +1078,7 @@ class _Compiler:
         for i, b in enumerate(reversed(spine)):
             if (i % _CHAIN == _CHAIN - 1 or self.needs_stmt(b.right)) \
                     and not isinstance(b.left, (ast.Constant, ast.Name)) \
-                    and not text.startswith(P + "t"):
+                    and not _is_temp(text):
                 tmp = scope.temp()
                 out.append(S(f"{tmp} = {text}", self.pos(b)))
                 text = tmp
@@ -1066,7 +1091,7 @@ class _Compiler:
         texts = []
         for i, n in enumerate(nodes):
             text = self.lower(n, out, scope)
-            if (not isinstance(n, (ast.Constant, ast.Name)) and not text.startswith(P + "t")
+            if (not isinstance(n, (ast.Constant, ast.Name)) and not _is_temp(text)
                     and any(self.needs_stmt(m) for m in nodes[i + 1:])):
                 tmp = scope.temp()
                 out.append(S(f"{tmp} = {text}", self.pos(n)))
@@ -1207,7 +1232,7 @@ class _Compiler:
                 return
             value = self.lower(s.value, out, scope)
             simple_targets = all(isinstance(x, ast.Name) for x in s.targets)
-            if len(s.targets) > 1 or (not simple_targets and not value.startswith(P + "t")
+            if len(s.targets) > 1 or (not simple_targets and not _is_temp(value)
                                       and not isinstance(s.value, (ast.Constant, ast.Name))):
                 tmp = scope.temp()
                 out.append(S(f"{tmp} = {value}", pos))
@@ -1270,7 +1295,7 @@ class _Compiler:
         elif t is ast.Return:
             value = "None" if s.value is None else self.lower(s.value, out, scope)
             if self.loop_seqs:
-                if not (value == "None" or value.startswith(P + "t") or isinstance(s.value, (ast.Constant, ast.Name))):
+                if not (value == "None" or _is_temp(value) or isinstance(s.value, (ast.Constant, ast.Name))):
                     tmp = scope.temp()
                     out.append(S(f"{tmp} = {value}", pos))
                     value = tmp

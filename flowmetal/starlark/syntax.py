@@ -111,7 +111,9 @@ def parse(source: str, filename: str = "<file>", *, mode: str = "exec") -> Parse
                 msg = "indentation error: " + msg
             text = lines[line - 1] if 1 <= line <= len(lines) else (e.text or "")
             raise StarlarkSyntaxError(msg, filename, line, max(col, 1), text) from None
-        raise StarlarkSyntaxError(f"cannot parse: {type(e).__name__}", filename, 1, 1) from None
+        why = {RecursionError: "program is nested too deeply",
+               MemoryError: "program is too large"}.get(type(e), f"cannot parse: {e}")
+        raise StarlarkSyntaxError(why, filename, 1, 1) from None
     parsed = Parsed(tree, filename, lines)
     checker = _Checker(parsed)
     if mode == "eval":

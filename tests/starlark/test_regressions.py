@@ -290,6 +290,23 @@ def test_a_long_chain_of_operators_runs(run):
     assert (g["x"], g["y"], g["z"]) == (5000, 2 ** 300, 1 - sum(1 + i for i in range(1, 300)))
 
 
+def test_operator_chains_of_every_kind_compile_and_keep_evaluation_order(sl, fails, capsys):
+    # A `/` chain (its generated call `_ϟtruediv(...)` passed for a temporary, so it
+    # was never split) and one of calls in a function (its compilation was quadratic:
+    # ~7 s at 4,000 operators).
+    g = sl.exec_file("def f(v, w):\n    return v" + " / w" * 300 + " + "
+                     + " + ".join(["len([1])"] * 4000) + "\nx = f(2.0, 2.0)\n"
+                     + "y = 8.0" + " / 2.0" * 300 + "\n", "t.star")
+    assert (g["x"], g["y"]) == (2.0 / 2.0 ** 300 + 4000, 8.0 / 2.0 ** 300)
+    # An operand that went unevaluated past a call was a generated call taken for a
+    # temporary: `g()` ran before `a / b` failed.
+    err = fails("def g():\n    print('g ran')\n    return 1\na = 1\nb = 0\nx = [a / b, g()]\n")
+    assert "division by zero" in err.msg and (err.line, err.col) == (6, 6)
+    assert "g ran" not in capsys.readouterr().out
+    err = fails("x = " + " + ".join(["1"] * 100_000) + "\n", sl.StarlarkSyntaxError)
+    assert err.msg == "program is nested too deeply"
+
+
 def test_brackets_nested_too_deeply_are_a_syntax_error_where_they_are(sl, fails):
     err = fails("x = 1\ny = " + "(1 + " * 250 + "1" + ")" * 250 + "\n", sl.StarlarkSyntaxError)
     assert err.msg == "too many nested parentheses" and err.line == 2
