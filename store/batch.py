@@ -25,7 +25,7 @@ from .errors import ConflictError, MessageIdReusedError, NotFoundError, StoreErr
 from .records import (LIVE_STATES, STATES, TERMINAL_STATES, Message, Timer, Value, decode,
                       encode, wrap_checkpoint)
 
-__all__ = ["Batch", "NOTSET", "DB_NAMES"]
+__all__ = ["Batch", "NOTSET", "DB_NAMES", "SCHEMA_VERSION"]
 
 
 class _NotSet:
@@ -37,8 +37,12 @@ class _NotSet:
 
 NOTSET: Any = _NotSet()
 
-# Every named database of the store (schema 2: schema 1 with called flows kept in
-# their caller's journal, see `called_record`).
+# The store's layout. 2: schema 1 and flows called within their caller's step, kept in
+# its journal (`called_record`). A schema-1 store is marked 2 with its first such flow
+# (`_mark_schema`), not when opened: until then an older Flowmetal can still use it.
+SCHEMA_VERSION = 2
+
+# Every named database of the store.
 DB_NAMES = (
     "meta",             # b"magic", b"schema", ...
     "runs",             # run_id -> Run record
@@ -445,7 +449,7 @@ def _db_name(db: str) -> str:
 class Writer:
     """What an op sees while its batch is applied: the txn, the dbs, the time."""
 
-    __slots__ = ("txn", "db", "now", "app_version", "known")
+    __slots__ = ("txn", "db", "now", "app_version", "known", "schema_marked")
 
     def __init__(self, txn, db: dict, now: float, app_version: str) -> None:
         self.txn = txn
@@ -453,6 +457,7 @@ class Writer:
         self.now = now
         self.app_version = app_version
         self.known: set[bytes] = set()  # flow keys seen to exist in this txn
+        self.schema_marked = False      # (see `_mark_schema`)
 
     def require_flow(self, fk: bytes, flow_id: str, ended: str = "") -> None:
         """The flow exists and has a record of its own: one called within its caller's
@@ -750,8 +755,19 @@ def _call_ended(w: Writer, parent, pkey, flow_id, run_id, state, rec, entry):
     return True
 
 
+def _mark_schema(w: Writer) -> None:
+    # What only schema 2 reads is being written: an older Flowmetal must refuse the
+    # store from now on rather than miss it. (Once per transaction.)
+    if not w.schema_marked:
+        raw = w.get("meta", b"schema")
+        if raw is None or int(raw) < SCHEMA_VERSION:
+            w.put("meta", b"schema", str(SCHEMA_VERSION).encode())
+        w.schema_marked = True
+
+
 def _call_ended_in_journal(w: Writer, parent, pkey, flow_id, run_id, entry):
     _check_call(w, parent, flow_id, run_id)
+    _mark_schema(w)
     if not w.txn.put(pkey, entry, db=w.db["journal"], overwrite=False):
         raise ConflictError(f"flow {parent!r} has journaled action {K.split_id_seq(pkey)[1]} "
                             f"already: it cannot call {flow_id!r} there")

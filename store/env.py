@@ -17,13 +17,10 @@ from typing import Callable
 
 import lmdb
 
-from .batch import DB_NAMES
+from .batch import DB_NAMES, SCHEMA_VERSION
 from .errors import (CorruptStoreError, NotAStoreError, SchemaError, StoreClosedError,
                      StoreError, StoreFullError, StoreNotFoundError)
 
-# 2: flows called within their caller's step live in its journal (`batch.called_record`).
-# A schema-1 store is a schema-2 store that has none; it is marked 2 when opened.
-SCHEMA_VERSION = 2
 MAGIC = b"flowmetal-store"
 STORE_DIR = "store"
 DEFAULT_MAP_SIZE = 256 << 20
@@ -558,9 +555,6 @@ def _open_dbs(env: lmdb.Environment, home: Path) -> dict:
                 dbs[n.decode()] = env.open_db(n, txn=txn, create=True)
             if magic is None:
                 txn.put(b"magic", MAGIC, db=dbs["meta"])
-            if schema is None or int(schema) < SCHEMA_VERSION:
-                # Marked before anything of the new schema is written: an older
-                # Flowmetal then refuses the store rather than misreading it.
                 txn.put(b"schema", str(SCHEMA_VERSION).encode(), db=dbs["meta"])
     except lmdb.IncompatibleError:
         raise NotAStoreError(f"{home} is not a Flowmetal store: its LMDB databases "

@@ -490,17 +490,31 @@ def test_a_called_flow_is_kept_in_its_callers_journal_entry(st):
     assert st.stats()["entries"]["journal"] == 0
 
 
-def test_a_schema_1_store_is_marked_2_when_opened(home):
+def test_a_schema_1_store_is_marked_2_with_its_first_called_flow(home):
     import lmdb
 
-    from store import Store
-    Store.open(home, sync=False).close()
+    from store import SchemaError, Store
+    with Store.open(home, sync=False) as st:
+        assert st.stats()["schema"] == 2     # a new store
+        make_flow(st, "r1")
     env = lmdb.open(str(home / "store"), max_dbs=64)
     with env.begin(write=True) as txn:
         txn.put(b"schema", b"1", db=env.open_db(b"meta", txn=txn))
     env.close()
+    # Opened, read, written: still usable by a Flowmetal of schema 1 ...
     with Store.open(home, sync=False) as st:
+        st.commit(Batch().journal_result("r1", 1, "x"))
+        assert st.stats()["schema"] == 1 and st.get_flow("r1") is not None
+        # ... until it holds something only schema 2 reads.
+        st.commit(Batch().call_ended("r1", 2, "r1.2", run_id="r1", name="noop", state="ok",
+                                     result=None, error=None, value=1, request=None))
         assert st.stats()["schema"] == 2
+    env = lmdb.open(str(home / "store"), max_dbs=64)
+    with env.begin(write=True) as txn:
+        txn.put(b"schema", b"3", db=env.open_db(b"meta", txn=txn))
+    env.close()
+    with pytest.raises(SchemaError, match="schema 3, newer"):
+        Store.open(home, sync=False)
 
 
 def test_unless_run_exists_writes_a_creation_once(st):
