@@ -48,6 +48,7 @@ from __future__ import annotations
 import hashlib
 import pickle
 import threading
+import time
 import traceback
 from typing import Any, Protocol
 
@@ -400,6 +401,7 @@ class FlowRunner:
     def _inline(self, req: CallRequest, k: int, cid: str) -> Any:
         """Run the called child here. If it ends without acting on the world, commit its
         whole life and go on with its Result; if it acts, hand it over (`_hand_over`)."""
+        began = time.time()
         t = start_call(flow_main(), req.flow, tuple(req.args), dict(req.kwargs),
                        max_steps=self.hub.max_steps)
         child = FlowRunner(self.hub, cid, parent=self.flow_id, name=req.flow.name,
@@ -435,7 +437,7 @@ class FlowRunner:
         b.call_ended(self.flow_id, k, cid, run_id=self.run_id, name=req.flow.name,
                      state="ok" if result.ok else "err", result=rrec,
                      error=None if result.ok else rrec["repr"], value={"ok": True, "v": v},
-                     request={"kind": "call", "children": [cid]})
+                     request={"kind": "call", "children": [cid]}, started=began)
         for text in child.out:
             b.append_output(self.run_id, text, flow_id=cid)
         # Quiet: the caller only goes on, and the child did nothing to the world.

@@ -165,7 +165,7 @@ class Batch:
 
     def call_ended(self, parent: str, seq: int, flow_id: str, *, run_id: str, name: str,
                    state: str, result: Value, error: Value, value: Value,
-                   request: Value) -> "Batch":
+                   request: Value, started: float | None = None) -> "Batch":
         """A child flow born and ended within its parent's step (it acted on nothing):
         its record, created ended (``state`` terminal, with ``result``/``error``) and
         its inbox closed, and the parent's journal entry for action ``seq`` (``value``,
@@ -173,7 +173,9 @@ class Batch:
         `journal_result` would write, in one op. A child of that id existing already is
         a ConflictError. A child named ``f"{parent}.{seq}"`` (as the runtime names
         them) has no records of its own: its record is kept in that journal entry
-        (see `called_record`), and ConflictError if the entry exists already."""
+        (see `called_record`), and ConflictError if the entry exists already.
+        ``started``: when the call began (its record's ``created``/``started`` and the
+        journal entry's start; default: now)."""
         K.enc_id(flow_id, "flow id")
         K.enc_id(run_id, "run id")
         if state not in TERMINAL_STATES:
@@ -182,17 +184,19 @@ class Batch:
         # one writer (a worker process's commit waits for the others'): its times
         # are the call's, a few ms before its commit.
         now = time.time()
-        rec = _flow_record(now, flow_id, run_id, name, parent, None, state, None, {},
+        began = now if started is None else started
+        rec = _flow_record(now, flow_id, run_id, name, parent, None, state, began, {},
                            result, error, ran=True)
+        rec["started"] = began
         pkey = K.id_seq(parent, seq)
         if flow_id == f"{parent}.{seq}" and state != "crashed":   # (crashed: revivable)
             # Named as `called_record` finds it: the record rides in the journal entry.
-            entry = _CALLED_TAG + encode({"q": request, "r": value, "s": now, "f": now,
+            entry = _CALLED_TAG + encode({"q": request, "r": value, "s": began, "f": now,
                                           "c": rec})
             self.ops.append((_call_ended_in_journal, parent, pkey, flow_id, run_id, entry))
         else:
             self.ops.append((_call_ended, parent, pkey, flow_id, run_id, state, encode(rec),
-                             encode({"q": request, "r": value, "s": now, "f": now})))
+                             encode({"q": request, "r": value, "s": began, "f": now})))
         return self
 
     def set_flow_state(self, flow_id: str, state: str, *, result: Value = NOTSET,

@@ -980,3 +980,20 @@ def test_flows_cancelled_mid_step_in_workers_are_not_crashes(store: Store,
         w = rt.wait_run(victim, 60)
         assert repr(result_of(w)) == 'Ok("victim")', result_of(w)
         assert rt.supervisor.ask(("restarts",)) == {}
+
+
+def test_a_call_within_its_callers_step_keeps_its_own_times(store: Store, tmp_path: Path) -> None:
+    # Its record and its caller's journal entry said it began when it ended ("0 ms").
+    path = tmp_path / "busy.flow"
+    path.write_text("def _busy(fctx):\n    n = 0\n    for i in range(300000):\n"
+                    "        n += i\n    return n\n\nbusy = flow(implementation = _busy)\n\n"
+                    "def _main(fctx):\n    return unwrap(busy())\n\n"
+                    "main = flow(implementation = _main)\n")
+    with Runtime(store) as rt:
+        rid, w = _run(rt, path, flow="main")
+    assert repr(result_of(w)) == f"Ok({sum(range(300000))})"
+    child = store.get_flow(f"{rid}.1")
+    j = store.get_journal(rid, 1)
+    loop = child.finished - child.started
+    assert child.created == child.started == j.started and j.finished == child.finished
+    assert loop > 0.001     # 300,000 additions take some ms
