@@ -403,6 +403,13 @@ class ResourcesOpened:
         self.handles = handles
         self.error = error
 
+    def starlark_repr(self) -> str:
+        # As `history` shows the `resources` action's result.
+        if self.error is not None:
+            return f"<resources not opened: {self.error}>"
+        return "<resources " + ", ".join(f"{k} = {to_repr(v)}"
+                                         for k, v in sorted((self.handles or {}).items())) + ">"
+
     def __reduce__(self):
         return (ResourcesOpened, (self.handles, self.error))
 

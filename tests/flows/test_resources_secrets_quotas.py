@@ -52,6 +52,10 @@ def test_resource_open_failure_ends_the_flow_naming_it(home: Path) -> None:
     assert r.stdout.strip().endswith('Err("resource db: cannot open process: command not '
                                      'found: /nonexistent/db-server")')
     assert list((home / "resources").glob("*.json")) == []
+    # Its history shows what the action ended with (it showed a Python object's repr).
+    [rid] = run_ids(home)
+    h = fm(home, "history", rid)
+    assert "<resources not opened: resource db: cannot open" in h.stdout, h.stdout
 
 
 def test_secrets_never_reach_the_home(home: Path, echo_server: str) -> None:

@@ -95,3 +95,11 @@ def test_sweep_closes_ended_flows(tmp_path):
 def test_owned_refuses_foreign_pids():
     assert not _owned(os.getpid(), "no-such-token")
     assert _find_by_token("no-such-token") == []
+
+
+def test_opened_resources_print_as_starlark_values():
+    from flowmetal.actor_prelude import ResourcesOpened, TempDirHandle
+    from flowmetal.starlark.values import to_repr
+    opened = ResourcesOpened({"work": TempDirHandle("work", "/tmp/w"), "a": "x"})
+    assert to_repr(opened) == '<resources a = "x", work = <tempdir /tmp/w>>'
+    assert to_repr(ResourcesOpened(None, "no disk")) == "<resources not opened: no disk>"
