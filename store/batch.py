@@ -732,8 +732,11 @@ def _put_flow_record(w: Writer, fk, flow_id, run_id, parent, state, raw: bytes) 
         w.put("flows_live", fk, K.enc_id(run_id))
 
 
-def _check_call(w: Writer, parent, flow_id, run_id) -> None:
-    if flow_record(w.txn, w.db, flow_id) is not None:
+def _check_call(w: Writer, parent, flow_id, run_id, in_journal: bool = False) -> None:
+    # (`in_journal`: whether a called flow of that id exists shows when its journal
+    # entry is put, see `_call_ended_in_journal`.)
+    if (w.get("flows", K.enc_id(flow_id)) is not None if in_journal
+            else flow_record(w.txn, w.db, flow_id) is not None):
         raise ConflictError(f"flow {flow_id!r} exists already")
     # The parent is live (and so exists, and so does its run, which its record
     # names): a flow cancelled (or ended) meanwhile must not go on calling, and a
@@ -770,9 +773,11 @@ def _mark_schema(w: Writer) -> None:
 
 
 def _call_ended_in_journal(w: Writer, parent, pkey, flow_id, run_id, entry):
-    _check_call(w, parent, flow_id, run_id)
+    _check_call(w, parent, flow_id, run_id, in_journal=True)
     _mark_schema(w)
     if not w.txn.put(pkey, entry, db=w.db["journal"], overwrite=False):
+        if called_record(w.txn, w.db, flow_id) is not None:
+            raise ConflictError(f"flow {flow_id!r} exists already")
         raise ConflictError(f"flow {parent!r} has journaled action {K.split_id_seq(pkey)[1]} "
                             f"already: it cannot call {flow_id!r} there")
     return True
