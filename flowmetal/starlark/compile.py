@@ -94,6 +94,7 @@ class Scope:
     floats: set[str] = field(default_factory=set)        # ... of those, the ones always float
     range_locals: set[str] = field(default_factory=set)  # ... bound only by range() loops
     num_exprs: dict[int, bool] = field(default_factory=dict)  # is_num of BinOps, given nums
+    float_exprs: dict[int, bool] = field(default_factory=dict)  # is_float, given floats
     _ir: list | None = None                              # lowered body, once computed
     ncallsites: int = 0
     ntemps: int = 0
@@ -117,7 +118,7 @@ class Scope:
 # generated code keeps in one expression: it nests a call (or brackets) per operator,
 # and CPython refuses about 200 nested brackets. A longer chain goes through a
 # temporary every so many operators (`Compiler.lower_chain`).
-_CHAIN = 32
+_CHAIN = 16   # (an int `*` behind its guard nests 4 brackets: 64 of the 200)
 
 
 def _is_temp(text: str) -> bool:
@@ -351,6 +352,7 @@ class _Compiler:
         self.ncomps = 0
         self.cur_scope: Scope | None = None
         self.nwalrus = 0
+        self.in_comp_iter = 0   # > 0 while translating a comprehension's iterable
         # While emitting: per function being emitted, the locked loop sequences
         # open at the current line (the Thread unlocks them if an error or a
         # suspension unwinds the frame there).
@@ -760,8 +762,16 @@ class _Compiler:
         if t is ast.BinOp:
             if isinstance(e.op, ast.Div):
                 return True
-            return isinstance(e.op, (ast.Add, ast.Sub, ast.Mult, ast.FloorDiv, ast.Mod)) and (
-                self.is_float(e.left, floats, scope) or self.is_float(e.right, floats, scope))
+            if not isinstance(e.op, (ast.Add, ast.Sub, ast.Mult, ast.FloorDiv, ast.Mod)):
+                return False
+            # Remembered once the scope's floats are known, as `is_num` is.
+            known = scope.float_exprs if floats is scope.floats else None
+            r = None if known is None else known.get(id(e))
+            if r is None:
+                r = self.is_float(e.left, floats, scope) or self.is_float(e.right, floats, scope)
+                if known is not None:
+                    known[id(e)] = r
+            return r
         if t is ast.UnaryOp:
             return isinstance(e.op, (ast.USub, ast.UAdd)) and self.is_float(e.operand, floats, scope)
         if t is ast.Call:
@@ -840,6 +850,8 @@ class _Compiler:
             return generic
         if self.num_binop(e):
             scope = self.cur_scope
+            if op is ast.Mult and self.in_comp_iter:
+                return generic   # no `:=` here: the library caps the size alike
             if op is ast.Mult and not (self.is_float(lnode, scope.floats, scope)
                                        or self.is_float(rnode, scope.floats, scope)
                                        or (self.is_bounded(lnode, scope) and self.is_bounded(rnode, scope))):
@@ -984,7 +996,13 @@ class _Compiler:
     def native_comp(self, e) -> str:
         clauses = []
         for gen in e.generators:
-            clause = f"for {self.comp_target_text(gen.target)} in {P}compiter({self.translate(gen.iter)})"
+            # Python refuses `:=` in a comprehension's iterable (see `binop_text`).
+            self.in_comp_iter += 1
+            try:
+                it = self.translate(gen.iter)
+            finally:
+                self.in_comp_iter -= 1
+            clause = f"for {self.comp_target_text(gen.target)} in {P}compiter({it})"
             for cond in gen.ifs:
                 clause += f" if {self.translate(cond)}"
             clauses.append(clause)
@@ -1486,6 +1504,9 @@ class _Compiler:
             saved = self.cur_scope, self.loop_seqs
             self.cur_scope, self.loop_seqs = scope, []
             scope.nums = self.infer_numbers(scope)
+            # (What was remembered is of the final sets only: see `is_num`, `is_float`.)
+            scope.num_exprs.clear()
+            scope.float_exprs.clear()
             try:
                 self._function_ir(scope)
             finally:

@@ -307,6 +307,21 @@ def test_operator_chains_of_every_kind_compile_and_keep_evaluation_order(sl, fai
     assert err.msg == "program is nested too deeply"
 
 
+def test_int_products_of_numeric_locals_compile_in_chains_and_comprehension_iterables(sl):
+    # `a * a` of numeric locals names its operands with `:=`, which Python refuses in
+    # a comprehension's iterable ("program too complex"); a 3,000-long chain of them
+    # took seconds to compile (quadratic); 100 brackets around 32 of them were over
+    # CPython's 200 (each guarded product nests 4).
+    g = sl.exec_file("def f():\n    a = 3\n    return [y for y in range(a * a)]\n"
+                     "def g():\n    a = 1\n    return a" + " * a" * 3000 + "\n"
+                     "def h():\n    a = 2\n    return " + "[" * 100 + "a" + " * a" * 32
+                     + "]" * 100 + "\nx, y, z = f(), g(), h()\n", "t.star")
+    z = g["z"]
+    for _ in range(100):
+        z = z[0]
+    assert (g["x"], g["y"], z) == (list(range(9)), 1, 2 ** 33)
+
+
 def test_brackets_nested_too_deeply_are_a_syntax_error_where_they_are(sl, fails):
     err = fails("x = 1\ny = " + "(1 + " * 250 + "1" + ")" * 250 + "\n", sl.StarlarkSyntaxError)
     assert err.msg == "too many nested parentheses" and err.line == 2
