@@ -121,6 +121,18 @@ class Scope:
 _CHAIN = 16   # (an int `*` behind its guard nests 4 brackets: 64 of the 200)
 
 
+def _remembered(known: dict | None, e, compute) -> bool:
+    """`compute()` for operator `e`, remembered in `known` (None: not remembered). The
+    numeric inference asks about each left part of a chain of n operators: n times
+    the whole chain, unless remembered once the scope's number sets are final."""
+    r = None if known is None else known.get(id(e))
+    if r is None:
+        r = compute()
+        if known is not None:
+            known[id(e)] = r
+    return r
+
+
 def _is_temp(text: str) -> bool:
     """Is this generated text a temporary (`Scope.temp`), evaluated already? (Not just
     any generated name: `_ϟtruediv(a, b)` is a call.)"""
@@ -764,14 +776,8 @@ class _Compiler:
                 return True
             if not isinstance(e.op, (ast.Add, ast.Sub, ast.Mult, ast.FloorDiv, ast.Mod)):
                 return False
-            # Remembered once the scope's floats are known, as `is_num` is.
-            known = scope.float_exprs if floats is scope.floats else None
-            r = None if known is None else known.get(id(e))
-            if r is None:
-                r = self.is_float(e.left, floats, scope) or self.is_float(e.right, floats, scope)
-                if known is not None:
-                    known[id(e)] = r
-            return r
+            return _remembered(scope.float_exprs if floats is scope.floats else None, e, lambda: (
+                self.is_float(e.left, floats, scope) or self.is_float(e.right, floats, scope)))
         if t is ast.UnaryOp:
             return isinstance(e.op, (ast.USub, ast.UAdd)) and self.is_float(e.operand, floats, scope)
         if t is ast.Call:
@@ -811,15 +817,8 @@ class _Compiler:
         if t is ast.BinOp:
             if not isinstance(e.op, self._NUM_OPS):
                 return False
-            # Remembered once the scope's numbers are known: a chain of n operators
-            # asks about each of its n left parts (see `lower_chain`).
-            known = scope.num_exprs if nums is scope.nums else None
-            r = None if known is None else known.get(id(e))
-            if r is None:
-                r = self.is_num(e.left, nums, scope) and self.is_num(e.right, nums, scope)
-                if known is not None:
-                    known[id(e)] = r
-            return r
+            return _remembered(scope.num_exprs if nums is scope.nums else None, e, lambda: (
+                self.is_num(e.left, nums, scope) and self.is_num(e.right, nums, scope)))
         if t is ast.UnaryOp:
             return isinstance(e.op, (ast.USub, ast.UAdd)) and self.is_num(e.operand, nums, scope)
         if t is ast.Call:
