@@ -732,11 +732,9 @@ def _put_flow_record(w: Writer, fk, flow_id, run_id, parent, state, raw: bytes) 
         w.put("flows_live", fk, K.enc_id(run_id))
 
 
-def _check_call(w: Writer, parent, flow_id, run_id, in_journal: bool = False) -> None:
-    # (`in_journal`: whether a called flow of that id exists shows when its journal
-    # entry is put, see `_call_ended_in_journal`.)
-    if (w.get("flows", K.enc_id(flow_id)) is not None if in_journal
-            else flow_record(w.txn, w.db, flow_id) is not None):
+def _check_call(w: Writer, parent, flow_id, run_id) -> None:
+    # (A called flow of that id, kept in a journal, each caller checks its own way.)
+    if w.get("flows", K.enc_id(flow_id)) is not None:
         raise ConflictError(f"flow {flow_id!r} exists already")
     # The parent is live (and so exists, and so does its run, which its record
     # names): a flow cancelled (or ended) meanwhile must not go on calling, and a
@@ -753,6 +751,8 @@ def _check_call(w: Writer, parent, flow_id, run_id, in_journal: bool = False) ->
 
 
 def _call_ended(w: Writer, parent, pkey, flow_id, run_id, state, rec, entry):
+    if called_record(w.txn, w.db, flow_id) is not None:
+        raise ConflictError(f"flow {flow_id!r} exists already")
     _check_call(w, parent, flow_id, run_id)
     fk = K.enc_id(flow_id)
     _put_flow_record(w, fk, flow_id, run_id, parent, state, rec)
@@ -773,8 +773,9 @@ def _mark_schema(w: Writer) -> None:
 
 
 def _call_ended_in_journal(w: Writer, parent, pkey, flow_id, run_id, entry):
-    _check_call(w, parent, flow_id, run_id, in_journal=True)
+    _check_call(w, parent, flow_id, run_id)
     _mark_schema(w)
+    # A called twin shows here: its entry is this one's key.
     if not w.txn.put(pkey, entry, db=w.db["journal"], overwrite=False):
         if called_record(w.txn, w.db, flow_id) is not None:
             raise ConflictError(f"flow {flow_id!r} exists already")
@@ -793,8 +794,10 @@ def _create_child(w: Writer, parent_id, child_id, kwargs):
 
 def _set_flow_state(w: Writer, flow_id, state, result, error, meta):
     fk = K.enc_id(flow_id)
-    w.require_flow(fk, flow_id)
-    rec = _load_flow(w, flow_id)
+    raw = w.get("flows", fk)
+    if raw is None:
+        w.require_flow(fk, flow_id)   # raises: no such flow, or a called one (ended)
+    rec = decode(raw)
     old = rec["state"]
     revive = old == "crashed" and state in LIVE_STATES
     if old in TERMINAL_STATES and state != old and not revive:

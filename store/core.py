@@ -357,17 +357,13 @@ class Store:
         `batch.called_record`)."""
         dbs = self._env.db
         recs = []
-        with txn.cursor(db=dbs[db]) as cur:
-            if cur.set_range(pre):
-                for k in cur.iternext(values=False):
-                    if k[:len(pre)] != pre:
-                        break
-                    fk = k[len(pre):]
-                    raw = txn.get(fk, db=dbs["flows"])
-                    if raw is not None:
-                        recs.append(decode(raw))
-                    if called:
-                        recs += called_children(txn, dbs, fk)
+        for k, _ in iter_prefix(txn, dbs[db], pre):
+            fk = k[len(pre):]
+            raw = txn.get(fk, db=dbs["flows"])
+            if raw is not None:
+                recs.append(decode(raw))
+            if called:
+                recs += called_children(txn, dbs, fk)
         return recs
 
     def children(self, flow_id: str) -> list[Flow]:

@@ -23,15 +23,16 @@ STEPS = HERE / "steps20.flow"
 FLOWMETAL = [sys.executable, "-c", "from flowmetal.cli import main; main()"]
 
 
-def _env(home: Path) -> dict:
+def _env(home: Path, sync: bool = False) -> dict:
     env = dict(os.environ)
     env["FLOWMETAL_HOME"] = str(home)
-    env["FLOWMETAL_SYNC"] = "0"   # a killed process loses nothing either way
+    # Off unless a test is about syncing: a killed process loses nothing either way.
+    env["FLOWMETAL_SYNC"] = "1" if sync else "0"
     return env
 
 
-def _start(args: list[str], home: Path) -> subprocess.Popen:
-    return subprocess.Popen(FLOWMETAL + args, env=_env(home), stdout=subprocess.PIPE,
+def _start(args: list[str], home: Path, sync: bool = False) -> subprocess.Popen:
+    return subprocess.Popen(FLOWMETAL + args, env=_env(home, sync), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
 
@@ -121,9 +122,7 @@ def test_sigkill_during_inline_calls_with_fsync_on_loses_and_repeats_nothing(
     while kills < 8 and time.monotonic() < deadline:
         scenario += 1
         home = tmp_path / f"home{scenario}"
-        env = dict(_env(home), FLOWMETAL_SYNC="1")
-        p = subprocess.Popen(FLOWMETAL + ["run", str(CALLS), "--flow", "calls"], env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        p = _start(["run", str(CALLS), "--flow", "calls"], home, sync=True)
         run_id = _wait_started(p)
         assert run_id
         time.sleep(rng.uniform(0.05, 0.5))
@@ -131,8 +130,8 @@ def test_sigkill_during_inline_calls_with_fsync_on_loses_and_repeats_nothing(
             p.send_signal(signal.SIGKILL)
             kills += 1
         p.communicate()
-        r = subprocess.run(FLOWMETAL + ["resume", run_id], env=env, capture_output=True,
-                           text=True, timeout=120)
+        r = subprocess.run(FLOWMETAL + ["resume", run_id], env=_env(home, sync=True),
+                           capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stderr
         lines = r.stdout.splitlines()
         assert lines[-1] == f"Ok({sum(range(2000))})", lines[-3:]
